@@ -1,0 +1,5 @@
+import sys
+
+from dynofa.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``dynofa`` subcommand; each defines ``register(subparsers)``."""

@@ -1,0 +1,1 @@
+"""Platforms, monitors, actuators (with rollback) and the policies that choose operating points."""

@@ -1,0 +1,1 @@
+"""The dynofa daemon: control loop, ZeroMQ server, inference path, systemd integration."""

@@ -1,0 +1,1 @@
+"""Model families, weight-shared subnet pools, sampling, profiling and catalogs."""

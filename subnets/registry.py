@@ -1,0 +1,30 @@
+"""Rebuild a model family from a catalog's ``family`` object.
+
+Families are registered by name prefix with the module that implements them, imported
+only when asked for (torch and ofa are heavy).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from dynofa.errors import CatalogError
+from subnets.family import ModelFamily
+
+#: family kind -> "module:factory"; a factory takes the catalog's family object (and weights path)
+FACTORIES: dict[str, str] = {}
+
+
+def family_from_description(description: Mapping[str, Any], weights: str | None = None) -> ModelFamily:
+    kind = description.get("kind")
+    target = FACTORIES.get(str(kind))
+    if target is None:
+        raise CatalogError(
+            f"unknown model family kind {kind!r}; known kinds: {', '.join(sorted(FACTORIES)) or '(none)'}"
+        )
+    module_name, factory = target.split(":")
+    module = importlib.import_module(module_name)
+    family: ModelFamily = getattr(module, factory)(description, weights)
+    return family
