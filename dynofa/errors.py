@@ -55,3 +55,7 @@ class ProtocolError(DynofaError):
 
 class DaemonUnavailableError(DynofaError):
     """The daemon did not answer (not running, wrong endpoint, or timed out)."""
+
+
+class DatasetError(DynofaError):
+    """A dataset file or directory is missing, corrupt, or not in a supported layout; the message names it."""
