@@ -59,3 +59,7 @@ class DaemonUnavailableError(DynofaError):
 
 class DatasetError(DynofaError):
     """A dataset file or directory is missing, corrupt, or not in a supported layout; the message names it."""
+
+
+class CatalogBuildError(DynofaError):
+    """A catalog cannot be built or re-profiled as asked (too few measurements, bad arguments, ...)."""
