@@ -63,3 +63,7 @@ class DatasetError(DynofaError):
 
 class CatalogBuildError(DynofaError):
     """A catalog cannot be built or re-profiled as asked (too few measurements, bad arguments, ...)."""
+
+
+class CheckpointError(DynofaError):
+    """A local weight file exists but cannot be read or does not fit the model family it was given to."""
