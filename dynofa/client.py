@@ -1,0 +1,309 @@
+"""A small Python client for the dynofa daemon (numpy + pyzmq only; never imports torch).
+
+>>> from dynofa.client import Client
+>>> with Client() as dyn:                                   # doctest: +SKIP
+...     dyn.register("camera", budget={"latency_ms": 30, "min_accuracy": 0.8})
+...     result = dyn.infer("camera", image)                 # float32 NCHW numpy array
+...     result.output, result.subnet, result.latency_ms
+
+Requests go over a REQ socket with a timeout; when the daemon does not answer in time
+the socket is closed and reopened and the request is sent again ("Lazy Pirate"), up to
+``retries`` times, then :class:`~dynofa.errors.DaemonUnavailableError` is raised. Every
+request of the protocol is idempotent (register, set_budget, infer, ...), so a retry is safe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from dynofa import paths, protocol
+from dynofa.errors import DaemonUnavailableError, ProtocolError
+
+ENDPOINT_ENV = "DYNOFA_ENDPOINT"
+TELEMETRY_ENV = "DYNOFA_TELEMETRY"
+
+
+def _candidate_dirs() -> list[Path]:
+    dirs = [paths.runtime_dir()]
+    for extra in (Path("/run/dynofa"), paths.runtime_dir({})):  # the systemd service, then the /tmp fallback
+        if extra not in dirs:
+            dirs.append(extra)
+    return dirs
+
+
+def default_endpoint(name: str = "control") -> str:
+    """``$DYNOFA_ENDPOINT`` (or ``$DYNOFA_TELEMETRY``), else the first runtime dir holding a daemon socket."""
+    env = os.environ.get(ENDPOINT_ENV if name == "control" else TELEMETRY_ENV)
+    if env:
+        return env
+    for directory in _candidate_dirs():
+        if (directory / f"{name}.sock").exists():
+            return f"ipc://{directory / f'{name}.sock'}"
+    return f"ipc://{paths.runtime_dir() / f'{name}.sock'}"
+
+
+def telemetry_endpoint_for(control: str) -> str:
+    """The telemetry endpoint beside a control endpoint (ipc:// only; else ``$DYNOFA_TELEMETRY``)."""
+    if control.startswith("ipc://") and control.endswith("control.sock"):
+        return control[: -len("control.sock")] + "telemetry.sock"
+    return default_endpoint("telemetry")
+
+
+@dataclass(frozen=True)
+class InferenceReply:
+    output: np.ndarray
+    subnet: str
+    pe: str
+    latency_ms: float  # the forward pass in the daemon
+    queue_ms: float  # time the request waited for the processing element
+    round_trip_ms: float  # seen by this client, transport included
+
+
+@dataclass(frozen=True)
+class CurveKeys:
+    """CURVE keys for a tcp:// daemon: the server's public key and this client's key pair (Z85)."""
+
+    server_public: bytes
+    public: bytes
+    secret: bytes
+
+    @classmethod
+    def load(cls, server_public_file: str, client_secret_file: str | None = None) -> CurveKeys:
+        from zmq.auth import load_certificate
+
+        server_public, _ = load_certificate(server_public_file)
+        if client_secret_file is None:
+            public, secret = zmq.curve_keypair()  # an anonymous client; the daemon must allow any client
+        else:
+            public, secret_opt = load_certificate(client_secret_file)
+            if secret_opt is None:
+                raise ProtocolError(f"{client_secret_file} holds no secret key (use the .key_secret file)")
+            secret = secret_opt
+        return cls(server_public=server_public, public=public, secret=secret)
+
+
+class Client:
+    """A connection to the daemon's control endpoint."""
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        timeout_s: float = 5.0,
+        retries: int = 1,
+        curve: CurveKeys | None = None,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        self.endpoint = endpoint or default_endpoint()
+        self.timeout_ms = max(1, int(timeout_s * 1000))
+        self.retries = max(0, int(retries))
+        self.curve = curve
+        self._context = context or zmq.Context.instance()
+        self._socket: zmq.Socket[Any] | None = None
+        self._next_id = 0
+
+    # lifecycle ---------------------------------------------------------------------------
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+
+    def _open(self) -> zmq.Socket[Any]:
+        if self._socket is None:
+            sock = self._context.socket(zmq.REQ)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RCVTIMEO, self.timeout_ms)
+            sock.setsockopt(zmq.SNDTIMEO, self.timeout_ms)
+            if self.curve is not None:
+                sock.curve_serverkey = self.curve.server_public
+                sock.curve_publickey = self.curve.public
+                sock.curve_secretkey = self.curve.secret
+            sock.connect(self.endpoint)
+            self._socket = sock
+        return self._socket
+
+    def _check_socket_file(self) -> None:
+        if self.endpoint.startswith("ipc://") and not Path(self.endpoint[len("ipc://") :]).exists():
+            raise DaemonUnavailableError(
+                f"the dynofa daemon is not running: no socket at {self.endpoint[len('ipc://'):]} "
+                "(start it with `dynofa serve` or `systemctl start dynofa`, or set $DYNOFA_ENDPOINT)"
+            )
+
+    # transport ---------------------------------------------------------------------------
+    def request(self, op: str, *, tensor: np.ndarray | None = None, **args: Any) -> tuple[dict[str, Any], list[Any]]:
+        """Send one request; return the checked reply header and any extra frames."""
+        self._check_socket_file()
+        self._next_id += 1
+        header = protocol.request(op, id=self._next_id, **args)
+        frames: list[Any] = [protocol.encode(header)]
+        if tensor is not None:
+            frames.append(tensor.data.cast("B"))
+        for attempt in range(self.retries + 1):
+            sock = self._open()
+            try:
+                sock.send_multipart(frames, copy=False)
+                reply_frames = sock.recv_multipart(copy=False)
+            except zmq.Again:
+                self.close()  # Lazy Pirate: a REQ socket that timed out is stuck; start over
+                if attempt == self.retries:
+                    raise DaemonUnavailableError(
+                        f"the dynofa daemon at {self.endpoint} did not answer {op!r} within "
+                        f"{self.timeout_ms / 1000:g} s ({attempt + 1} attempt(s))"
+                    ) from None
+                continue
+            reply = self._decode(reply_frames[0])
+            if reply.get("id") not in (None, self._next_id):
+                raise ProtocolError(f"reply id {reply.get('id')!r} does not match request id {self._next_id}")
+            return protocol.check_reply(reply, op), list(reply_frames[1:])
+        raise AssertionError("unreachable")
+
+    def call(self, op: str, **args: Any) -> dict[str, Any]:
+        reply, _ = self.request(op, **args)
+        return reply
+
+    @staticmethod
+    def _decode(frame: Any) -> dict[str, Any]:
+        try:
+            data = json.loads(bytes(frame.buffer if hasattr(frame, "buffer") else frame))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ProtocolError(f"the daemon sent a reply that is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ProtocolError("the daemon sent a reply that is not a JSON object")
+        return data
+
+    # operations --------------------------------------------------------------------------
+    def hello(self, app: str | None = None) -> dict[str, Any]:
+        return self.call("hello", app=app)
+
+    def ping(self) -> dict[str, Any]:
+        return self.call("ping")
+
+    def register(
+        self, app: str, model: str | None = None, budget: Mapping[str, Any] | Any | None = None
+    ) -> dict[str, Any]:
+        return self.call("register", app=app, model=model, budget=_budget_dict(budget))
+
+    def unregister(self, app: str) -> dict[str, Any]:
+        return self.call("unregister", app=app)
+
+    def set_budget(self, app: str, budget: Mapping[str, Any] | Any | None = None, **fields: Any) -> dict[str, Any]:
+        """Set or replace ``app``'s budget: a mapping, a :class:`dynofa.budget.Budget`, or keyword fields."""
+        data = _budget_dict(budget) or {}
+        data.update(fields)
+        return self.call("set_budget", app=app, budget=data)
+
+    def clear_budget(self, app: str) -> dict[str, Any]:
+        return self.call("clear_budget", app=app)
+
+    def budgets(self) -> dict[str, Any]:
+        return dict(self.call("budgets")["budgets"])
+
+    def state(self) -> dict[str, Any]:
+        return self.call("state")
+
+    def subnets(self, model: str | None = None) -> dict[str, Any]:
+        return dict(self.call("subnets", model=model)["models"])
+
+    def feedback(self, app: str, qoe: float, detail: Any = None) -> dict[str, Any]:
+        return self.call("feedback", app=app, qoe=float(qoe), detail=detail)
+
+    def infer(self, app: str, x: np.ndarray, subnet: str | None = None) -> InferenceReply:
+        """Run one inference of ``x`` (float32 NCHW; a CHW image is batched) for ``app``."""
+        array = np.asarray(x)
+        if array.ndim == 3:
+            array = array[None]
+        if array.dtype.name not in protocol.INPUT_DTYPES:
+            array = array.astype(np.float32)
+        fields, array = protocol.encode_tensor(array)
+        started = time.perf_counter()
+        reply, frames = self.request("infer", tensor=array, app=app, subnet=subnet, **fields)
+        rtt = (time.perf_counter() - started) * 1000.0
+        out = reply.get("output") or {}
+        if len(frames) != 1:
+            raise ProtocolError(f"an infer reply needs one output frame, got {len(frames)}")
+        buffer = frames[0].buffer if hasattr(frames[0], "buffer") else frames[0]
+        output = np.frombuffer(buffer, dtype=np.dtype(out.get("dtype", "float32"))).reshape(out.get("shape", [-1]))
+        return InferenceReply(
+            output=output,
+            subnet=str(reply.get("subnet")),
+            pe=str(reply.get("pe")),
+            latency_ms=float(reply.get("latency_ms", 0.0)),
+            queue_ms=float(reply.get("queue_ms", 0.0)),
+            round_trip_ms=rtt,
+        )
+
+
+def _budget_dict(budget: Mapping[str, Any] | Any | None) -> dict[str, Any] | None:
+    if budget is None:
+        return None
+    if hasattr(budget, "to_dict"):
+        return dict(budget.to_dict())
+    return dict(budget)
+
+
+class Telemetry:
+    """A subscriber to the daemon's telemetry (PUB) endpoint.
+
+    PUB/SUB drops messages for slow or late subscribers: telemetry is a live view, not a log
+    (the daemon's trace file is the log).
+    """
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        topics: tuple[str, ...] = (),
+        curve: CurveKeys | None = None,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        self.endpoint = endpoint or default_endpoint("telemetry")
+        self._context = context or zmq.Context.instance()
+        self._socket = self._context.socket(zmq.SUB)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            self._socket.curve_serverkey = curve.server_public
+            self._socket.curve_publickey = curve.public
+            self._socket.curve_secretkey = curve.secret
+        for topic in topics or (b"",):
+            self._socket.setsockopt(zmq.SUBSCRIBE, topic.encode() if isinstance(topic, str) else topic)
+        self._socket.connect(self.endpoint)
+
+    def __enter__(self) -> Telemetry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._socket.close(linger=0)
+
+    def receive(self, timeout_s: float) -> tuple[str, dict[str, Any]] | None:
+        """The next (topic, message), or None after ``timeout_s``."""
+        if not self._socket.poll(int(timeout_s * 1000)):
+            return None
+        frames = self._socket.recv_multipart()
+        if len(frames) != 2:
+            return None
+        try:
+            return frames[0].decode(), json.loads(frames[1])
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+    def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        while True:
+            item = self.receive(3600.0)
+            if item is not None:
+                yield item
