@@ -1,0 +1,166 @@
+"""Latency measurement of one inference module, and the provenance of a measurement.
+
+Figures are batch-1 medians of repeated runs after a warm-up, under ``torch.inference_mode``,
+with the thread count recorded (and restored afterwards, since it is process-global). On CUDA
+every run is bracketed by ``torch.cuda.synchronize`` so that the wall time covers the kernels.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import socket
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+@dataclass(frozen=True)
+class LatencyRecord:
+    """Repeated timings of one module on one device (milliseconds)."""
+
+    median_ms: float
+    p90_ms: float
+    samples: list[float] = field(default_factory=list)
+    threads: int = 1
+    device: str = "cpu"
+    input_shape: tuple[int, ...] = ()
+    warmup: int = 0
+
+    @property
+    def repeats(self) -> int:
+        return len(self.samples)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "median_ms": self.median_ms,
+            "p90_ms": self.p90_ms,
+            "samples": list(self.samples),
+            "threads": self.threads,
+            "device": self.device,
+            "input_shape": list(self.input_shape),
+            "warmup": self.warmup,
+        }
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile, ``q`` in [0, 100]."""
+    if not values:
+        raise ValueError("percentile of no values")
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def measure_latency(
+    module: nn.Module,
+    input_shape: Sequence[int],
+    device: str = "cpu",
+    warmup: int = 3,
+    repeats: int = 10,
+    threads: int | None = None,
+) -> LatencyRecord:
+    """Time ``module`` on a random input of ``input_shape``.
+
+    ``threads`` sets ``torch.set_num_threads`` for the measurement (the previous value is
+    restored); None keeps the current setting. The module is moved to ``device`` by the caller.
+    """
+    import torch
+
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    is_cuda = str(device).startswith("cuda")
+    if is_cuda and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        used = torch.get_num_threads()
+        x = torch.randn(*input_shape, device=device)
+        samples: list[float] = []
+        with torch.inference_mode():
+            for i in range(warmup + repeats):
+                if is_cuda:
+                    torch.cuda.synchronize(device)
+                start = time.perf_counter()
+                module(x)
+                if is_cuda:
+                    torch.cuda.synchronize(device)
+                elapsed = (time.perf_counter() - start) * 1000.0
+                if i >= warmup:
+                    samples.append(elapsed)
+    finally:
+        torch.set_num_threads(previous)
+    return LatencyRecord(
+        median_ms=statistics.median(samples),
+        p90_ms=percentile(samples, 90),
+        samples=samples,
+        threads=used,
+        device=str(device),
+        input_shape=tuple(int(d) for d in input_shape),
+        warmup=warmup,
+    )
+
+
+def cpu_model(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> str:
+    """The CPU's model name (x86 ``model name``; ARM ``Hardware``/``Model``/CPU part), or platform's guess."""
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and value.strip():
+            fields.setdefault(key.strip().lower(), value.strip())
+    for key in ("model name", "hardware", "model", "cpu model", "processor"):
+        value = fields.get(key, "")
+        if value and not value.isdigit():
+            return value
+    if "cpu part" in fields:
+        return f"{fields.get('cpu implementer', '?')}/{fields['cpu part']}"
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def device_name(device: str) -> str:
+    """Human-readable name of a torch device: the CPU model, or the CUDA device's name."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            return str(torch.cuda.get_device_name(torch.device(device)))
+        return "cuda (unavailable)"
+    return cpu_model()
+
+
+def provenance(device: str = "cpu", threads: int | None = None) -> dict[str, Any]:
+    """Where and with what a measurement was taken: host, CPU model, versions, date, threads."""
+    import torch
+
+    from dynofa import __version__
+
+    return {
+        "host": socket.gethostname(),
+        "cpu_model": cpu_model(),
+        "device": device_name(device),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "dynofa": __version__,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "threads": torch.get_num_threads() if threads is None else threads,
+    }

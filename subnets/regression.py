@@ -1,0 +1,328 @@
+"""Reg-Tune-style regression of latency (or accuracy) over architecture features.
+
+Measuring every candidate subnet on every processing element is what Reg-Tune avoids: measure a
+handful, fit a low-degree polynomial over the configuration variables and predict the rest.
+Here the variables are the family's :meth:`~subnets.family.ModelFamily.features` (MACs, params,
+resolution, depth/width/kernel statistics). The model is ridge-regularised least squares on
+standardised features, of degree 1 or 2 (squares and pairwise products), optionally on the log
+of the target; degree, ridge strength and transform are chosen by leave-one-out cross-validation
+(closed form through the hat matrix, so choosing costs no refits). Its error on measured subnets
+it was not fitted on is reported, so a catalog says how far its predicted figures can be trusted.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dynofa.errors import CatalogBuildError
+
+DEFAULT_RIDGES = (1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+MODEL_KIND = "ridge-poly/1"
+
+
+@dataclass(frozen=True)
+class ErrorReport:
+    """Prediction error on points a model did not see (``method`` says how they were held out)."""
+
+    method: str  # "held-out", "leave-one-out" or "none"
+    n: int
+    mae: float
+    mape_pct: float
+    max_abs: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "n": self.n,
+            "mae": _finite(self.mae),
+            "mape_pct": _finite(self.mape_pct),
+            "max_abs": _finite(self.max_abs),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ErrorReport:
+        def num(key: str) -> float:
+            value = data.get(key)
+            return float("nan") if value is None else float(value)
+
+        return cls(str(data.get("method", "none")), int(data.get("n", 0)), num("mae"), num("mape_pct"), num("max_abs"))
+
+
+def error_report(
+    method: str, actual: Sequence[float] | np.ndarray, predicted: Sequence[float] | np.ndarray
+) -> ErrorReport:
+    a = np.asarray(actual, dtype=float)
+    p = np.asarray(predicted, dtype=float)
+    if a.size == 0:
+        return ErrorReport("none", 0, float("nan"), float("nan"), float("nan"))
+    err = np.abs(a - p)
+    nonzero = np.abs(a) > 1e-12
+    mape = float(np.mean(err[nonzero] / np.abs(a[nonzero])) * 100.0) if nonzero.any() else float("nan")
+    return ErrorReport(method, int(a.size), float(err.mean()), mape, float(err.max()))
+
+
+@dataclass
+class RegressionModel:
+    """A fitted polynomial model ``target = f(features)``; JSON-serialisable."""
+
+    target: str
+    features: list[str]
+    degree: int
+    ridge: float
+    log_target: bool
+    mean: list[float]
+    scale: list[float]
+    coef: list[float]  # intercept first, then the expanded terms
+    lower: float | None = None  # predictions are clipped into [lower, upper]
+    upper: float | None = None
+    n_train: int = 0
+    error: dict[str, Any] = field(default_factory=dict)  # "held_out" and "loo" ErrorReport dicts
+
+    def predict(self, rows: Sequence[Mapping[str, float]]) -> list[float]:
+        if not rows:
+            return []
+        x = _matrix(rows, self.features)
+        design = _design(x, np.asarray(self.mean), np.asarray(self.scale), self.degree)
+        out = design @ np.asarray(self.coef)
+        if self.log_target:
+            out = np.exp(np.clip(out, -50.0, 50.0))
+        if self.lower is not None or self.upper is not None:
+            out = np.clip(out, self.lower, self.upper)
+        return [float(v) for v in out]
+
+    def predict_one(self, row: Mapping[str, float]) -> float:
+        return self.predict([row])[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": MODEL_KIND,
+            "target": self.target,
+            "features": list(self.features),
+            "degree": self.degree,
+            "ridge": self.ridge,
+            "log_target": self.log_target,
+            "mean": list(self.mean),
+            "scale": list(self.scale),
+            "coef": list(self.coef),
+            "lower": self.lower,
+            "upper": self.upper,
+            "n_train": self.n_train,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RegressionModel:
+        if not isinstance(data, Mapping) or data.get("kind") != MODEL_KIND:
+            kind = data.get("kind") if isinstance(data, Mapping) else data
+            raise CatalogBuildError(f"unknown regression model kind {kind!r}; this dynofa reads {MODEL_KIND!r}")
+        try:
+            model = cls(
+                target=str(data["target"]),
+                features=[str(f) for f in data["features"]],
+                degree=int(data["degree"]),
+                ridge=float(data["ridge"]),
+                log_target=bool(data["log_target"]),
+                mean=[float(v) for v in data["mean"]],
+                scale=[float(v) for v in data["scale"]],
+                coef=[float(v) for v in data["coef"]],
+                lower=None if data.get("lower") is None else float(data["lower"]),
+                upper=None if data.get("upper") is None else float(data["upper"]),
+                n_train=int(data.get("n_train", 0)),
+                error=dict(data.get("error", {})),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CatalogBuildError(f"malformed regression model: {exc!r}") from None
+        n_terms = _n_terms(len(model.features), model.degree)
+        if len(model.mean) != len(model.features) or len(model.scale) != len(model.features) or (
+            len(model.coef) != n_terms + 1
+        ):
+            raise CatalogBuildError("malformed regression model: coefficient count does not match its features")
+        return model
+
+
+def fit(
+    rows: Sequence[Mapping[str, float]],
+    targets: Sequence[float],
+    *,
+    target: str = "latency_ms",
+    features: Sequence[str] | None = None,
+    degrees: Sequence[int] = (1, 2),
+    ridges: Sequence[float] = DEFAULT_RIDGES,
+    log_target: Sequence[bool] = (False,),
+    lower: float | None = None,
+    upper: float | None = None,
+) -> RegressionModel:
+    """Fit the candidate models and keep the one with the lowest leave-one-out mean absolute error."""
+    y = np.asarray(targets, dtype=float)
+    if len(rows) != y.size:
+        raise CatalogBuildError(f"regression needs one target per row, got {len(rows)} rows and {y.size} targets")
+    if y.size < 2:
+        raise CatalogBuildError(f"regression of {target} needs at least 2 measured points, got {y.size}")
+    if not np.all(np.isfinite(y)):
+        raise CatalogBuildError(f"regression of {target}: targets must be finite numbers")
+    names = sorted(_common_features(rows)) if features is None else list(features)
+    if not names:
+        raise CatalogBuildError(f"regression of {target}: the rows share no numeric feature")
+    x = _matrix(rows, names)
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-12] = 1.0
+    best: tuple[float, int, float, bool, np.ndarray] | None = None
+    for use_log in log_target:
+        if use_log and np.any(y <= 0):
+            continue
+        yt = np.log(y) if use_log else y
+        for degree in degrees:
+            if degree not in (1, 2):
+                raise CatalogBuildError(f"regression degree must be 1 or 2, got {degree}")
+            design = _design(x, mean, scale, degree)
+            for ridge in ridges:
+                coef, loo_pred = _ridge_with_loo(design, yt, ridge)
+                pred = np.exp(np.clip(loo_pred, -50.0, 50.0)) if use_log else loo_pred
+                if lower is not None or upper is not None:
+                    pred = np.clip(pred, lower, upper)
+                score = float(np.mean(np.abs(pred - y)))
+                if not math.isfinite(score):
+                    continue
+                if best is None or score < best[0] - 1e-12:
+                    best = (score, degree, ridge, use_log, coef)
+    if best is None:
+        raise CatalogBuildError(f"regression of {target}: no candidate model could be fitted to {y.size} points")
+    _, degree, ridge, use_log, coef = best
+    model = RegressionModel(
+        target=target,
+        features=names,
+        degree=degree,
+        ridge=ridge,
+        log_target=use_log,
+        mean=[float(v) for v in mean],
+        scale=[float(v) for v in scale],
+        coef=[float(v) for v in coef],
+        lower=lower,
+        upper=upper,
+        n_train=int(y.size),
+    )
+    model.error["loo"] = loo_error(model, rows, y).to_dict()
+    return model
+
+
+def fit_with_holdout(
+    rows: Sequence[Mapping[str, float]],
+    targets: Sequence[float],
+    *,
+    holdout: float = 0.25,
+    seed: int = 0,
+    **options: Any,
+) -> RegressionModel:
+    """Report the error on held-out points, then refit on all points.
+
+    A fraction ``holdout`` of the points (at least one, and only when at least 4 points
+    exist) is set aside; a model fitted on the rest predicts them and its error is stored as
+    ``error["held_out"]``. The returned model is refitted on every point (more data), and
+    also carries its leave-one-out error ``error["loo"]``.
+    """
+    n = len(rows)
+    held: ErrorReport
+    if n >= 4 and holdout > 0:
+        order = list(range(n))
+        random.Random(seed).shuffle(order)
+        n_held = max(1, min(n - 2, round(n * holdout)))
+        test, train = order[:n_held], order[n_held:]
+        partial = fit([rows[i] for i in train], [targets[i] for i in train], **options)
+        predicted = partial.predict([rows[i] for i in test])
+        held = error_report("held-out", [float(targets[i]) for i in test], predicted)
+    else:
+        held = ErrorReport("none", 0, float("nan"), float("nan"), float("nan"))
+    model = fit(rows, targets, **options)
+    model.error["held_out"] = held.to_dict()
+    return model
+
+
+def fit_latency(
+    rows: Sequence[Mapping[str, float]], latencies_ms: Sequence[float], *, seed: int = 0, **options: Any
+) -> RegressionModel:
+    """Latency model: identity or log target, clipped to stay positive."""
+    options.setdefault("log_target", (False, True))
+    positive = 0.5 * min(float(v) for v in latencies_ms) if len(latencies_ms) else 1e-6
+    options.setdefault("lower", max(positive, 1e-6))
+    return fit_with_holdout(rows, latencies_ms, target="latency_ms", seed=seed, **options)
+
+
+def fit_accuracy(
+    rows: Sequence[Mapping[str, float]], top1: Sequence[float], *, seed: int = 0, **options: Any
+) -> RegressionModel:
+    """Accuracy predictor fitted on subnets whose accuracy was measured; predictions stay in [0, 1]."""
+    options.setdefault("lower", 0.0)
+    options.setdefault("upper", 1.0)
+    return fit_with_holdout(rows, top1, target="top1", seed=seed, **options)
+
+
+def loo_error(model: RegressionModel, rows: Sequence[Mapping[str, float]], targets: Any) -> ErrorReport:
+    """Leave-one-out error of ``model``'s form (degree, ridge, transform) on ``rows``."""
+    y = np.asarray(targets, dtype=float)
+    x = _matrix(rows, model.features)
+    design = _design(x, np.asarray(model.mean), np.asarray(model.scale), model.degree)
+    yt = np.log(y) if model.log_target else y
+    _, loo_pred = _ridge_with_loo(design, yt, model.ridge)
+    pred = np.exp(np.clip(loo_pred, -50.0, 50.0)) if model.log_target else loo_pred
+    if model.lower is not None or model.upper is not None:
+        pred = np.clip(pred, model.lower, model.upper)
+    if not np.all(np.isfinite(pred)):
+        return ErrorReport("leave-one-out", int(y.size), float("inf"), float("inf"), float("inf"))
+    return error_report("leave-one-out", y, pred)
+
+
+def _ridge_with_loo(design: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge solution (intercept unpenalised) and leave-one-out predictions via the hat matrix."""
+    penalty = np.eye(design.shape[1]) * ridge
+    penalty[0, 0] = 0.0
+    gram = design.T @ design + penalty
+    try:
+        inverse = np.linalg.inv(gram)
+    except np.linalg.LinAlgError:
+        inverse = np.linalg.pinv(gram)
+    coef = inverse @ design.T @ y
+    fitted = design @ coef
+    leverage = np.einsum("ij,jk,ik->i", design, inverse, design)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        residual = (y - fitted) / (1.0 - leverage)
+    residual[np.abs(1.0 - leverage) < 1e-9] = np.inf
+    return coef, y - residual
+
+
+def _common_features(rows: Sequence[Mapping[str, float]]) -> set[str]:
+    common: set[str] | None = None
+    for row in rows:
+        numeric = {k for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        common = numeric if common is None else common & numeric
+    return common or set()
+
+
+def _matrix(rows: Sequence[Mapping[str, float]], names: Sequence[str]) -> np.ndarray:
+    try:
+        return np.array([[float(row[n]) for n in names] for row in rows], dtype=float).reshape(len(rows), len(names))
+    except KeyError as exc:
+        raise CatalogBuildError(f"regression feature {exc.args[0]!r} is missing from a subnet's features") from None
+
+
+def _n_terms(n_features: int, degree: int) -> int:
+    return n_features + (n_features * (n_features + 1) // 2 if degree == 2 else 0)
+
+
+def _design(x: np.ndarray, mean: np.ndarray, scale: np.ndarray, degree: int) -> np.ndarray:
+    z = (x - mean) / scale
+    columns = [np.ones(len(z)), *z.T]
+    if degree == 2:
+        n = z.shape[1]
+        columns += [z[:, i] * z[:, j] for i in range(n) for j in range(i, n)]
+    return np.column_stack(columns)
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
