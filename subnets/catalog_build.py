@@ -590,3 +590,35 @@ def _provenance(
         "bn_calibration": None if s.calib is None else {"images": min(s.calib_limit, len(s.calib.y))},
     }
     return prov
+
+
+def family_for_catalog(catalog: Catalog, weights: str | os.PathLike[str] | None = None) -> ModelFamily:
+    """Rebuild the family a catalog was built for, with its weights (checked against the catalog's hash).
+
+    ``weights`` overrides the path recorded in the catalog; a relative recorded path is taken
+    relative to the catalog file. A catalog built on random initialisation needs no weights.
+    """
+    from dynofa.catalog import sha256_file
+    from dynofa.errors import WeightsNotFoundError
+    from subnets.registry import family_from_description
+
+    recorded = catalog.weights.get("path")
+    path: Path | None = None
+    if weights is not None:
+        path = Path(weights).expanduser()
+    elif recorded:
+        path = Path(str(recorded)).expanduser()
+        if not path.is_absolute() and catalog.path is not None:
+            path = catalog.path.parent / path
+    if path is None:
+        if catalog.weights.get("sha256"):
+            raise WeightsNotFoundError(f"family {catalog.family.get('name')}", [])
+        if catalog.weights.get("init") == "random":
+            import torch
+
+            torch.manual_seed(int(catalog.weights.get("seed", 0)))
+        return family_from_description(catalog.family, None)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"family {catalog.family.get('name')}", [str(path.absolute())])
+    catalog.check_weights(sha256_file(path))
+    return family_from_description(catalog.family, str(path))

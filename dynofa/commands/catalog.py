@@ -1,0 +1,225 @@
+"""``dynofa catalog build`` / ``dynofa catalog show``: pre-sample, profile and select subnets into a catalog."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from dynofa.errors import CatalogBuildError
+
+#: ``--family`` names and the registry descriptions they stand for (the constructor arguments of
+#: the official OFA supernets; ``--family-args`` adds or overrides arguments)
+FAMILY_PRESETS: dict[str, dict[str, Any]] = {
+    "ofa-mbv3-w1.0": {"kind": "ofa-mbv3", "width_mult": 1.0},
+    "ofa-mbv3-w1.2": {"kind": "ofa-mbv3", "width_mult": 1.2},
+    "ofa-proxyless": {"kind": "ofa-proxyless", "width_mult": 1.3},
+    "ofa-resnet50": {"kind": "ofa-resnet50"},
+}
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("catalog", help="build or show a subnet catalog")
+    sub = p.add_subparsers(dest="catalog_command", metavar="ACTION")
+    p.set_defaults(handler=lambda _args: _usage(p))
+
+    b = sub.add_parser(
+        "build",
+        help="sample, profile and select subnets of a model family into a catalog file",
+        description=(
+            "Sample N candidate subnets, time M of them on each processing element, predict the rest "
+            "with a regression model, measure accuracy on validation data, and keep K subnets spread "
+            "across the accuracy/latency Pareto front. Progress goes to stderr."
+        ),
+    )
+    b.add_argument(
+        "--family",
+        required=True,
+        help=f"model family: {', '.join(FAMILY_PRESETS)}, or a registry kind (with --family-args)",
+    )
+    b.add_argument("--family-args", metavar="JSON", help='extra constructor arguments, e.g. \'{"n_classes": 10}\'')
+    b.add_argument("--weights", metavar="CKPT", help="local supernet checkpoint (official OFA format)")
+    b.add_argument(
+        "--random-init",
+        action="store_true",
+        help="no weights: random initialisation (a structure-only catalog: latency is real, accuracy is not)",
+    )
+    b.add_argument("--val", metavar="DATA", help="validation set (.npz x/y, pickle, CIFAR-10 dir, ImageFolder dir)")
+    b.add_argument("--val-limit", type=int, default=None, metavar="N", help="use only the first N validation images")
+    b.add_argument("--calib", metavar="DATA", help="calibration set for per-subnet BatchNorm statistics")
+    b.add_argument("--calib-limit", type=int, default=2000, metavar="N", help="calibration images (default 2000)")
+    b.add_argument(
+        "--normalize",
+        default="imagenet",
+        help="input normalisation of --val/--calib images: imagenet (default), cifar10, digits, none",
+    )
+    b.add_argument(
+        "--pe", action="append", dest="pes", metavar="PE", help="processing element to profile on (repeatable; cpu)"
+    )
+    b.add_argument("--candidates", type=int, default=100, metavar="N", help="candidate subnets sampled (default 100)")
+    b.add_argument("--measure", type=int, default=20, metavar="M", help="candidates timed per PE (default 20)")
+    b.add_argument("--keep", type=int, default=10, metavar="K", help="subnets kept in the catalog (default 10)")
+    b.add_argument("--seed", type=int, default=0, help="sampling (and random-init) seed (default 0)")
+    b.add_argument("--threads", type=int, default=1, help="torch threads while timing (default 1)")
+    b.add_argument("--repeats", type=int, default=10, help="timed runs per subnet (median kept; default 10)")
+    b.add_argument("--warmup", type=int, default=3, help="untimed warm-up runs per subnet (default 3)")
+    b.add_argument(
+        "--no-refine",
+        action="store_true",
+        help="keep predicted figures of selected subnets instead of measuring them",
+    )
+    b.add_argument("--out", required=True, metavar="FILE", help="catalog file to write (JSON)")
+    b.set_defaults(handler=run_build)
+
+    s = sub.add_parser("show", help="print a catalog: provenance, regression errors and subnets")
+    s.add_argument("file", metavar="FILE")
+    s.add_argument("--json", action="store_true", help="print the catalog's JSON")
+    s.set_defaults(handler=run_show)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def family_description(name: str, extra: str | None) -> dict[str, Any]:
+    desc = dict(FAMILY_PRESETS.get(name, {"kind": name}))
+    if extra:
+        try:
+            more = json.loads(extra)
+        except json.JSONDecodeError as exc:
+            raise CatalogBuildError(f"--family-args is not valid JSON: {exc.msg}") from None
+        if not isinstance(more, dict):
+            raise CatalogBuildError("--family-args must be a JSON object, e.g. '{\"width_mult\": 1.0}'")
+        desc.update(more)
+    return desc
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from dynofa.catalog import sha256_file
+    from dynofa.errors import WeightsNotFoundError
+
+    def say(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    if args.weights and args.random_init:
+        raise CatalogBuildError("give either --weights CKPT or --random-init, not both")
+    if not args.weights and not args.random_init:
+        raise CatalogBuildError(
+            "no weights given: pass --weights CKPT (a local checkpoint in the official OFA format), or "
+            "--random-init for a structure-only catalog (real latency, no meaningful accuracy)"
+        )
+    desc = family_description(args.family, args.family_args)
+    weights_info: dict[str, Any]
+    weights_path: str | None = None
+    if args.weights:
+        path = Path(args.weights).expanduser()
+        if not path.is_file():
+            raise WeightsNotFoundError(f"family {args.family}", [str(path.absolute())])
+        weights_path = str(path.resolve())
+        say(f"hashing weights {weights_path}...")
+        weights_info = {"path": weights_path, "sha256": sha256_file(path)}
+    else:
+        weights_info = {"init": "random", "seed": args.seed}
+
+    import torch
+
+    from subnets.catalog_build import build_catalog
+    from subnets.registry import family_from_description
+
+    torch.manual_seed(args.seed)
+    say(f"building family {desc}...")
+    family = family_from_description(desc, weights_path)
+    resolution = max(family.resolutions())
+    val = _load(args.val, args.normalize, resolution, args.val_limit, "validation") if args.val else None
+    calib = _load(args.calib, args.normalize, resolution, args.calib_limit, "calibration") if args.calib else None
+    if val is None:
+        say(
+            "no validation data: this catalog will claim no accuracy. To measure it, pass --val DATA "
+            "(an .npz with arrays x/y, a pickle, a CIFAR-10 python directory or an ImageFolder directory "
+            "of held-out images the model never trained on)"
+        )
+    elif args.random_init:
+        say("warning: --random-init with --val measures the accuracy of untrained weights (near chance)")
+    catalog = build_catalog(
+        family,
+        args.pes or ["cpu"],
+        candidates=args.candidates,
+        measure=args.measure,
+        keep=args.keep,
+        val=val,
+        calib=calib,
+        seed=args.seed,
+        progress=say,
+        out=args.out,
+        weights=weights_info,
+        threads=args.threads,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        refine=not args.no_refine,
+        val_name=Path(args.val).name if args.val else "",
+    )
+    target = catalog.save(args.out)
+    say(f"wrote {target}")
+    from dynofa.commands.subnets import format_table
+
+    print(format_table(catalog))
+    return 0
+
+
+def _load(path: str, normalize: str, resolution: int, limit: int | None, what: str) -> Any:
+    from subnets.datasets import load_dataset
+
+    print(f"loading {what} data {path}...", file=sys.stderr, flush=True)
+    norm: Any = None if normalize == "none" else normalize
+    return load_dataset(path, normalize=norm, resolution=resolution, limit=limit)
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from dynofa.catalog import load_catalog
+    from dynofa.commands.subnets import format_table
+
+    catalog = load_catalog(args.file)
+    if args.json:
+        print(json.dumps(catalog.to_dict(), indent=1))
+        return 0
+    print(format_table(catalog))
+    print()
+    prov = catalog.provenance
+    for key in ("host", "cpu_model", "device", "torch", "dynofa", "date", "threads"):
+        if key in prov:
+            print(f"{key}: {prov[key]}")
+    build = prov.get("build") or {}
+    if build:
+        print(
+            f"build: {build.get('distinct_candidates', '?')} candidates, latency measured "
+            f"{build.get('measured_latency', '?')}, kept {build.get('kept', '?')}; {build.get('accuracy', '')}"
+        )
+    for pe, model in sorted(catalog.latency_models.items()):
+        print(f"latency model [{pe}]: {_model_line(model)}")
+    for pe, info in sorted((prov.get("reprofiled") or {}).items()):
+        print(f"re-profiled [{pe}] on {info.get('host')} ({info.get('cpu_model')}) at {info.get('date')}")
+    return 0
+
+
+def _model_line(model: Any) -> str:
+    if not isinstance(model, dict):
+        return "(unreadable)"
+    if "reprofile" in model:
+        info = model["reprofile"]
+        inner = info.get("model") or {}
+        return f"re-profiled from {info.get('reference')}, measured {len(info.get('measured', []))}; " + _errors(
+            inner.get("error") or {}
+        )
+    return f"degree {model.get('degree')}, fitted on {model.get('n_train')}; " + _errors(model.get("error") or {})
+
+
+def _errors(error: dict[str, Any]) -> str:
+    parts = []
+    for key in ("held_out", "loo"):
+        e = error.get(key) or {}
+        if e.get("mae") is not None:
+            parts.append(f"{e.get('method')} MAE {e['mae']:.3g} ({e.get('mape_pct', 0):.1f} %, n={e.get('n')})")
+    return "; ".join(parts) or "no error estimate (too few measured points)"

@@ -1,0 +1,103 @@
+"""``dynofa subnets``: list a catalog's subnets with their figures and where each figure came from."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dynofa.errors import CatalogError
+
+if TYPE_CHECKING:
+    from dynofa.catalog import Catalog
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "subnets",
+        help="list a catalog's subnets (accuracy, latency per processing element, measured or predicted)",
+        description="List the subnets of a catalog (default: the bundled demo catalog).",
+    )
+    p.add_argument("--catalog", metavar="FILE", help="catalog file (default: the bundled demo catalog)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument(
+        "--reprofile",
+        action="store_true",
+        help="re-time a few subnets on this machine and predict the others (does not write the file)",
+    )
+    p.add_argument("--pe", default=None, help="processing element to re-profile (default: the catalog's first)")
+    p.add_argument("--measure", type=int, default=3, help="subnets to re-time with --reprofile (default 3)")
+    p.add_argument("--weights", metavar="CKPT", help="weights file, overriding the path recorded in the catalog")
+    p.set_defaults(handler=run)
+
+
+def default_catalog_path() -> Path:
+    """The bundled demo catalog, or a CatalogError saying how to name one."""
+    try:
+        from subnets.demo import demo_catalog_path
+    except ImportError:
+        raise CatalogError(
+            "this installation has no bundled demo catalog; pass --catalog FILE "
+            "(build one with `dynofa catalog build`)"
+        ) from None
+    return Path(demo_catalog_path())
+
+
+def run(args: argparse.Namespace) -> int:
+    from dynofa.catalog import load_catalog
+
+    path = Path(args.catalog) if args.catalog else default_catalog_path()
+    catalog = load_catalog(path)
+    if args.reprofile:
+        from subnets.catalog_build import family_for_catalog, reprofile
+
+        pe = args.pe or (catalog.pes()[0] if catalog.pes() else "cpu")
+        family = family_for_catalog(catalog, args.weights)
+        print(f"re-profiling {min(args.measure, len(catalog))} subnet(s) on {pe}...", file=sys.stderr)
+        catalog = reprofile(catalog, family, pe, args.measure, progress=lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print(json.dumps(catalog_summary(catalog, reprofiled=args.reprofile), indent=1))
+    else:
+        print(format_table(catalog))
+    return 0
+
+
+def catalog_summary(catalog: Catalog, reprofiled: bool = False) -> dict[str, Any]:
+    """What ``dynofa subnets --json`` prints: the header and every subnet's figures with their sources."""
+    return {
+        "catalog": None if catalog.path is None else str(catalog.path),
+        "family": catalog.family,
+        "weights": catalog.weights,
+        "pes": catalog.pes(),
+        "reprofiled": reprofiled,
+        "subnets": [e.to_dict() for e in catalog.entries],
+    }
+
+
+def format_table(catalog: Catalog) -> str:
+    """A human-readable table: id, resolution, MMACs, params, top-1 (source), latency per PE (source)."""
+    pes = catalog.pes()
+    header = ["id", "res", "MMACs", "Mparams", "top-1 %", *[f"{pe} ms" for pe in pes]]
+    rows = [header]
+    for e in catalog.entries:
+        acc = "-" if e.accuracy is None else f"{e.accuracy.top1 * 100:.1f} ({e.accuracy.source})"
+        lats = []
+        for pe in pes:
+            lat = e.latency.get(pe)
+            lats.append("-" if lat is None else f"{lat.ms:.2f} ({lat.source})")
+        rows.append([e.id, str(e.resolution), f"{e.macs / 1e6:.1f}", f"{e.params / 1e6:.2f}", acc, *lats])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    family = catalog.family.get("name", "?")
+    title = f"catalog {catalog.path or '(unsaved)'}: family {family}, {len(catalog)} subnet(s)"
+    sha = catalog.weights.get("sha256")
+    if sha:
+        title += f", weights sha256 {str(sha)[:12]}..."
+    elif catalog.weights.get("init") == "random":
+        title += ", RANDOM weights (structure only)"
+    notes = []
+    if all(e.accuracy is None for e in catalog.entries):
+        notes.append("no accuracy: the catalog was built without validation data (dynofa catalog build --val DATA)")
+    return "\n".join([title, *lines, *notes])
