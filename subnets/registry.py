@@ -14,7 +14,9 @@ from dynofa.errors import CatalogError
 from subnets.family import ModelFamily
 
 #: family kind -> "module:factory"; a factory takes the catalog's family object (and weights path)
-FACTORIES: dict[str, str] = {}
+FACTORIES: dict[str, str] = {
+    "grouped": "subnets.grouped:grouped_family",
+}
 
 
 def family_from_description(description: Mapping[str, Any], weights: str | None = None) -> ModelFamily:
