@@ -1,0 +1,230 @@
+"""Catalog building, re-profiling and the catalog CLI, on a tiny real weight-shared family."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dynofa.catalog import Catalog, load_catalog
+from dynofa.cli import main
+from dynofa.errors import CatalogBuildError, CatalogError
+from subnets import registry
+from subnets.accuracy import evaluate
+from subnets.catalog_build import build_catalog, family_for_catalog, load_bn_stats, reprofile
+from subnets.datasets import ArrayDataset
+from subnets.profiling import cpu_model, measure_latency, provenance
+from subnets.regression import RegressionModel
+from tests.subnets.fake_family import FakeFamily
+
+FAST = {"warmup": 1, "repeats": 2}
+
+
+@pytest.fixture(autouse=True)
+def fake_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(registry.FACTORIES, "fake", "tests.subnets.fake_family:from_description")
+
+
+def _data(n: int = 48, seed: int = 0) -> ArrayDataset:
+    rng = np.random.default_rng(seed)
+    return ArrayDataset(rng.normal(size=(n, 3, 16, 16)).astype(np.float32), rng.integers(0, 4, n), name="synthetic")
+
+
+def test_measure_latency_records_and_restores_threads() -> None:
+    before = torch.get_num_threads()
+    module = torch.nn.Conv2d(3, 4, 3)
+    rec = measure_latency(module, (1, 3, 8, 8), warmup=1, repeats=5, threads=1)
+    assert rec.threads == 1 and rec.repeats == 5 and len(rec.samples) == 5
+    assert 0 < rec.median_ms <= rec.p90_ms <= max(rec.samples)
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="repeats"):
+        measure_latency(module, (1, 3, 8, 8), repeats=0)
+
+
+def test_provenance_names_the_machine(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Test CPU 3000\n")
+    assert cpu_model(info) == "Test CPU 3000"
+    info.write_text("processor\t: 0\nCPU part\t: 0xd03\nHardware\t: ODROID-XU4\n")
+    assert cpu_model(info) == "ODROID-XU4"
+    prov = provenance(threads=2)
+    assert prov["threads"] == 2 and prov["torch"] == torch.__version__ and prov["date"]
+
+
+def test_evaluate_counts_correct_predictions() -> None:
+    class Oracle(torch.nn.Module):  # predicts the label stored in pixel [0, 0, 0]
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.one_hot(x[:, 0, 0, 0].long(), 4).float()
+
+    x = np.zeros((10, 3, 4, 4), np.float32)
+    y = np.arange(10) % 4
+    x[:, 0, 0, 0] = y
+    x[7:, 0, 0, 0] = 0  # three wrong (labels 3, 0, 1 -> 0 only right for label 0)
+    result = evaluate(Oracle(), ArrayDataset(x, y), batch_size=3)
+    assert result.count == 10
+    assert result.correct == 8
+    assert result.top1 == pytest.approx(0.8)
+
+
+def test_build_with_validation_and_calibration(tmp_path: Path) -> None:
+    family = FakeFamily()
+    out = tmp_path / "cat.json"
+    messages: list[str] = []
+    cat = build_catalog(
+        family, ["cpu"], candidates=16, measure=6, keep=4, val=_data(), calib=_data(seed=1), seed=3,
+        progress=messages.append, out=out, weights={"init": "random", "seed": 0}, **FAST,
+    )
+    assert len(cat) == 4
+    assert any("latency model [cpu]" in m and "held-out" in m for m in messages)
+    # refine: every kept subnet carries measured figures
+    for e in cat:
+        assert e.latency["cpu"].source == "measured"
+        assert e.accuracy is not None and e.accuracy.source == "measured" and e.accuracy.samples == 48
+        assert e.bn_stats == f"cat.json.bn/{e.id}.pt"
+    cat.save(out)
+    back = load_catalog(out)
+    assert back.to_dict() == cat.to_dict()
+    entry = back.entries[0]
+    stats = load_bn_stats(back.bn_stats_path(entry))
+    assert set(stats) == {"stem_bn.running_mean", "stem_bn.running_var"}
+    assert stats["stem_bn.running_mean"].shape == (entry.config["width"],)
+    model = RegressionModel.from_dict(back.latency_models["cpu"])
+    assert model.error["held_out"]["method"] == "held-out"
+    spec = family.spec_from_dict(entry.to_dict())
+    assert model.predict_one(family.features(spec)) > 0
+    assert back.provenance["build"]["distinct_candidates"] == 16
+    assert back.provenance["cpu_model"]
+
+
+def test_without_validation_no_accuracy_is_claimed_and_predictions_are_marked() -> None:
+    family = FakeFamily()
+    cat = build_catalog(family, ["cpu"], candidates=20, measure=4, keep=6, seed=1, refine=False, **FAST)
+    assert all(e.accuracy is None for e in cat)
+    sources = {e.latency["cpu"].source for e in cat}
+    assert "predicted" in sources
+    assert cat.provenance["build"]["accuracy"].startswith("not claimed")
+    # selection by MACs vs latency keeps the biggest subnet (the most MACs is never dominated)
+    largest = family.largest()
+    assert largest.short_id("fake") in cat.ids
+
+
+def test_accuracy_predictor_marks_predicted_accuracy() -> None:
+    family = FakeFamily()
+    cat = build_catalog(family, ["cpu"], candidates=20, measure=4, keep=8, val=_data(), seed=2, refine=False, **FAST)
+    sources = {e.accuracy.source for e in cat if e.accuracy is not None}
+    assert sources <= {"measured", "predicted"}
+    assert all(e.accuracy is not None for e in cat)
+    assert "predicted" in sources
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"candidates": 1}, "--candidates"),
+        ({"measure": 1}, "--measure"),
+        ({"measure": 30, "candidates": 10}, "cannot exceed"),
+        ({"keep": 0}, "--keep"),
+        ({"calib": "x"}, "output path"),
+        ({"pes": []}, "processing element"),
+    ],
+)
+def test_bad_build_arguments(kwargs: dict, message: str) -> None:
+    args = {"candidates": 10, "measure": 4, "keep": 3, **kwargs}
+    with pytest.raises(CatalogBuildError, match=message):
+        build_catalog(FakeFamily(), **args)
+
+
+def test_reprofile_measures_a_few_and_predicts_the_rest() -> None:
+    family = FakeFamily()
+    cat = build_catalog(family, ["cpu"], candidates=16, measure=6, keep=6, seed=4, **FAST)
+    before = cat.to_dict()
+    new = reprofile(cat, family, "cpu", measure=3, repeats=2)
+    assert cat.to_dict() == before  # the input is untouched
+    sources = [e.latency["cpu"].source for e in new]
+    assert sources.count("measured") == 3 and sources.count("predicted") == 3
+    info = new.latency_models["cpu"]["reprofile"]
+    assert info["reference"] == "catalog_ms_cpu" and len(info["measured"]) == 3
+    assert "cpu" in new.provenance["reprofiled"]
+    # the fastest and slowest (by catalog latency) are among the re-measured
+    by_latency = sorted(cat, key=lambda e: e.latency["cpu"].ms)
+    assert {by_latency[0].id, by_latency[-1].id} <= set(info["measured"])
+    with pytest.raises(CatalogBuildError, match="not 'other'"):
+        other = FakeFamily()
+        other.name = "other"
+        reprofile(cat, other, "cpu")
+
+
+def _cli_build(tmp_path: Path, *extra: str) -> Path:
+    out = tmp_path / "cli.json"
+    rc = main(
+        ["catalog", "build", "--family", "fake", "--candidates", "10", "--measure", "4", "--keep", "3",
+         "--repeats", "2", "--warmup", "1", "--out", str(out), *extra]
+    )
+    assert rc == 0
+    return out
+
+
+def test_cli_build_show_and_subnets_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    np.savez(tmp_path / "val.npz", x=_data().x, y=_data().y)
+    out = _cli_build(tmp_path, "--random-init", "--val", str(tmp_path / "val.npz"), "--normalize", "none")
+    captured = capsys.readouterr()
+    assert "sampled 10 distinct candidate subnets" in captured.err
+    assert "RANDOM weights" in captured.out
+    assert main(["catalog", "show", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "latency model [cpu]" in shown and "held-out" in shown
+    assert main(["subnets", "--catalog", str(out), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["pes"] == ["cpu"] and len(data["subnets"]) == 3
+    for sub in data["subnets"]:
+        assert sub["accuracy"]["source"] == "measured" and sub["accuracy"]["dataset"] == "val.npz"
+        assert sub["latency"]["cpu"]["source"] in ("measured", "predicted")
+    assert main(["subnets", "--catalog", str(out), "--reprofile", "--measure", "2", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["reprofiled"] is True
+    assert [s["latency"]["cpu"]["source"] for s in data["subnets"]].count("measured") == 2
+
+
+def test_cli_without_val_says_how_to_provide_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = _cli_build(tmp_path, "--random-init")
+    err = capsys.readouterr().err
+    assert "claim no accuracy" in err and "--val DATA" in err
+    assert all(e.accuracy is None for e in load_catalog(out))
+    assert main(["subnets", "--catalog", str(out)]) == 0
+    assert "no accuracy" in capsys.readouterr().out
+
+
+def test_cli_weights_rules(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["catalog", "build", "--family", "fake", "--out", str(tmp_path / "c.json")]
+    assert main(base) == 1
+    assert "--random-init" in capsys.readouterr().err
+    assert main([*base, "--weights", str(tmp_path / "missing.pth")]) == 1
+    err = capsys.readouterr().err
+    assert "not found" in err and "missing.pth" in err and "never downloads" in err
+    # a catalog built for one weights file refuses another
+    (tmp_path / "a.pth").write_bytes(b"weights A")
+    (tmp_path / "b.pth").write_bytes(b"weights B")
+    out = _cli_build(tmp_path, "--weights", str(tmp_path / "a.pth"))
+    capsys.readouterr()
+    cat = load_catalog(out)
+    assert cat.weights["path"] == str((tmp_path / "a.pth").resolve())
+    family_for_catalog(cat)  # its own weights: accepted
+    assert main(["subnets", "--catalog", str(out), "--reprofile", "--weights", str(tmp_path / "b.pth")]) == 1
+    assert "rebuild the catalog" in capsys.readouterr().err
+
+
+def test_cli_rejects_corrupt_and_unknown_catalogs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{ not json")
+    assert main(["subnets", "--catalog", str(bad)]) == 1
+    assert "not valid JSON" in capsys.readouterr().err
+    good = Catalog(family={"name": "fake-tiny", "kind": "fake"}, entries=[]).to_dict()
+    good["schema"] = "dynofa.catalog/99"
+    bad.write_text(json.dumps(good))
+    assert main(["catalog", "show", str(bad)]) == 1
+    assert "unknown schema" in capsys.readouterr().err
+    with pytest.raises(CatalogError, match="does not exist"):
+        load_catalog(tmp_path / "nothing.json")

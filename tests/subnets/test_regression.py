@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+
+from dynofa.errors import CatalogBuildError
+from subnets.regression import RegressionModel, error_report, fit, fit_accuracy, fit_latency, fit_with_holdout
+
+
+def _rows(n: int, seed: int = 0) -> list[dict[str, float]]:
+    rng = random.Random(seed)
+    return [{"a": rng.uniform(0, 10), "b": rng.uniform(-5, 5), "c": 3.0} for _ in range(n)]
+
+
+def _poly(row: dict[str, float]) -> float:
+    return 2.0 + 3.0 * row["a"] + 0.5 * row["a"] ** 2 - 1.5 * row["b"] + 0.25 * row["a"] * row["b"]
+
+
+def test_recovers_a_known_quadratic() -> None:
+    rows = _rows(30)
+    model = fit(rows, [_poly(r) for r in rows])
+    assert model.degree == 2
+    assert not model.log_target
+    test = _rows(10, seed=1)
+    for row, pred in zip(test, model.predict(test), strict=True):
+        assert pred == pytest.approx(_poly(row), rel=1e-3, abs=1e-3)
+    assert model.error["loo"]["mae"] < 1e-2
+
+
+def test_linear_data_prefers_degree_one() -> None:
+    rows = _rows(12)
+    rng = random.Random(3)
+    model = fit(rows, [1.0 + 2.0 * r["a"] + rng.gauss(0, 0.05) for r in rows])
+    assert model.degree == 1
+    assert model.predict_one({"a": 5.0, "b": 0.0, "c": 3.0}) == pytest.approx(11.0, abs=0.2)
+
+
+def test_held_out_error_is_reported_and_honest() -> None:
+    rows = _rows(20)
+    rng = random.Random(5)
+    targets = [_poly(r) + rng.gauss(0, 1.0) for r in rows]
+    model = fit_with_holdout(rows, targets, holdout=0.25, seed=2)
+    held = model.error["held_out"]
+    assert held["method"] == "held-out"
+    assert held["n"] == 5
+    assert 0 < held["mae"] < 5  # noise sigma 1: the error is real, but the fit is good
+    assert held["mape_pct"] > 0
+    assert model.n_train == 20  # the returned model is refitted on everything
+    # too few points: no held-out set, but a leave-one-out estimate
+    small = fit_with_holdout(rows[:3], targets[:3])
+    assert small.error["held_out"]["method"] == "none"
+    assert small.error["loo"]["n"] == 3
+
+
+def test_latency_model_uses_log_for_multiplicative_data_and_stays_positive() -> None:
+    rows = [{"macs": float(m)} for m in (1e6, 2e6, 5e6, 1e7, 2e7, 5e7, 1e8)]
+    ms = [0.5 * math.exp(r["macs"] / 3e7) for r in rows]
+    model = fit_latency(rows, ms)
+    assert model.log_target
+    assert all(p > 0 for p in model.predict([{"macs": 0.0}, {"macs": -1e9}]))
+
+
+def test_accuracy_predictions_are_clipped_to_fractions() -> None:
+    rows = [{"macs": float(m)} for m in range(1, 9)]
+    model = fit_accuracy(rows, [0.1 * m for m in range(1, 9)])
+    low, high = model.predict([{"macs": -100.0}, {"macs": 100.0}])
+    assert low == 0.0
+    assert high == 1.0
+
+
+def test_round_trips_through_json() -> None:
+    rows = _rows(15)
+    model = fit_latency(rows, [abs(_poly(r)) + 1 for r in rows])
+    back = RegressionModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert back.predict(rows) == pytest.approx(model.predict(rows))
+    assert back.error == model.error
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"kind": "magic/9"}, "unknown regression model kind"),
+        ({"kind": "ridge-poly/1", "target": "x"}, "malformed"),
+    ],
+)
+def test_rejects_unknown_or_malformed_models(data: dict, message: str) -> None:
+    with pytest.raises(CatalogBuildError, match=message):
+        RegressionModel.from_dict(data)
+
+
+def test_rejects_coefficient_mismatch() -> None:
+    model = fit(_rows(6), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).to_dict()
+    model["coef"] = model["coef"][:-1]
+    with pytest.raises(CatalogBuildError, match="coefficient count"):
+        RegressionModel.from_dict(model)
+
+
+def test_too_few_points_and_missing_features() -> None:
+    with pytest.raises(CatalogBuildError, match="at least 2"):
+        fit([{"a": 1.0}], [1.0])
+    model = fit([{"a": 1.0}, {"a": 2.0}, {"a": 3.0}], [1.0, 2.0, 3.0])
+    with pytest.raises(CatalogBuildError, match="'a' is missing"):
+        model.predict([{"b": 1.0}])
+
+
+def test_error_report() -> None:
+    report = error_report("held-out", [10.0, 20.0], [11.0, 18.0])
+    assert report.mae == pytest.approx(1.5)
+    assert report.mape_pct == pytest.approx(10.0)
+    assert report.max_abs == pytest.approx(2.0)
