@@ -16,6 +16,9 @@ from subnets.family import ModelFamily
 #: family kind -> "module:factory"; a factory takes the catalog's family object (and weights path)
 FACTORIES: dict[str, str] = {
     "grouped": "subnets.grouped:grouped_family",
+    "ofa-mbv3": "subnets.ofa_family:mbv3_from_description",
+    "ofa-proxyless": "subnets.ofa_family:proxyless_from_description",
+    "ofa-resnet50": "subnets.ofa_family:resnet50_from_description",
 }
 
 
