@@ -1,0 +1,443 @@
+"""A pool of K weight-shared subnets resident on one processing element.
+
+Switching is a reference swap between two inferences: every subnet is materialised ahead
+of time (sharing the supernet's tensors, see ``ModelFamily.materialize``), the pool holds an
+immutable *slot* per subnet, and ``switch`` assigns one slot reference. ``infer`` reads that
+reference once and runs its whole forward on it, so a switch that lands mid-inference never
+produces an output that mixes two subnets.
+
+When all K materialisations do not fit ``memory_budget_bytes`` the pool keeps the supernet
+(the shared sub-graph) resident and caches materialisations by use (LRU, the SUSHI
+"SubGraph Stationary" idea). A switch to an uncached subnet serves at once through dynamic
+slicing of the supernet (under the family's lock, since it changes the supernet's active
+subnet) while a background thread builds the materialisation off the hot path; the active
+slot is swapped to it as soon as it is ready.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from dynofa.errors import ConfigError, UnknownSubnetError
+from subnets.family import ModelFamily, SubnetSpec
+
+__all__ = ["InferenceResult", "SubnetPool", "tensor_bytes", "module_tensors"]
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    output: Tensor
+    subnet: str  # the id of the subnet that computed ``output``
+    latency_ms: float
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """What ``active`` points at: immutable, so reading it once gives one consistent subnet."""
+
+    id: str
+    spec: SubnetSpec
+    module: nn.Module | None  # None: serve by dynamic slicing of the supernet (cache miss)
+
+
+@dataclass
+class _CacheStats:
+    hits: int = 0
+    misses: int = 0
+    builds: int = 0
+    evictions: int = 0
+    build_failures: int = 0
+    last_error: str | None = None
+    build_ms: list[float] = field(default_factory=list)
+
+
+def module_tensors(module: nn.Module) -> Iterator[tuple[str, Tensor]]:
+    """Every tensor a materialised subnet reads (its own ``named_tensors`` or params + buffers)."""
+    named = getattr(module, "named_tensors", None)
+    if callable(named):
+        yield from named()
+        return
+    yield from module.named_parameters()
+    yield from module.named_buffers()
+
+
+def _storage_key(t: Tensor) -> tuple[int, int]:
+    storage = t.untyped_storage()
+    return storage.data_ptr(), storage.nbytes()
+
+
+def tensor_bytes(tensors: Iterable[Tensor]) -> int:
+    """Bytes of the distinct storages behind ``tensors`` (views of one storage count once)."""
+    seen: dict[int, int] = {}
+    for t in tensors:
+        ptr, nbytes = _storage_key(t)
+        seen[ptr] = max(seen.get(ptr, 0), nbytes)
+    return sum(seen.values())
+
+
+def _supernet_storages(supernet: nn.Module) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for t in list(supernet.parameters()) + list(supernet.buffers()):
+        ptr, nbytes = _storage_key(t)
+        out[ptr] = nbytes
+    return out
+
+
+def _split_bytes(module: nn.Module, supernet_ptrs: Mapping[int, int]) -> tuple[int, int]:
+    """(bytes of tensors viewing the supernet, bytes of private storages) of one materialisation."""
+    shared = 0
+    private: dict[int, int] = {}
+    for _, t in module_tensors(module):
+        ptr, nbytes = _storage_key(t)
+        if ptr in supernet_ptrs:
+            shared += t.numel() * t.element_size()
+        else:
+            private[ptr] = max(private.get(ptr, 0), nbytes)
+    return shared, sum(private.values())
+
+
+class SubnetPool:
+    """K pre-sampled subnets of one family, resident on one device, switched by reference."""
+
+    def __init__(
+        self,
+        family: ModelFamily,
+        subnets: Mapping[str, SubnetSpec],
+        device: str | torch.device = "cpu",
+        memory_budget_bytes: int | None = None,
+        bn_stats: Mapping[str, Mapping[str, Tensor]] | None = None,
+        warmup: bool = True,
+        initial: str | None = None,
+    ) -> None:
+        if not subnets:
+            raise ConfigError("a subnet pool needs at least one subnet")
+        unknown_stats = sorted(set(bn_stats or {}) - set(subnets))
+        if unknown_stats:
+            raise UnknownSubnetError(f"BN statistics given for subnets not in the pool: {', '.join(unknown_stats)}")
+        self.family = family
+        self.device = torch.device(device)
+        self._specs: dict[str, SubnetSpec] = {}
+        for sid, spec in subnets.items():
+            family.validate(spec)
+            self._specs[str(sid)] = spec
+        self._bn_stats = {
+            sid: {k: v.to(self.device) for k, v in stats.items()} for sid, stats in (bn_stats or {}).items()
+        }
+        self._warmup = warmup
+        self._closed = False
+
+        supernet = family.supernet()
+        supernet.to(self.device)  # in place: the family's supernet now lives on this device
+        self._supernet_ptrs = _supernet_storages(supernet)
+        self.supernet_bytes = sum(self._supernet_ptrs.values())
+        if memory_budget_bytes is not None and memory_budget_bytes < self.supernet_bytes:
+            raise ConfigError(
+                f"memory budget {memory_budget_bytes} bytes is below the supernet's own {self.supernet_bytes} "
+                f"bytes of tensors ({family.name}); raise memory_budget_bytes or use a smaller family"
+            )
+        self.memory_budget_bytes = memory_budget_bytes
+
+        self._lock = threading.Lock()  # guards the cache and the active slot in cache mode
+        self._stats = _CacheStats()
+        self._modules: OrderedDict[str, nn.Module] = OrderedDict()  # LRU order, most recent last
+        self._private: dict[str, int] = {}
+        self._shared: dict[str, int] = {}
+        self._fallback_slots = {sid: _Slot(sid, spec, None) for sid, spec in self._specs.items()}
+        self._slots: dict[str, _Slot] = {}
+        self.mode = "resident"
+        self._fill()
+
+        first = initial if initial is not None else next(iter(self._specs))
+        if first not in self._specs:
+            raise UnknownSubnetError(self._unknown(first))
+        self._active: _Slot = self._slots.get(first) or self._fallback_slots[first]
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._pending: set[str] = set()
+        self._worker: threading.Thread | None = None
+        if self.mode == "cache":
+            self._worker = threading.Thread(target=self._build_loop, name="dynofa-pool-builder", daemon=True)
+            self._worker.start()
+            if first not in self._slots:
+                self._request_build(first)
+
+    # ------------------------------------------------------------------ construction
+
+    def _materialize(self, sid: str) -> nn.Module:
+        spec = self._specs[sid]
+        start = time.perf_counter()
+        module = self.family.materialize(spec, self._bn_stats.get(sid))
+        if self._warmup:
+            # the first forward of a new shape builds kernels/primitives: do it here, not in a switch
+            with torch.inference_mode():
+                module(torch.zeros(self.family.input_shape(spec), device=self.device))
+        self._stats.build_ms.append((time.perf_counter() - start) * 1e3)
+        return module
+
+    def _fill(self) -> None:
+        """Materialise subnets in order while they fit the budget; switch to cache mode otherwise."""
+        budget = self.memory_budget_bytes
+        used = self.supernet_bytes
+        for sid in self._specs:
+            module = self._materialize(sid)
+            shared, private = _split_bytes(module, self._supernet_ptrs)
+            if budget is not None and used + private > budget:
+                self.mode = "cache"
+                del module
+                break
+            used += private
+            self._admit(sid, module, shared, private)
+
+    def _admit(self, sid: str, module: nn.Module, shared: int, private: int) -> None:
+        self._modules[sid] = module
+        self._modules.move_to_end(sid)
+        self._private[sid] = private
+        self._shared[sid] = shared
+        self._slots[sid] = _Slot(sid, self._specs[sid], module)
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self._specs)
+
+    @property
+    def active(self) -> str:
+        return self._active.id
+
+    def spec(self, subnet_id: str) -> SubnetSpec:
+        try:
+            return self._specs[subnet_id]
+        except KeyError:
+            raise UnknownSubnetError(self._unknown(subnet_id)) from None
+
+    def switch(self, subnet_id: str) -> None:
+        """Make ``subnet_id`` the active subnet: a reference swap (no extraction, no allocation)."""
+        if self.mode == "resident":
+            slot = self._slots.get(subnet_id)
+            if slot is None:
+                raise UnknownSubnetError(self._unknown(subnet_id))
+            self._active = slot
+            self._stats.hits += 1
+            return
+        if subnet_id not in self._specs:
+            raise UnknownSubnetError(self._unknown(subnet_id))
+        with self._lock:
+            slot = self._slots.get(subnet_id)
+            if slot is not None:
+                self._modules.move_to_end(subnet_id)
+                self._stats.hits += 1
+            else:
+                slot = self._fallback_slots[subnet_id]
+                self._stats.misses += 1
+                self._request_build(subnet_id)
+            self._active = slot
+
+    def infer(self, x: Tensor, subnet: str | None = None) -> InferenceResult:
+        """Run one inference on the active subnet (or on ``subnet``, without switching)."""
+        if self._closed:
+            raise ConfigError("this subnet pool is closed")
+        slot = self._active if subnet is None else self._slot_for(subnet)
+        if x.device != self.device:
+            x = x.to(self.device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = slot.module(x) if slot.module is not None else self._dynamic(slot, x)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return InferenceResult(out, slot.id, (time.perf_counter() - start) * 1e3)
+
+    def memory(self) -> dict[str, Any]:
+        """Tensor bytes: the supernet, views into it, private materialisations, per subnet."""
+        with self._lock:
+            private = dict(self._private)
+            shared = dict(self._shared)
+        private_total = sum(private.values())
+        total = self.supernet_bytes + private_total
+        return {
+            "mode": self.mode,
+            "device": str(self.device),
+            "supernet_bytes": self.supernet_bytes,
+            "shared_view_bytes": sum(shared.values()),
+            "private_bytes": private_total,
+            "total_bytes": total,
+            "ratio_to_supernet": total / self.supernet_bytes if self.supernet_bytes else float("nan"),
+            "per_subnet_private_bytes": private,
+            "per_subnet_shared_view_bytes": shared,
+            "budget_bytes": self.memory_budget_bytes,
+            "resident_subnets": sorted(private),
+        }
+
+    def cache_stats(self) -> dict[str, Any]:
+        with self._lock:
+            s = self._stats
+            builds = sorted(s.build_ms)
+            return {
+                "mode": self.mode,
+                "hits": s.hits,
+                "misses": s.misses,
+                "builds": s.builds,
+                "evictions": s.evictions,
+                "build_failures": s.build_failures,
+                "last_error": s.last_error,
+                "cached": list(self._modules),
+                "pending": sorted(self._pending),
+                "build_ms_median": builds[len(builds) // 2] if builds else None,
+            }
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Block until no background build is pending (for tests and orderly shutdown)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._pending:
+                    return True
+            time.sleep(0.005)
+        return False
+
+    def close(self) -> None:
+        """Stop the background builder and drop the materialisations."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._worker is not None:
+            self._queue.put(None)
+            self._worker.join(timeout=10)
+        with self._lock:
+            self._modules.clear()
+            self._slots.clear()
+
+    def __enter__(self) -> SubnetPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ catalogs
+
+    @classmethod
+    def from_catalog(
+        cls,
+        catalog: Any,
+        weights: str | os.PathLike[str] | None = None,
+        device: str | torch.device = "cpu",
+        memory_budget_bytes: int | None = None,
+        ids: Iterable[str] | None = None,
+        family: ModelFamily | None = None,
+        **options: Any,
+    ) -> SubnetPool:
+        """A pool over a catalog's subnets (or the ``ids`` among them), with their BN statistics.
+
+        ``weights`` defaults to the catalog's ``weights.path`` (relative to the catalog file);
+        a catalog built for other weights is refused (sha256 check).
+        """
+        from subnets.checkpoint import load_bn_stats, weights_sha256
+        from subnets.registry import family_from_description
+
+        if weights is None and catalog.weights.get("path"):
+            path = os.fspath(catalog.weights["path"])
+            base = catalog.path.parent if catalog.path is not None else None
+            weights = path if os.path.isabs(path) or base is None else os.fspath(base / path)
+        if weights is not None:
+            catalog.check_weights(weights_sha256(weights, what=f"catalog family {catalog.family.get('name')}"))
+        if family is None:
+            family = family_from_description(catalog.family, None if weights is None else os.fspath(weights))
+        wanted = list(ids) if ids is not None else catalog.ids
+        specs: dict[str, SubnetSpec] = {}
+        stats: dict[str, Mapping[str, Tensor]] = {}
+        for sid in wanted:
+            entry = catalog.get(sid)
+            specs[sid] = family.spec_from_dict({"config": entry.config, "resolution": entry.resolution})
+            bn_path = catalog.bn_stats_path(entry)
+            if bn_path is not None:
+                stats[sid] = load_bn_stats(bn_path)
+        return cls(family, specs, device=device, memory_budget_bytes=memory_budget_bytes, bn_stats=stats, **options)
+
+    # ------------------------------------------------------------------ internals
+
+    def _unknown(self, subnet_id: str) -> str:
+        return f"unknown subnet {subnet_id!r}; this pool holds: {', '.join(self._specs)}"
+
+    def _slot_for(self, subnet_id: str) -> _Slot:
+        slot = self._slots.get(subnet_id) or self._fallback_slots.get(subnet_id)
+        if slot is None:
+            raise UnknownSubnetError(self._unknown(subnet_id))
+        return slot
+
+    def _dynamic(self, slot: _Slot, x: Tensor) -> Tensor:
+        """Serve a cache miss by dynamic slicing of the supernet (serialised by the family's lock)."""
+        stats = self._bn_stats.get(slot.id)
+        forward_dynamic = getattr(self.family, "forward_dynamic", None)
+        if callable(forward_dynamic):
+            out: Tensor = forward_dynamic(slot.spec, x, stats)
+            return out
+        if stats:
+            raise ConfigError(
+                f"family {self.family.name} cannot serve subnet {slot.id} with its own BN statistics by dynamic "
+                "slicing; give the pool a memory budget that holds its materialisation"
+            )
+        lock = getattr(self.family, "lock", None) or self._lock
+        with lock:
+            self.family.activate(slot.spec)
+            result: Tensor = self.family.supernet()(x)
+            return result
+
+    def _request_build(self, sid: str) -> None:
+        """Queue a background materialisation (caller holds ``self._lock``)."""
+        if sid in self._pending or sid in self._slots or self._closed:
+            return
+        self._pending.add(sid)
+        self._queue.put(sid)
+
+    def _capacity(self) -> int:
+        assert self.memory_budget_bytes is not None
+        return self.memory_budget_bytes - self.supernet_bytes
+
+    def _build_loop(self) -> None:
+        while True:
+            sid = self._queue.get()
+            if sid is None or self._closed:
+                return
+            try:
+                module = self._materialize(sid)
+                shared, private = _split_bytes(module, self._supernet_ptrs)
+            except Exception as exc:  # noqa: BLE001 - a failed build must not kill the builder; misses keep serving
+                with self._lock:
+                    self._pending.discard(sid)
+                    self._stats.build_failures += 1
+                    self._stats.last_error = f"{sid}: {exc.__class__.__name__}: {exc}"
+                continue
+            with self._lock:
+                self._pending.discard(sid)
+                if private > self._capacity():
+                    self._stats.build_failures += 1
+                    self._stats.last_error = f"{sid}: needs {private} private bytes, budget leaves {self._capacity()}"
+                    continue
+                self._evict_for(private, keep=sid)
+                self._admit(sid, module, shared, private)
+                self._stats.builds += 1
+                if self._active.id == sid and self._active.module is None:
+                    self._active = self._slots[sid]
+
+    def _evict_for(self, incoming: int, keep: str) -> None:
+        """Drop least-recently-used materialisations until ``incoming`` bytes fit (caller holds the lock)."""
+        while self._modules and sum(self._private.values()) + incoming > self._capacity():
+            victim = next((sid for sid in self._modules if sid not in (keep, self._active.id)), None)
+            if victim is None:
+                victim = next(iter(self._modules))
+            del self._modules[victim]
+            del self._slots[victim]
+            self._private.pop(victim, None)
+            self._shared.pop(victim, None)
+            self._stats.evictions += 1
+            if self._active.id == victim:
+                self._active = self._fallback_slots[victim]

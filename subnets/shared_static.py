@@ -1,0 +1,73 @@
+"""Make a stock-extracted static subnet share tensors with its supernet.
+
+Used for families whose layout we do not re-implement (OFA ResNet50): the subnet is
+extracted with ofa's ``get_active_subnet`` and then every weight that is a leading,
+contiguous slice of the matching supernet tensor is replaced by a view of it, so only
+truly non-contiguous slices stay private copies. Outputs are unchanged: the view holds the
+same values the copy held.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from dynofa.errors import CheckpointError
+
+__all__ = ["leading_view", "share_module"]
+
+
+def leading_view(source: Tensor, shape: torch.Size) -> Tensor | None:
+    """``source[:a, :b, ...]`` for ``shape`` if that slice is contiguous (shareable), else None."""
+    if len(shape) != source.dim() or any(n > m for n, m in zip(shape, source.shape, strict=True)):
+        return None
+    view = source.detach()[tuple(slice(0, n) for n in shape)]
+    return view if view.is_contiguous() else None
+
+
+def _replace(module: nn.Module, attr: str, view: Tensor) -> None:
+    if attr in module._parameters:
+        module._parameters[attr] = nn.Parameter(view, requires_grad=False)
+    else:
+        module._buffers[attr] = view
+
+
+def share_module(
+    static: nn.Module,
+    dynamic: nn.Module,
+    dynamic_name: str,
+    bn_stats: Mapping[str, Tensor] | None = None,
+) -> None:
+    """Point ``static``'s tensors at views of ``dynamic``'s (same module type, smaller shapes).
+
+    BatchNorm running statistics come from ``bn_stats`` (keys ``<dynamic_name>.running_mean``/
+    ``.running_var``) when given: those are the subnet's private, recalibrated statistics.
+    """
+    is_bn = isinstance(static, nn.BatchNorm2d)
+    for attr, own in _tensors(static):
+        if is_bn and bn_stats is not None and attr in ("running_mean", "running_var"):
+            key = f"{dynamic_name}.{attr}"
+            value = bn_stats.get(key)
+            if value is None:
+                raise CheckpointError(f"BN statistics lack {key!r}; recalibrate this subnet (calibrate_bn)")
+            if value.numel() != own.numel():
+                raise CheckpointError(f"BN statistics {key!r} have {value.numel()} channels, need {own.numel()}")
+            own.copy_(value.reshape(own.shape))
+            continue
+        source = getattr(dynamic, attr, None)
+        if not isinstance(source, Tensor):
+            continue
+        view = leading_view(source, own.shape)
+        if view is not None:
+            _replace(static, attr, view)
+
+
+def _tensors(module: nn.Module) -> Iterable[tuple[str, Tensor]]:
+    for attr, param in list(module._parameters.items()):
+        if param is not None:
+            yield attr, param.data
+    for attr, buf in list(module._buffers.items()):
+        if buf is not None and attr != "num_batches_tracked":
+            yield attr, buf
