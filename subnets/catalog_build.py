@@ -21,6 +21,7 @@ subnets and predicts the others from their catalog latency through a fitted regr
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -35,7 +36,7 @@ from subnets import pareto
 from subnets.accuracy import evaluate, image_batches
 from subnets.family import ModelFamily, SubnetSpec
 from subnets.profiling import measure_latency, provenance
-from subnets.regression import RegressionModel, fit, fit_accuracy, fit_latency
+from subnets.regression import RegressionModel, error_report, fit, fit_accuracy, fit_latency
 
 if TYPE_CHECKING:
     import torch
@@ -136,6 +137,7 @@ def build_catalog(
         eval_device=pe_device(pes[0]),
         say=say,
     )
+    family.supernet()  # build it and load the weights first: a bad weights file fails before any work
     rng = random.Random(seed)
     pool = _sample(family, candidates, rng, say)
     to_measure = _spread_by_macs(pool, min(measure, len(pool)))
@@ -228,24 +230,10 @@ def reprofile(
             measured[entry.id] = rec.median_ms
             say(f"  [{pe}] {entry.id}: {rec.median_ms:.2f} ms (measured)")
             del module
-    rows = [{ref_name: reference[e.id]} for e in entries]
-    model: RegressionModel | None = None
-    if len(measured) >= 2:
-        train_ids = [e.id for e in entries if e.id in measured]
-        train_rows = [{ref_name: reference[i]} for i in train_ids]
-        model = fit(
-            train_rows,
-            [measured[i] for i in train_ids],
-            degrees=(1,),
-            ridges=(1e-6, 1e-3, 1e-1),
-            log_target=(False, True),
-            lower=0.5 * min(measured.values()),
-        )
-        predicted = model.predict(rows)
-    else:  # one measurement: scale every reference figure by the same ratio
-        only = next(iter(measured))
-        ratio = measured[only] / reference[only]
-        predicted = [reference[e.id] * ratio for e in entries]
+    predicted, info = _predict_from_reference(entries, reference, ref_name, measured)
+    loo = info.get("loo") or {}
+    if loo.get("mae") is not None:
+        say(f"  [{pe}] reprofile ({info['method']}): leave-one-out MAE {loo['mae']:.2f} ms ({loo['mape_pct']:.1f} %)")
     new_entries = []
     for entry, guess in zip(entries, predicted, strict=True):
         lat = (
@@ -255,12 +243,6 @@ def reprofile(
         )
         new_entries.append(_replace_latency(entry, pe, lat))
     models = dict(catalog.latency_models)
-    info: dict[str, Any] = {"reference": ref_name, "measured": sorted(measured)}
-    if model is not None:
-        info["model"] = model.to_dict()
-        loo = model.error.get("loo", {})
-        if loo.get("mae") is not None:
-            say(f"  [{pe}] reprofile model: leave-one-out MAE {loo['mae']:.2f} ms ({loo['mape_pct']:.1f} %)")
     previous = models.get(pe)
     if isinstance(previous, dict) and "reprofile" in previous:
         previous = previous.get("build")
@@ -278,6 +260,43 @@ def reprofile(
         latency_models=models,
         path=catalog.path,
     )
+
+
+def _predict_from_reference(
+    entries: list[CatalogEntry], reference: Mapping[str, float], ref_name: str, measured: Mapping[str, float]
+) -> tuple[list[float], dict[str, Any]]:
+    """This machine's latency of every entry from its reference figure.
+
+    Two predictors: a single ratio (this machine / reference, geometric mean over the measured
+    subnets) and an affine regression. With fewer than 3 measurements only the ratio is sound;
+    otherwise the one with the lower leave-one-out error wins.
+    """
+    ids = [e.id for e in entries if e.id in measured]
+    logs = [math.log(measured[i] / reference[i]) for i in ids]
+    ratio = math.exp(sum(logs) / len(logs))
+    info: dict[str, Any] = {"reference": ref_name, "measured": sorted(ids), "method": "ratio", "ratio": ratio}
+    if len(ids) >= 2:
+        loo_pred = []
+        for j, i in enumerate(ids):
+            others = logs[:j] + logs[j + 1 :]
+            loo_pred.append(reference[i] * math.exp(sum(others) / len(others)))
+        info["loo"] = error_report("leave-one-out", [measured[i] for i in ids], loo_pred).to_dict()
+    predicted = [reference[e.id] * ratio for e in entries]
+    if len(ids) >= 3:
+        model = fit(
+            [{ref_name: reference[i]} for i in ids],
+            [measured[i] for i in ids],
+            degrees=(1,),
+            ridges=(1e-6, 1e-3, 1e-1),
+            log_target=(False, True),
+            lower=0.5 * min(measured.values()),
+        )
+        info["model"] = model.to_dict()
+        if model.error["loo"].get("mae") is not None and model.error["loo"]["mae"] < info["loo"]["mae"]:
+            info["method"] = "regression"
+            info["loo"] = model.error["loo"]
+            predicted = model.predict([{ref_name: reference[e.id]} for e in entries])
+    return predicted, info
 
 
 # --------------------------------------------------------------------------- sampling

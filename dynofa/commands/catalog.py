@@ -122,7 +122,7 @@ def run_build(args: argparse.Namespace) -> int:
         say(f"hashing weights {weights_path}...")
         weights_info = {"path": weights_path, "sha256": sha256_file(path)}
     else:
-        weights_info = {"init": "random", "seed": args.seed}
+        weights_info = {"init": "random"}
 
     import torch
 
@@ -132,6 +132,9 @@ def run_build(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     say(f"building family {desc}...")
     family = family_from_description(desc, weights_path)
+    if "init" in weights_info:
+        # the family seeds its own random initialisation when it takes a seed; record which
+        weights_info["seed"] = family.describe().get("seed", args.seed)
     resolution = max(family.resolutions())
     val = _load(args.val, args.normalize, resolution, args.val_limit, "validation") if args.val else None
     calib = _load(args.calib, args.normalize, resolution, args.calib_limit, "calibration") if args.calib else None
@@ -209,10 +212,9 @@ def _model_line(model: Any) -> str:
         return "(unreadable)"
     if "reprofile" in model:
         info = model["reprofile"]
-        inner = info.get("model") or {}
-        return f"re-profiled from {info.get('reference')}, measured {len(info.get('measured', []))}; " + _errors(
-            inner.get("error") or {}
-        )
+        count = len(info.get("measured", []))
+        head = f"re-profiled ({info.get('method')}) from {info.get('reference')}, measured {count}"
+        return f"{head}; " + _errors({"loo": info.get("loo") or {}})
     return f"degree {model.get('degree')}, fitted on {model.get('n_train')}; " + _errors(model.get("error") or {})
 
 

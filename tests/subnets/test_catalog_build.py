@@ -147,6 +147,8 @@ def test_reprofile_measures_a_few_and_predicts_the_rest() -> None:
     assert sources.count("measured") == 3 and sources.count("predicted") == 3
     info = new.latency_models["cpu"]["reprofile"]
     assert info["reference"] == "catalog_ms_cpu" and len(info["measured"]) == 3
+    assert info["method"] in ("ratio", "regression") and info["loo"]["n"] == 3
+    assert new.latency_models["cpu"]["build"] == cat.latency_models["cpu"]  # the build model kept for the record
     assert "cpu" in new.provenance["reprofiled"]
     # the fastest and slowest (by catalog latency) are among the re-measured
     by_latency = sorted(cat, key=lambda e: e.latency["cpu"].ms)
