@@ -16,11 +16,13 @@ from typing import Protocol
 
 
 class SysfsHook(Protocol):
-    """Test seam: called before every read and write, may raise OSError (or update other files)."""
+    """Test seam: ``before_*`` may refuse an access (raise OSError); ``after_write`` applies side effects."""
 
     def before_read(self, path: str) -> None: ...
 
     def before_write(self, path: str, value: str) -> None: ...
+
+    def after_write(self, path: str, value: str) -> None: ...
 
     def access(self, path: str, write: bool) -> bool: ...
 
@@ -140,6 +142,8 @@ class Sysfs:
             os.write(fd, (text + "\n").encode())
         finally:
             os.close(fd)
+        if self.hook is not None:
+            self.hook.after_write(path, text)
 
 
 def parse_cpu_list(text: str) -> list[int]:

@@ -23,7 +23,7 @@ def policy_dirs(sysfs: Sysfs) -> list[str]:
         return policies
     # Old kernels (3.10 on Odroid) have no policyN dirs, only cpuN/cpufreq (one per cluster leader).
     seen: set[str] = set()
-    for cpu_dir in sorted(sysfs.glob(f"{CPU_DIR}/cpu[0-9]*"), key=lambda p: int(re.sub(r"\D", "", p) or 0)):
+    for cpu_dir in sorted(sysfs.glob(f"{CPU_DIR}/cpu[0-9]*"), key=_cpu_index):
         path = f"{cpu_dir}/cpufreq"
         if sysfs.isdir(path):
             real = sysfs.realpath(path)
@@ -31,6 +31,11 @@ def policy_dirs(sysfs: Sysfs) -> list[str]:
                 seen.add(real)
                 policies.append(path)
     return policies
+
+
+def _cpu_index(path: str) -> int:
+    m = re.search(r"cpu(\d+)$", path)
+    return int(m.group(1)) if m else 1 << 30
 
 
 def read_policy(sysfs: Sysfs, policy: str) -> CpuCluster:

@@ -16,13 +16,16 @@ def build(sysfs: Sysfs, ident: BoardId) -> Platform:
     clusters = cpufreq.discover_clusters(sysfs, merge=False)
     for c in clusters:
         c.core = CORES.get(c.name)
+    gpu = devfreq.find_mali_gpu(sysfs)
+    if gpu is not None:
+        gpu.name = "mali"  # Mali-T628 MP6 on every Exynos 5422, whatever its devfreq node is called
     rails = power.ina231_rails(sysfs) if ident.board == "odroid-xu3" else []
     platform = Platform(
         board=ident.board,
         model=ident.model,
         sysfs=sysfs,
         clusters=clusters,
-        gpu=devfreq.find_mali_gpu(sysfs),
+        gpu=gpu,
         rails=rails,
         thermal_zones=thermal_zones(sysfs),
     )

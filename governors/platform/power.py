@@ -124,6 +124,8 @@ def rapl_rails(sysfs: Sysfs) -> list[PowerRail]:
                 energy_path=f"{zone}/energy_uj",
                 max_energy_uj=sysfs.try_int(f"{zone}/max_energy_range_uj"),
                 device=zone,
+                # psys (platform) already includes the packages: it is the total when present.
+                is_total=name == "psys",
                 in_sum=top_level,
             )
         )
@@ -146,9 +148,7 @@ def power_capability(sysfs: Sysfs, rails: list[PowerRail], missing_reason: str) 
         return Capability(MISSING, why)
     method = ", ".join(sorted({r.kind for r in rails}))
     if unreadable:
-        return Capability(
-            AVAILABLE, f"unreadable rails skipped: {', '.join(r.name for r in unreadable)}", method
-        )
+        return Capability(AVAILABLE, f"unreadable rails skipped: {', '.join(r.name for r in unreadable)}", method)
     hk = [r for r in rails if r.enable_path]
     if hk and not all(sysfs.access(r.enable_path or "", write=True) for r in hk):
         return Capability(READ_ONLY, "INA231 'enable' is not writable: sensors may read 0 until enabled", method)
