@@ -177,7 +177,11 @@ def _load(path: str, normalize: str, resolution: int, limit: int | None, what: s
 
     print(f"loading {what} data {path}...", file=sys.stderr, flush=True)
     norm: Any = None if normalize == "none" else normalize
-    return load_dataset(path, normalize=norm, resolution=resolution, limit=limit)
+    source = Path(path)
+    # arrays keep their native size (each subnet's batches are resized once, to its resolution);
+    # only an ImageFolder's images of mixed sizes need a common size: the family's largest
+    image_folder = source.is_dir() and not (source / "batches.meta").exists()
+    return load_dataset(path, normalize=norm, resolution=resolution if image_folder else None, limit=limit)
 
 
 def run_show(args: argparse.Namespace) -> int:
