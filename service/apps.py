@@ -1,0 +1,80 @@
+"""What the daemon knows about each registered app: budget, operating point, measured latency."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from dynofa.budget import Budget
+from dynofa.operating_point import OperatingPoint
+
+WINDOW = 64  # recent inferences kept per app for the measured-latency figures
+
+
+@dataclass
+class LatencyWindow:
+    """Recent inference latencies (ms) and lifetime counters of deadline hits."""
+
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    count: int = 0
+    hits: int = 0  # inferences within the budget (counted only while a budget is set)
+    judged: int = 0  # inferences that had a budget to be judged against
+
+    def add(self, latency_ms: float, budget: Budget | None) -> bool | None:
+        self.recent.append(latency_ms)
+        self.count += 1
+        if budget is None:
+            return None
+        hit = latency_ms <= budget.latency_ms
+        self.judged += 1
+        self.hits += int(hit)
+        return hit
+
+    def median(self) -> float | None:
+        if not self.recent:
+            return None
+        ordered = sorted(self.recent)
+        return ordered[len(ordered) // 2]
+
+    def p90(self) -> float | None:
+        if not self.recent:
+            return None
+        ordered = sorted(self.recent)
+        return ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)]
+
+    def hit_rate(self) -> float | None:
+        return self.hits / self.judged if self.judged else None
+
+
+@dataclass
+class AppRecord:
+    name: str
+    model: str
+    budget: Budget | None = None
+    point: OperatingPoint | None = None
+    latency: LatencyWindow = field(default_factory=LatencyWindow)
+    switches: int = 0  # subnet changes decided for this app
+    qoe: float | None = None
+    registered_at: float = field(default_factory=time.time)
+    last_seen: float = field(default_factory=time.monotonic)
+
+    def to_dict(self, accuracy: float | None = None) -> dict[str, Any]:
+        return {
+            "app": self.name,
+            "model": self.model,
+            "budget": None if self.budget is None else self.budget.to_dict(),
+            "operating_point": None if self.point is None else self.point.to_dict(),
+            "accuracy": accuracy,
+            "latency_ms": {"median": self.latency.median(), "p90": self.latency.p90(), "last": _last(self.latency)},
+            "inferences": self.latency.count,
+            "hit_rate": self.latency.hit_rate(),
+            "switches": self.switches,
+            "qoe": self.qoe,
+        }
+
+
+def _last(window: LatencyWindow) -> float | None:
+    return window.recent[-1] if window.recent else None

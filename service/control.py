@@ -1,0 +1,362 @@
+"""The control loop: monitors -> policy -> operating points -> actuators, plus telemetry and watchdog.
+
+It runs on its own thread every ``control_interval_s`` (sooner when a budget changes),
+pings the systemd watchdog only while it keeps iterating (a stalled loop gets the daemon
+restarted), and never lets a failing policy or monitor stop it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dynofa import protocol
+from dynofa.errors import DynofaError
+from dynofa.operating_point import OperatingPoint
+from service.apps import AppRecord
+from service.engine import Change, Engine, Publish
+from service.sdnotify import Notifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TraceWriter:
+    """JSON lines for `dynofa plot`, rotated once past ``max_bytes``."""
+
+    path: Path | None
+    max_bytes: int
+    _fh: Any = field(default=None, repr=False)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.path is None:
+            return
+        try:
+            if self._fh is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the daemon's life
+            self._fh.write(protocol.encode(record).decode() + "\n")
+            self._fh.flush()
+            if self._fh.tell() > self.max_bytes:
+                self._fh.close()
+                self._fh = None
+                os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("trace file %s disabled: %s", self.path, exc)
+            self.path = None
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+class Controller:
+    """Owns the platform side: monitor, policy, actuator; decides and applies operating points."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        platform: Any,
+        monitor: Any,
+        actuator: Any,
+        policy: Any,
+        interval_s: float,
+        telemetry_period_s: float,
+        publish: Publish,
+        notifier: Notifier,
+        trace: TraceWriter,
+    ) -> None:
+        from governors.policies.base import pes_from_platform
+
+        self.engine = engine
+        self.platform = platform
+        self.monitor = monitor
+        self.actuator = actuator
+        self.policy = policy
+        self.interval_s = interval_s
+        self.telemetry_period_s = telemetry_period_s
+        self.publish = publish
+        self.notifier = notifier
+        self.trace = trace
+        served = {pe for m in engine.models.values() for pe in m.pes}
+        self.pes = tuple(pe for pe in pes_from_platform(platform) if pe.name in served)
+        self._lock = threading.Lock()  # policy and last-sample state
+        self._snapshot: Any = None
+        self._decision: Any = None
+        self._applied_khz: dict[str, int | None] = {}
+        self._applied_gpu_hz: int | None = None
+        self._mapping: tuple[str, int] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_state_pub = 0.0
+        self.steps = 0
+        self.last_step_error: str | None = None
+
+    # called from other threads -------------------------------------------------------------
+    def observe(self, app: str, pe: str, subnet: str, latency_ms: float, budget: Any) -> None:
+        with self._lock:
+            try:
+                self.policy.observe(app, latency_ms)
+            except Exception as exc:  # noqa: BLE001 - a policy bug must not fail the inference reply
+                log.warning("policy %s failed to observe %s: %s", self.policy_name, app, exc)
+
+    def feedback(self, app: str, qoe: float) -> None:
+        with self._lock:
+            try:
+                self.policy.feedback(app, qoe)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("policy %s failed on feedback for %s: %s", self.policy_name, app, exc)
+
+    def forget(self, app: str) -> None:
+        self.engine.wake.set()
+
+    def map_task(self, pe: str, threads: int) -> None:
+        """Put the calling inference worker's threads on ``pe`` with ``threads`` intra-op threads."""
+        if self._mapping == (pe, threads):
+            return
+        import torch
+
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(max(1, threads))
+        if pe != "gpu" and self.platform.capability("task-mapping").usable:
+            try:
+                self.actuator.pin_pe(pe)  # every thread of the daemon: torch's pool included
+            except DynofaError as exc:
+                log.warning("cannot map inference onto %s: %s", pe, exc)
+        self._mapping = (pe, threads)
+
+    @property
+    def policy_name(self) -> str:
+        return str(getattr(self.policy, "name", type(self.policy).__name__))
+
+    def describe(self) -> dict[str, Any]:
+        with self._lock:
+            snap = self._snapshot
+            decision = self._decision
+            policy_state = _safe(self.policy.state) if hasattr(self.policy, "state") else {}
+        snap_dict = snap.to_dict() if snap is not None else None
+        pes: dict[str, Any] = {}
+        for pe in self.pes:
+            entry: dict[str, Any] = {"kind": pe.kind, "cpus": pe.cpus}
+            if pe.kind == "cpu":
+                entry["freq_khz"] = (snap.cpu_khz.get(pe.name) if snap is not None else None) or self._applied_khz.get(
+                    pe.name
+                )
+                entry["load_others"] = snap.cpu_util.get(pe.name) if snap is not None else None
+                entry["load_total"] = snap.cpu_util_total.get(pe.name) if snap is not None else None
+            else:
+                entry["freq_hz"] = (snap.gpu_hz if snap is not None else None) or self._applied_gpu_hz
+                entry["load"] = snap.gpu_load if snap is not None else None
+            entry["available"] = list(pe.freqs)
+            pes[pe.name] = entry
+        return {
+            "pes": pes,
+            "monitor": snap_dict,
+            "policy": {
+                "name": self.policy_name,
+                "state": policy_state,
+                "decision": None if decision is None else _safe(decision.to_dict),
+                "steps": self.steps,
+                "last_error": self.last_step_error,
+            },
+            "capabilities": {k: v.to_dict() for k, v in sorted(self.platform.capabilities().items())},
+        }
+
+    # the loop -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="dynofa-control", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.engine.wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=max(5.0, 4 * self.interval_s))
+
+    def _run(self) -> None:
+        watchdog = self.notifier.watchdog_interval_s
+        next_ping = 0.0
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.step()
+            now = time.monotonic()
+            if watchdog is not None and now >= next_ping:
+                self.notifier.watchdog()  # only from here: a stuck loop stops the pings
+                next_ping = now + watchdog
+            wait = self.interval_s - (time.monotonic() - started)
+            if watchdog is not None:
+                wait = min(wait, max(0.0, next_ping - time.monotonic()))
+            self.engine.wake.wait(max(0.0, wait))
+            self.engine.wake.clear()
+
+    def step(self) -> None:
+        """One control period. Never raises."""
+        try:
+            self._step()
+            self.last_step_error = None
+        except Exception as exc:  # noqa: BLE001 - the loop must survive anything a part throws
+            if self.last_step_error != str(exc):
+                log.exception("control step failed: %s", exc)
+            self.last_step_error = str(exc)
+        self.steps += 1
+
+    def _step(self) -> None:
+        self._exclude_own_threads()
+        snap = self.monitor.sample()
+        apps = self.engine.snapshot_apps()
+        decision = self._decide(apps, snap)
+        points = dict(decision.points) if decision is not None else {}
+        for app in apps:
+            if app.budget is None:  # no budget: best accuracy where it already runs
+                points[app.name] = self._unbudgeted_point(app)
+        changes = self.engine.apply_points(points)
+        self._apply_frequencies(points)
+        with self._lock:
+            self._snapshot = snap
+            self._decision = decision
+        now = time.monotonic()
+        for change in changes:
+            self._publish_change(change, decision)
+        periodic = now - self._last_state_pub >= self.telemetry_period_s
+        if periodic or changes:
+            self._last_state_pub = now
+            record = self._telemetry_record(snap)
+            self.trace.write(record)
+            if periodic:
+                self.publish(protocol.TOPIC_STATE, record)
+            self.notifier.status(self.status_line())
+
+    def _decide(self, apps: list[AppRecord], snap: Any) -> Any:
+        from governors.contention import load_from_snapshot
+        from governors.policies.base import AppRequest, DecisionInput
+
+        requests = []
+        for app in apps:
+            if app.budget is None:
+                continue
+            requests.append(AppRequest(app.name, app.budget, tuple(self.engine.models[app.model].catalog.entries)))
+        if not requests or not self.pes:
+            return None
+        load = load_from_snapshot(
+            {"other_util": snap.cpu_util, "gpu_load": snap.gpu_load, "power_w": snap.power_w, "energy_j": snap.energy_j}
+        )
+        inp = DecisionInput(apps=tuple(requests), pes=self.pes, board=str(self.platform.board), load=load)
+        with self._lock:
+            return self.policy.decide(inp)
+
+    def _unbudgeted_point(self, app: AppRecord) -> OperatingPoint:
+        runtime = self.engine.models[app.model]
+        pe = app.point.pe if app.point is not None else runtime.pes[0]
+        threads = app.point.threads if app.point is not None else 1
+        return OperatingPoint(subnet=runtime.most_accurate(), pe=pe, threads=threads)
+
+    def _apply_frequencies(self, points: dict[str, OperatingPoint]) -> None:
+        wanted: dict[str, int] = {}
+        gpu_hz: int | None = None
+        for point in points.values():
+            for cluster, khz in point.cpu_freq_khz.items():
+                # DVFS is per cluster: the most demanding app wins
+                wanted[cluster] = max(wanted.get(cluster, 0), int(khz))
+            if point.gpu_freq_hz is not None:
+                gpu_hz = max(gpu_hz or 0, int(point.gpu_freq_hz))
+        for cluster, khz in wanted.items():
+            if self._applied_khz.get(cluster) == khz or not self.platform.capability(f"dvfs:{cluster}").usable:
+                continue
+            try:
+                effective = self.actuator.set_cluster_khz(cluster, khz)
+            except DynofaError as exc:
+                log.warning("cannot set %s to %d kHz: %s", cluster, khz, exc)
+                continue
+            self._applied_khz[cluster] = khz
+            self.publish(protocol.TOPIC_EVENT, {"event": "dvfs", "pe": cluster, "khz": khz, "effective_khz": effective})
+        if gpu_hz is not None and gpu_hz != self._applied_gpu_hz and self.platform.capability("dvfs:gpu").usable:
+            try:
+                effective = self.actuator.set_gpu_hz(gpu_hz)
+                self._applied_gpu_hz = gpu_hz
+                event = {"event": "dvfs", "pe": "gpu", "hz": gpu_hz, "effective_hz": effective}
+                self.publish(protocol.TOPIC_EVENT, event)
+            except DynofaError as exc:
+                log.warning("cannot set the GPU to %d Hz: %s", gpu_hz, exc)
+
+    def _publish_change(self, change: Change, decision: Any) -> None:
+        app, old, new = change
+        outcome = None
+        if decision is not None and app in decision.outcomes:
+            outcome = decision.outcomes[app].to_dict()
+        self.publish(
+            protocol.TOPIC_OPERATING_POINT,
+            {
+                "t": time.time(),
+                "app": app,
+                "old": None if old is None else old.to_dict(),
+                "new": new.to_dict(),
+                "predicted": outcome,
+            },
+        )
+
+    def _telemetry_record(self, snap: Any) -> dict[str, Any]:
+        apps = {}
+        for app in self.engine.snapshot_apps():
+            runtime = self.engine.models[app.model]
+            apps[app.name] = {
+                "budget_ms": None if app.budget is None else app.budget.latency_ms,
+                "min_accuracy": None if app.budget is None else app.budget.min_accuracy,
+                "latency_ms": app.latency.median(),
+                "last_ms": app.latency.recent[-1] if app.latency.recent else None,
+                "subnet": None if app.point is None else app.point.subnet,
+                "pe": None if app.point is None else app.point.pe,
+                "threads": None if app.point is None else app.point.threads,
+                "accuracy": None if app.point is None else runtime.accuracy(app.point.subnet),
+                "inferences": app.latency.count,
+                "hit_rate": app.latency.hit_rate(),
+                "switches": app.switches,
+            }
+        return {
+            "t": time.time(),
+            "apps": apps,
+            "cpu_util_others": snap.cpu_util,
+            "cpu_khz": snap.cpu_khz,
+            "gpu_load": snap.gpu_load,
+            "gpu_hz": snap.gpu_hz,
+            "power_w": snap.power_w,
+            "energy_j": snap.energy_j,
+            "max_temperature_c": snap.max_temperature_c,
+        }
+
+    def status_line(self) -> str:
+        parts = []
+        for app in self.engine.snapshot_apps():
+            if app.point is None:
+                continue
+            median = app.latency.median()
+            got = "-" if median is None else f"{median:.1f}"
+            want = "" if app.budget is None else f"/{app.budget.latency_ms:g}"
+            parts.append(f"{app.name}: {app.point.subnet}@{app.point.pe} {got}{want} ms")
+        return "; ".join(parts) or "idle: no apps registered"
+
+    def _exclude_own_threads(self) -> None:
+        # the daemon's own threads (workers, torch's pool) are not "contention by others"
+        try:
+            tids = [int(t) for t in os.listdir("/proc/self/task")]
+        except OSError:
+            return
+        self.monitor.register_threads(tids)
+
+    def close(self) -> None:
+        self.trace.close()
+
+
+def _safe(fn: Any) -> Any:
+    try:
+        value = fn()
+        json.dumps(value, default=str)
+        return value
+    except Exception as exc:  # noqa: BLE001 - a status display must not fail on a policy's state
+        return {"error": str(exc)}

@@ -1,0 +1,213 @@
+"""``dynofa serve``: compose the daemon from its parts and run it until SIGTERM/SIGINT.
+
+Start-up order matters: the actuator is built first because its construction restores
+whatever a crashed predecessor left changed (frequencies, governors), then saved budgets
+are reloaded, then the sockets are bound and systemd is told READY=1. Stop is the reverse:
+STOPPING=1, the control loop stops, in-flight inferences finish and are answered, the
+platform is restored, and the sockets and lock are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from dynofa.config import Config
+from dynofa.errors import DynofaError
+from dynofa.paths import ensure_private_dir
+from service.sdnotify import Notifier
+
+log = logging.getLogger("dynofa")
+
+
+class DaemonLockedError(DynofaError):
+    """Another daemon already uses this runtime directory."""
+
+
+class RuntimeLock:
+    """An exclusive flock on ``<runtime_dir>/dynofa.lock`` (released by the kernel even after SIGKILL)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise DaemonLockedError(
+                f"another dynofa daemon (pid {holder}) is running with runtime directory {self.path.parent}; "
+                "stop it first (`systemctl stop dynofa` or kill that pid), or use another paths.runtime_dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            os.close(self._fd)
+            self._fd = None
+
+
+def setup_logging(level: str) -> None:
+    # under systemd stderr goes to the journal, which adds its own timestamps
+    fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("INVOCATION_ID") else (
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.basicConfig(level=getattr(logging, level.upper()), format=fmt, stream=sys.stderr, force=True)
+
+
+def run(config: Config) -> int:
+    """Run the daemon in the foreground; returns the exit status."""
+    setup_logging(config.logging.level)
+    notifier = Notifier()
+    runtime_dir = ensure_private_dir(config.runtime_dir())
+    state_dir = ensure_private_dir(config.state_dir())
+    lock = RuntimeLock(runtime_dir / "dynofa.lock")
+    lock.acquire()
+    actuator: Any = None
+    try:
+        actuator = _actuator(config, state_dir)
+        return _serve(config, notifier, actuator, state_dir)
+    finally:
+        if actuator is not None:
+            report = actuator.restore()
+            if report.failed:
+                log.error("could not restore: %s", "; ".join(f"{p}: {why}" for p, why in report.failed.items()))
+            elif report.restored:
+                log.info("platform restored (%d setting(s))", len(report.restored))
+        lock.release()
+        notifier.close()
+
+
+def _actuator(config: Config, state_dir: Path) -> Any:
+    from governors.actuators import Actuator
+    from governors.platform import detect_platform
+
+    platform = detect_platform(config.paths.sysfs_root)
+    actuator = Actuator(platform, str(state_dir))  # restores what a crashed daemon left behind
+    recovered = actuator.recovered
+    if recovered is not None:
+        if getattr(recovered, "discarded", None):
+            log.info("crash recovery: %s", recovered.discarded)
+        else:
+            log.warning("crash recovery: restored %d setting(s) a previous daemon left changed: %s",
+                        len(recovered.restored), ", ".join(recovered.restored) or "-")  # fmt: skip
+    return actuator
+
+
+def _log_capabilities(platform: Any) -> None:
+    missing = {k: v for k, v in platform.capabilities().items() if not v.usable}
+    usable = sorted(k for k, v in platform.capabilities().items() if v.usable)
+    who = "root" if os.geteuid() == 0 else f"user {os.geteuid()}"
+    log.info("platform %s (%s) as %s; usable: %s", platform.board, platform.model, who, ", ".join(usable) or "none")
+    for name, cap in sorted(missing.items()):
+        log.info("without %s (%s): %s", name, cap.status, cap.reason or "not available")
+
+
+def _serve(config: Config, notifier: Notifier, actuator: Any, state_dir: Path) -> int:
+    import subnets.ofa_compat
+    from governors.monitors import Monitor
+    from governors.policies import make_policy
+    from service.control import Controller, TraceWriter
+    from service.engine import Engine
+    from service.models import ModelRuntime
+    from service.server import InferenceWorker, Outbox, Server
+    from service.store import BudgetStore
+
+    subnets.ofa_compat.install()  # before anything imports ofa
+    platform = actuator.platform
+    _log_capabilities(platform)
+    try:
+        policy = make_policy(config.policy.name, **config.policy.options)
+    except DynofaError as exc:
+        raise DynofaError(f"policy.name / policy.options: {exc}") from None
+    if config.threads is not None:
+        import torch
+
+        torch.set_num_threads(config.threads)
+    models = {name: ModelRuntime.load(name, mc, platform.pe_names()) for name, mc in config.models.items()}
+    outbox = Outbox()
+
+    def publish(topic: str, message: dict[str, Any]) -> None:
+        outbox.put("pub", topic, message)
+
+    engine = Engine(
+        models,
+        config.app_model(),
+        BudgetStore(state_dir),
+        config.limits.max_apps,
+        publish,
+        platform_info=lambda: {
+            "board": platform.board,
+            "model": platform.model,
+            "root": platform.root,
+            "pes": platform.pe_names(),
+        },
+    )
+    monitor = Monitor(platform)
+    controller = Controller(
+        engine, platform, monitor, actuator, policy,
+        interval_s=config.control_interval_s,
+        telemetry_period_s=config.telemetry.period_s,
+        publish=publish,
+        notifier=notifier,
+        trace=TraceWriter(config.trace_path(), config.telemetry.trace_max_bytes),
+    )  # fmt: skip
+    engine.controller = controller
+    devices = sorted({m.device(pe) for m in models.values() for pe in m.pes})
+    workers = {
+        d: InferenceWorker(
+            d, engine, outbox, config.limits.infer_queue, config.limits.request_timeout_s,
+            on_start=monitor.register_current_thread, map_task=controller.map_task,
+        )  # fmt: skip
+        for d in devices
+    }
+    server = Server(config, engine, outbox, workers)
+    try:
+        server.bind()
+    except Exception:
+        outbox.close()
+        raise
+    stop_signal: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop_signal.append(signum)
+        server.request_stop()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    for worker in workers.values():
+        worker.start()
+    controller.step()  # state and STATUS are meaningful from the first request on
+    controller.start()
+    notifier.ready(controller.status_line())
+    log.info("ready (pid %d, policy %s, %d app(s) restored)", os.getpid(), controller.policy_name,
+             len(engine.app_names()))  # fmt: skip
+    try:
+        server.serve_forever()
+    finally:
+        why = signal.Signals(stop_signal[0]).name if stop_signal else "error"
+        log.info("stopping (%s): finishing in-flight inferences, restoring the platform", why)
+        notifier.stopping()
+        controller.stop()
+        server.finish(drain_timeout_s=config.limits.request_timeout_s)
+        controller.close()
+        monitor.close()
+        engine.close()
+        for sig, handler in previous.items():
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(sig, handler)
+    return 0

@@ -1,0 +1,325 @@
+"""The daemon's state and operations, independent of ZeroMQ.
+
+The server calls the engine for every request; the control loop calls :meth:`Engine.control_step`;
+inference workers call :meth:`Engine.run_inference`. App state is guarded by one lock that is
+never held during a forward pass, so a control request is never stuck behind an inference.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dynofa import __version__, protocol
+from dynofa.budget import Budget
+from dynofa.errors import BudgetError, DynofaError
+from dynofa.operating_point import OperatingPoint
+from dynofa.protocol import RequestError
+from service.apps import AppRecord
+from service.models import ModelRuntime
+from service.store import BudgetStore, SavedApp
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, dict[str, Any]], None]
+Change = tuple[str, OperatingPoint | None, OperatingPoint]
+
+
+@dataclass
+class InferenceJob:
+    app: str
+    model: str
+    pe: str
+    subnet: str
+    x: np.ndarray
+    threads: int
+    received: float  # time.monotonic() when the request arrived
+
+
+@dataclass
+class InferenceDone:
+    output: np.ndarray
+    subnet: str
+    pe: str
+    latency_ms: float
+    queue_ms: float
+
+
+class Engine:
+    """Apps, budgets and operating points over the served models."""
+
+    def __init__(
+        self,
+        models: Mapping[str, ModelRuntime],
+        default_model: str,
+        store: BudgetStore,
+        max_apps: int,
+        publish: Publish,
+        controller: Any = None,
+        platform_info: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.models = dict(models)
+        self.default_model = default_model
+        self.store = store
+        self.max_apps = max_apps
+        self.publish = publish
+        self.controller = controller  # service.control.Controller, set by the daemon
+        self._platform_info = platform_info or (lambda: {})
+        self._apps: dict[str, AppRecord] = {}
+        self._lock = threading.RLock()
+        self.started = time.time()
+        self.wake = threading.Event()  # set when a budget changes: the control loop decides at once
+        self._restore_saved()
+
+    # persistence ---------------------------------------------------------------------------
+    def _restore_saved(self) -> None:
+        for name, saved in self.store.load().items():
+            if saved.model not in self.models:
+                log.warning("saved app %r used model %r, which is no longer served; dropped", name, saved.model)
+                continue
+            if len(self._apps) >= self.max_apps:
+                log.warning("more saved apps than limits.max_apps (%d); %r and later dropped", self.max_apps, name)
+                break
+            self._apps[name] = self._new_app(name, saved.model, saved.budget)
+        if self._apps:
+            log.info("restored %d app(s) and their budgets from %s", len(self._apps), self.store.path)
+
+    def _save(self) -> None:
+        try:
+            self.store.save({n: SavedApp(a.model, a.budget) for n, a in self._apps.items()})
+        except OSError as exc:
+            log.error("cannot save budgets to %s: %s", self.store.path, exc)
+
+    def _new_app(self, name: str, model: str, budget: Budget | None) -> AppRecord:
+        runtime = self.models[model]
+        record = AppRecord(name=name, model=model, budget=budget)
+        record.point = OperatingPoint(subnet=runtime.most_accurate(), pe=runtime.pes[0])
+        return record
+
+    # requests ------------------------------------------------------------------------------
+    def hello(self, app: str | None = None) -> dict[str, Any]:
+        return {
+            "protocol": protocol.PROTOCOL_VERSION,
+            "daemon": __version__,
+            "ops": list(protocol.OPS),
+            "models": {name: {"pes": m.pes, "subnets": len(m.ids)} for name, m in self.models.items()},
+            "default_model": self.default_model,
+            "registered": app is not None and app in self._apps,
+        }
+
+    def register(self, app: str, model: str | None = None, budget: dict[str, Any] | None = None) -> dict[str, Any]:
+        model = model or self.default_model
+        if model not in self.models:
+            raise RequestError(protocol.UNKNOWN_MODEL, f"unknown model {model!r}; served: {', '.join(self.models)}")
+        parsed = _budget(budget) if budget is not None else None
+        with self._lock:
+            record = self._apps.get(app)
+            if record is None:
+                if len(self._apps) >= self.max_apps:
+                    raise RequestError(
+                        protocol.TOO_MANY_APPS,
+                        f"the daemon serves at most {self.max_apps} apps (limits.max_apps); unregister one first",
+                    )
+                record = self._apps[app] = self._new_app(app, model, parsed)
+            elif record.model != model:
+                # re-registering under another model starts over on that model
+                record = self._apps[app] = self._new_app(app, model, parsed if budget is not None else record.budget)
+            elif budget is not None:
+                record.budget = parsed
+            record.last_seen = time.monotonic()
+            self._save()
+            reply = record.to_dict(self._accuracy(record))
+        if budget is not None:
+            self._budget_changed(app)
+        return reply
+
+    def unregister(self, app: str) -> dict[str, Any]:
+        with self._lock:
+            self._app(app)
+            del self._apps[app]
+            self._save()
+        if self.controller is not None:
+            self.controller.forget(app)
+        self.publish(protocol.TOPIC_BUDGET, {"app": app, "budget": None, "unregistered": True})
+        return {"app": app}
+
+    def set_budget(self, app: str, budget: dict[str, Any]) -> dict[str, Any]:
+        parsed = _budget(budget)
+        with self._lock:
+            if app not in self._apps:  # setting a budget registers the app on the default model
+                self.register(app)
+            record = self._apps[app]
+            record.budget = parsed
+            self._save()
+        self._budget_changed(app)
+        return {"app": app, "budget": parsed.to_dict()}
+
+    def clear_budget(self, app: str) -> dict[str, Any]:
+        with self._lock:
+            record = self._app(app)
+            record.budget = None
+            self._save()
+        self._budget_changed(app)
+        return {"app": app, "budget": None}
+
+    def budgets(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "budgets": {
+                    name: {"model": a.model, "budget": None if a.budget is None else a.budget.to_dict()}
+                    for name, a in sorted(self._apps.items())
+                }
+            }
+
+    def subnets(self, model: str | None = None) -> dict[str, Any]:
+        if model is not None and model not in self.models:
+            raise RequestError(protocol.UNKNOWN_MODEL, f"unknown model {model!r}; served: {', '.join(self.models)}")
+        names = [model] if model else list(self.models)
+        return {"models": {n: self.models[n].describe() for n in names}}
+
+    def feedback(self, app: str, qoe: float, detail: Any = None) -> dict[str, Any]:
+        with self._lock:
+            record = self._app(app)
+            record.qoe = qoe
+            record.last_seen = time.monotonic()
+        if self.controller is not None:
+            self.controller.feedback(app, qoe)
+        return {"app": app, "qoe": qoe}
+
+    def state(self) -> dict[str, Any]:
+        with self._lock:
+            apps = {name: a.to_dict(self._accuracy(a)) for name, a in sorted(self._apps.items())}
+        control = self.controller.describe() if self.controller is not None else {}
+        return {
+            "daemon": {"version": __version__, "uptime_s": round(time.time() - self.started, 3)},
+            "apps": apps,
+            "pes": control.get("pes", {}),
+            "monitor": control.get("monitor"),
+            "policy": control.get("policy"),
+            "capabilities": control.get("capabilities", {}),
+            "platform": self._platform_info(),
+            "models": {name: {"pes": m.pes, "subnets": len(m.ids)} for name, m in self.models.items()},
+        }
+
+    # inference -----------------------------------------------------------------------------
+    def prepare_inference(self, app: str, x: np.ndarray, subnet: str | None, received: float) -> InferenceJob:
+        """Check an inference request against the app's model and pick its operating point (fast, no forward)."""
+        with self._lock:
+            record = self._app(app)
+            record.last_seen = time.monotonic()
+            runtime = self.models[record.model]
+            point = record.point or OperatingPoint(subnet=runtime.most_accurate(), pe=runtime.pes[0])
+        problem = runtime.check_input(x.shape)
+        if problem is not None:
+            raise RequestError(protocol.BAD_TENSOR, problem)
+        if subnet is not None and not runtime.has(subnet):
+            raise RequestError(
+                protocol.UNKNOWN_SUBNET, f"model {runtime.name!r} has no subnet {subnet!r}; see the subnets op"
+            )
+        return InferenceJob(
+            app=app,
+            model=record.model,
+            pe=point.pe if point.pe in runtime.pes else runtime.pes[0],
+            subnet=subnet or point.subnet,
+            x=x,
+            threads=point.threads,
+            received=received,
+        )
+
+    def run_inference(self, job: InferenceJob) -> InferenceDone:
+        """Run on the calling (worker) thread; records the latency for the app and the policy."""
+        started = time.monotonic()
+        try:
+            outcome = self.models[job.model].infer(job.pe, job.x, job.subnet)
+        except DynofaError as exc:
+            raise RequestError(protocol.INFERENCE_FAILED, str(exc)) from None
+        except (RuntimeError, ValueError) as exc:  # torch reports shape/device problems this way
+            log.warning("inference for %s on %s failed: %s", job.app, job.subnet, exc)
+            raise RequestError(protocol.INFERENCE_FAILED, f"inference failed: {exc}") from None
+        with self._lock:
+            record = self._apps.get(job.app)
+            if record is not None:
+                record.latency.add(outcome.latency_ms, record.budget)
+                budget = record.budget
+        if record is not None and self.controller is not None:
+            self.controller.observe(job.app, job.pe, outcome.subnet, outcome.latency_ms, budget)
+        return InferenceDone(
+            output=outcome.output,
+            subnet=outcome.subnet,
+            pe=job.pe,
+            latency_ms=outcome.latency_ms,
+            queue_ms=(started - job.received) * 1000.0,
+        )
+
+    # control loop side -----------------------------------------------------------------------
+    def snapshot_apps(self) -> list[AppRecord]:
+        """Copies of the apps' records for the controller (never the live ones)."""
+        with self._lock:
+            return [
+                AppRecord(
+                    name=a.name, model=a.model, budget=a.budget, point=a.point, latency=a.latency,
+                    switches=a.switches, qoe=a.qoe,
+                )  # fmt: skip
+                for a in self._apps.values()
+            ]
+
+    def apply_points(self, points: Mapping[str, OperatingPoint]) -> list[Change]:
+        """Record decided operating points; returns (app, old, new) for each change."""
+        changes: list[Change] = []
+        with self._lock:
+            for app, point in points.items():
+                record = self._apps.get(app)
+                if record is None or point == record.point:
+                    continue
+                runtime = self.models[record.model]
+                if not runtime.has(point.subnet) or point.pe not in runtime.pes:
+                    log.warning("policy chose %s on %s for %s, which model %s cannot run; ignored",
+                                point.subnet, point.pe, app, record.model)  # fmt: skip
+                    continue
+                old = record.point
+                if old is None or old.subnet != point.subnet:
+                    record.switches += 1
+                record.point = point
+                changes.append((app, old, point))
+        return changes
+
+    def _budget_changed(self, app: str) -> None:
+        with self._lock:
+            record = self._apps.get(app)
+            budget = None if record is None or record.budget is None else record.budget.to_dict()
+        self.publish(protocol.TOPIC_BUDGET, {"app": app, "budget": budget})
+        self.wake.set()
+
+    def _app(self, app: str) -> AppRecord:
+        record = self._apps.get(app)
+        if record is None:
+            raise RequestError(protocol.UNKNOWN_APP, f"app {app!r} is not registered (send the register op first)")
+        return record
+
+    def _accuracy(self, record: AppRecord) -> float | None:
+        if record.point is None:
+            return None
+        return self.models[record.model].accuracy(record.point.subnet)
+
+    def app_names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._apps)
+
+    def close(self) -> None:
+        for runtime in self.models.values():
+            runtime.close()
+
+
+def _budget(data: Any) -> Budget:
+    try:
+        return Budget.from_dict(data)
+    except BudgetError as exc:
+        raise RequestError(protocol.BAD_BUDGET, str(exc)) from None
+    except TypeError as exc:
+        raise RequestError(protocol.BAD_BUDGET, f"malformed budget: {exc}") from None

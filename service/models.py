@@ -1,0 +1,163 @@
+"""Served models: a catalog loaded into weight-shared subnet pools, one pool per torch device.
+
+CPU processing elements (``cpu``, ``cpu-big``, ``cpu-little``) share one pool on the CPU
+device: which cluster runs an inference is task mapping (thread affinity), not a second
+copy of the weights. The ``gpu`` processing element gets a pool on the CUDA device.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dynofa.catalog import Catalog, CatalogEntry, load_catalog
+from dynofa.config import ModelConfig
+from dynofa.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def default_catalog_path() -> Path:
+    """The bundled demo catalog (``subnets.demo``)."""
+    try:
+        from subnets.demo import demo_catalog_path
+    except ImportError as exc:
+        raise ConfigError(
+            "no catalog configured and the bundled demo catalog is not available "
+            f"({exc}); set models.<name>.catalog in the config file"
+        ) from None
+    return Path(demo_catalog_path())
+
+
+@dataclass(frozen=True)
+class InferenceOutcome:
+    output: np.ndarray
+    subnet: str
+    latency_ms: float
+
+
+class ModelRuntime:
+    """One model: its catalog, the processing elements it serves on, and its pools."""
+
+    def __init__(self, name: str, catalog: Catalog, pools: dict[str, Any], pes: Sequence[str], devices: dict[str, str]):
+        self.name = name
+        self.catalog = catalog
+        self.pools = pools  # torch device -> SubnetPool
+        self.pes = list(pes)
+        self._devices = devices  # PE -> torch device
+        self._entries = {e.id: e for e in catalog.entries}
+        self._locks = {device: threading.Lock() for device in pools}
+        self.in_channels = int(catalog.family.get("in_channels", 3) or 3)
+
+    @classmethod
+    def load(cls, name: str, config: ModelConfig, platform_pes: Sequence[str]) -> ModelRuntime:
+        from subnets.pool import SubnetPool
+
+        path = Path(config.catalog) if config.catalog else default_catalog_path()
+        catalog = load_catalog(path)
+        pes = list(config.pes) or [pe for pe in platform_pes if pe != "gpu" or _cuda_available()]
+        unknown = [pe for pe in pes if pe not in platform_pes]
+        if unknown:
+            raise ConfigError(
+                f"field models.{name}.pes names {', '.join(unknown)}, which this platform lacks; "
+                f"its processing elements are: {', '.join(platform_pes)}"
+            )
+        if not pes:
+            raise ConfigError(f"model {name!r}: no processing element to serve on")
+        devices = {pe: (config.gpu_device if pe == "gpu" else config.device) for pe in pes}
+        pools: dict[str, Any] = {}
+        for device in sorted(set(devices.values())):
+            pools[device] = SubnetPool.from_catalog(catalog, weights=config.weights, device=device)
+        missing = [pe for pe in pes if pe not in catalog.pes()]
+        if missing:
+            log.warning(
+                "model %s: catalog %s has no latency figures for %s (it has: %s); policies fall back on "
+                "scaled figures. Run `dynofa catalog build` on this machine for better decisions.",
+                name, path, ", ".join(missing), ", ".join(catalog.pes()) or "none",
+            )  # fmt: skip
+        log.info("model %s: %d subnets from %s on %s", name, len(catalog), path, ", ".join(pes))
+        return cls(name, catalog, pools, pes, devices)
+
+    # queries -----------------------------------------------------------------------------
+    @property
+    def ids(self) -> list[str]:
+        return self.catalog.ids
+
+    def entry(self, subnet: str) -> CatalogEntry:
+        return self.catalog.get(subnet)
+
+    def has(self, subnet: str) -> bool:
+        return subnet in self._entries
+
+    def device(self, pe: str) -> str:
+        return self._devices[pe]
+
+    def accuracy(self, subnet: str) -> float | None:
+        entry = self._entries.get(subnet)
+        return None if entry is None or entry.accuracy is None else entry.accuracy.top1
+
+    def most_accurate(self) -> str:
+        """The subnet an app without a budget gets."""
+        return max(self.catalog.entries, key=lambda e: (e.accuracy.top1 if e.accuracy else 0.0, e.macs)).id
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": e.id,
+                "resolution": e.resolution,
+                "macs": e.macs,
+                "params": e.params,
+                "accuracy": None if e.accuracy is None else e.accuracy.top1,
+                "latency_ms": {pe: lat.ms for pe, lat in sorted(e.latency.items())},
+            }
+            for e in self.catalog.entries
+        ]
+
+    def check_input(self, shape: Sequence[int]) -> str | None:
+        """Why an input of ``shape`` cannot be served, or None."""
+        if len(shape) != 4 or shape[1] != self.in_channels:
+            return f"model {self.name!r} takes float tensors of shape (N, {self.in_channels}, H, W), got {list(shape)}"
+        if not 8 <= shape[2] <= 4096 or not 8 <= shape[3] <= 4096:
+            return f"image height and width must be within [8, 4096], got {shape[2]}x{shape[3]}"
+        return None
+
+    # inference -----------------------------------------------------------------------------
+    def infer(self, pe: str, x: np.ndarray, subnet: str) -> InferenceOutcome:
+        """Run ``subnet`` on ``x`` (resized to the subnet's resolution when it differs)."""
+        import torch
+
+        device = self._devices[pe]
+        pool = self.pools[device]
+        resolution = self._entries[subnet].resolution
+        tensor = torch.from_numpy(x if x.flags.writeable and x.dtype == np.float32 else x.astype(np.float32))
+        if tuple(tensor.shape[2:]) != (resolution, resolution):
+            tensor = torch.nn.functional.interpolate(
+                tensor, size=(resolution, resolution), mode="bilinear", align_corners=False
+            )
+        with self._locks[device]:  # one forward at a time per pool: its activation buffers are shared
+            result = pool.infer(tensor, subnet=subnet)
+        output = result.output
+        if hasattr(output, "detach"):
+            output = output.detach().to("cpu").numpy()
+        return InferenceOutcome(np.asarray(output), str(result.subnet), float(result.latency_ms))
+
+    def close(self) -> None:
+        for pool in self.pools.values():
+            close = getattr(pool, "close", None)
+            if close is not None:
+                close()
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001 - a broken CUDA install must not stop a CPU daemon
+        return False

@@ -1,0 +1,382 @@
+"""The ZeroMQ side of the daemon: a ROUTER for requests, a PUB for telemetry, inference workers.
+
+Only the main thread touches the ROUTER and PUB sockets. Control requests are answered
+on the main thread at once; inference requests go to a worker thread per torch device
+(bounded queue: "busy" when full, "timeout" when one waited longer than
+``limits.request_timeout_s``). Workers and the control loop hand replies and telemetry
+back through an outbox and a wake-up pipe that the main loop polls with the sockets, so
+an idle daemon sleeps in ``poll`` (no busy polling) and a control request never waits
+behind an inference. A slow or vanished client never blocks the daemon: replies use
+non-blocking sends, ROUTER_MANDATORY is off (replies to a gone peer are dropped) and
+each peer's queue is capped by SNDHWM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import grp
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from dynofa import protocol
+from dynofa.config import Config
+from dynofa.protocol import Request, RequestError
+from service.engine import Engine, InferenceJob
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class Outbox:
+    """Thread-safe hand-over to the main loop: items plus a byte on a pipe that wakes ``poll``."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self.write_fd, False)
+        self._items: queue.SimpleQueue[tuple[str, Any, Any]] = queue.SimpleQueue()
+
+    def put(self, kind: str, a: Any, b: Any) -> None:
+        self._items.put((kind, a, b))
+        self.wake()
+
+    def wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):  # a full pipe already means "wake up"
+            os.write(self.write_fd, b"\0")
+
+    def drain(self) -> list[tuple[str, Any, Any]]:
+        with contextlib.suppress(BlockingIOError, OSError):
+            while os.read(self.read_fd, 4096):
+                pass
+        items = []
+        while True:
+            try:
+                items.append(self._items.get_nowait())
+            except queue.Empty:
+                return items
+
+    def close(self) -> None:
+        for fd in (self.read_fd, self.write_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+@dataclass
+class Pending:
+    envelope: list[Any]
+    request_id: Any
+    job: InferenceJob
+
+
+class InferenceWorker(threading.Thread):
+    """Runs inferences for one torch device, in arrival order."""
+
+    def __init__(
+        self,
+        device: str,
+        engine: Engine,
+        outbox: Outbox,
+        queue_size: int,
+        timeout_s: float,
+        on_start: Callable[[], None] | None = None,
+        map_task: Callable[[str, int], None] | None = None,
+    ) -> None:
+        super().__init__(name=f"dynofa-infer-{device}", daemon=True)
+        self.device = device
+        self.engine = engine
+        self.outbox = outbox
+        self.timeout_s = timeout_s
+        self.jobs: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._on_start = on_start
+        self._map_task = map_task
+
+    def submit(self, pending: Pending) -> None:
+        self.jobs.put_nowait(pending)  # raises queue.Full
+
+    def stop(self) -> None:
+        self.jobs.put(_STOP)  # after the queued jobs: in-flight work finishes
+
+    def run(self) -> None:
+        if self._on_start is not None:
+            self._on_start()
+        while True:
+            item = self.jobs.get()
+            if item is _STOP:
+                return
+            self.outbox.put("reply", item.envelope, self._serve(item))
+
+    def _serve(self, pending: Pending) -> list[Any]:
+        job = pending.job
+        waited = time.monotonic() - job.received
+        if waited > self.timeout_s:
+            return [_encode_error(RequestError(
+                protocol.TIMEOUT,
+                f"the request waited {waited:.2f} s for {job.pe}, more than limits.request_timeout_s "
+                f"({self.timeout_s:g} s); the daemon is overloaded",
+            ), pending.request_id)]  # fmt: skip
+        try:
+            if self._map_task is not None:
+                self._map_task(job.pe, job.threads)
+            done = self.engine.run_inference(job)
+            fields, out = protocol.encode_tensor(done.output)
+            header = protocol.ok(
+                pending.request_id,
+                app=job.app,
+                subnet=done.subnet,
+                pe=done.pe,
+                latency_ms=round(done.latency_ms, 4),
+                queue_ms=round(done.queue_ms, 4),
+                output=fields,
+            )
+            return [protocol.encode(header), out]
+        except RequestError as exc:
+            return [_encode_error(exc, pending.request_id)]
+        except Exception as exc:  # noqa: BLE001 - one bad inference must not kill the worker
+            log.exception("inference worker %s: unexpected error", self.device)
+            return [_encode_error(RequestError(protocol.INTERNAL, f"internal error: {exc}"), pending.request_id)]
+
+
+def _encode_error(exc: RequestError, request_id: Any) -> bytes:
+    return protocol.encode(protocol.error(exc.code, exc.message, request_id))
+
+
+class Server:
+    """Binds the sockets and runs the main loop until :meth:`request_stop`."""
+
+    def __init__(self, config: Config, engine: Engine, outbox: Outbox, workers: dict[str, InferenceWorker]) -> None:
+        self.config = config
+        self.engine = engine
+        self.outbox = outbox
+        self.workers = workers
+        self.context = zmq.Context()
+        self.router: zmq.Socket[Any] | None = None
+        self.pub: zmq.Socket[Any] | None = None
+        self._auth: Any = None
+        self._stopping = False
+        self._ipc_files: list[Path] = []
+        self.requests_served = 0
+
+    # setup ------------------------------------------------------------------------------
+    def bind(self) -> None:
+        limits = self.config.limits
+        curve = self._curve_keys()
+        self.router = self.context.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.setsockopt(zmq.SNDHWM, limits.send_hwm)
+        self.router.setsockopt(zmq.RCVHWM, limits.send_hwm)
+        self.router.setsockopt(zmq.MAXMSGSIZE, limits.hard_message_bytes)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)  # a reply to a vanished peer is dropped, never blocks
+        self.pub = self.context.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub.setsockopt(zmq.SNDHWM, 100)  # a slow subscriber loses telemetry, not the daemon's memory
+        pairs = ((self.router, self.config.control_endpoint()), (self.pub, self.config.telemetry_endpoint()))
+        for sock, endpoint in pairs:
+            if endpoint.startswith("tcp://") and curve is not None:
+                sock.curve_server = True
+                sock.curve_publickey, sock.curve_secretkey = curve
+            sock.bind(endpoint)
+            if endpoint.startswith("ipc://"):
+                self._secure_ipc(Path(endpoint[len("ipc://") :]))
+        log.info("serving requests on %s, telemetry on %s", self.config.control_endpoint(),
+                 self.config.telemetry_endpoint())  # fmt: skip
+
+    def _curve_keys(self) -> tuple[bytes, bytes] | None:
+        endpoints = (self.config.control_endpoint(), self.config.telemetry_endpoint())
+        if not any(e.startswith("tcp://") for e in endpoints):
+            return None
+        from zmq.auth import CURVE_ALLOW_ANY, load_certificate
+        from zmq.auth.thread import ThreadAuthenticator
+
+        from dynofa.errors import ConfigError
+
+        curve = self.config.endpoints.curve
+        assert curve.server_secret_key is not None  # the config refuses tcp:// without it
+        try:
+            public, secret = load_certificate(curve.server_secret_key)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"endpoints.curve.server_secret_key: cannot load {curve.server_secret_key}: {exc}"
+            ) from None
+        if secret is None:
+            raise ConfigError(
+                f"endpoints.curve.server_secret_key: {curve.server_secret_key} holds no secret key "
+                "(give the .key_secret file made by zmq.auth.create_certificates)"
+            )
+        self._auth = ThreadAuthenticator(self.context)
+        self._auth.start()
+        self._auth.configure_curve(domain="*", location=curve.authorized_clients or CURVE_ALLOW_ANY)
+        return public, secret
+
+    def _secure_ipc(self, path: Path) -> None:
+        # the socket file's mode follows the umask: set it explicitly (0660, group dynofa)
+        self._ipc_files.append(path)
+        try:
+            os.chmod(path, self.config.endpoints.socket_mode)
+        except OSError as exc:
+            log.warning("cannot chmod %s: %s", path, exc)
+        group = self.config.endpoints.socket_group
+        if not group:
+            return
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            log.debug("group %s does not exist; %s keeps group %d", group, path, os.getgid())
+            return
+        try:
+            os.chown(path, -1, gid)
+        except OSError as exc:
+            log.warning("cannot give %s to group %s: %s", path, group, exc)
+
+    # main loop ----------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        self._stopping = True
+        self.outbox.wake()
+
+    def serve_forever(self) -> None:
+        assert self.router is not None
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self.outbox.read_fd, zmq.POLLIN)
+        old_fd = signal.set_wakeup_fd(self.outbox.write_fd, warn_on_full_buffer=False) if _main_thread() else None
+        try:
+            while not self._stopping:
+                try:
+                    events = dict(poller.poll())
+                except zmq.ZMQError as exc:
+                    if exc.errno == errno.EINTR:
+                        continue
+                    raise
+                if self.outbox.read_fd in events:
+                    self._flush_outbox()
+                if self.router in events:
+                    self._read_requests()
+        finally:
+            if old_fd is not None:
+                signal.set_wakeup_fd(old_fd)
+
+    def _read_requests(self, budget: int = 256) -> None:
+        assert self.router is not None
+        # drain what is queued, but bounded so the outbox is served between bursts
+        for _ in range(budget):
+            try:
+                frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._handle(frames)
+
+    def _handle(self, frames: list[Any]) -> None:
+        # envelope: the peer identity, plus the empty delimiter a REQ socket adds
+        if len(frames) >= 2 and len(frames[1].buffer) == 0:
+            envelope, body = frames[:2], frames[2:]
+        else:
+            envelope, body = frames[:1], frames[1:]
+        request_id = None
+        try:
+            request = protocol.parse_request(body, self.config.limits.max_message_bytes, self.config.limits.max_frames)
+            request_id = request.id
+            reply = self._dispatch(request, envelope)
+        except RequestError as exc:
+            reply = [_encode_error(exc, request_id)]
+        except Exception as exc:  # noqa: BLE001 - nothing a client sends may kill the daemon
+            log.exception("unexpected error while handling a request")
+            reply = [_encode_error(RequestError(protocol.INTERNAL, f"internal error: {exc}"), request_id)]
+        if reply is not None:
+            self._send(envelope, reply)
+
+    def _dispatch(self, request: Request, envelope: list[Any]) -> list[Any] | None:
+        self.requests_served += 1
+        if self._stopping:
+            raise RequestError(protocol.SHUTTING_DOWN, "the daemon is shutting down")
+        op, args, engine = request.op, request.args, self.engine
+        if op == "infer":
+            assert request.tensor is not None
+            job = engine.prepare_inference(args["app"], request.tensor, args.get("subnet"), time.monotonic())
+            worker = self.workers[engine.models[job.model].device(job.pe)]
+            try:
+                worker.submit(Pending(envelope, request.id, job))
+            except queue.Full:
+                raise RequestError(
+                    protocol.BUSY,
+                    f"{worker.jobs.maxsize} inferences are already queued on {job.pe} "
+                    "(limits.infer_queue); retry later",
+                ) from None
+            return None  # the worker replies
+        handlers: dict[str, Callable[[], dict[str, Any]]] = {
+            "hello": lambda: engine.hello(args.get("app")),
+            "ping": lambda: {},
+            "register": lambda: engine.register(args["app"], args.get("model"), args.get("budget")),
+            "unregister": lambda: engine.unregister(args["app"]),
+            "set_budget": lambda: engine.set_budget(args["app"], args["budget"]),
+            "clear_budget": lambda: engine.clear_budget(args["app"]),
+            "budgets": engine.budgets,
+            "state": engine.state,
+            "subnets": lambda: engine.subnets(args.get("model")),
+            "feedback": lambda: engine.feedback(args["app"], args["qoe"], args.get("detail")),
+        }
+        result = handlers[op]()
+        return [protocol.encode(protocol.ok(request.id, **result))]
+
+    def _send(self, envelope: list[Any], frames: list[Any]) -> None:
+        assert self.router is not None
+        try:
+            self.router.send_multipart([*envelope, *frames], zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError as exc:  # peer gone or over its HWM: drop the reply, keep serving
+            log.debug("reply dropped: %s", exc)
+
+    def _flush_outbox(self) -> None:
+        for kind, a, b in self.outbox.drain():
+            if kind == "reply":
+                self._send(a, b)
+            elif kind == "pub":
+                self._publish_now(a, b)
+
+    def publish(self, topic: str, message: dict[str, Any]) -> None:
+        """Thread-safe: queue telemetry for the main loop to send."""
+        self.outbox.put("pub", topic, message)
+
+    def _publish_now(self, topic: str, message: dict[str, Any]) -> None:
+        if self.pub is None:
+            return
+        try:
+            self.pub.send_multipart([topic.encode(), protocol.encode(message)], zmq.NOBLOCK)
+        except (zmq.ZMQError, TypeError, ValueError) as exc:
+            log.debug("telemetry dropped: %s", exc)
+
+    def finish(self, drain_timeout_s: float) -> None:
+        """Let workers finish in-flight inferences, send their replies, close the sockets."""
+        for worker in self.workers.values():
+            worker.stop()
+        deadline = time.monotonic() + drain_timeout_s
+        for worker in self.workers.values():
+            worker.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._flush_outbox()
+        self.close()
+
+    def close(self) -> None:
+        for sock in (self.router, self.pub):
+            if sock is not None:
+                sock.close(linger=0)
+        self.router = self.pub = None
+        if self._auth is not None:
+            self._auth.stop()
+        self.context.term()
+        for path in self._ipc_files:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        self.outbox.close()
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()

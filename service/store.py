@@ -1,0 +1,67 @@
+"""Budgets that survive a restart or a crash: one JSON file in the state directory, written atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dynofa.budget import Budget
+from dynofa.errors import DynofaError
+from dynofa.paths import write_json_atomic
+
+log = logging.getLogger(__name__)
+SCHEMA = "dynofa.budgets/1"
+
+
+@dataclass(frozen=True)
+class SavedApp:
+    model: str
+    budget: Budget | None
+
+
+class BudgetStore:
+    """``<state_dir>/budgets.json``: app -> model and budget."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "budgets.json"
+
+    def load(self) -> dict[str, SavedApp]:
+        """The saved apps; a corrupt file is moved aside (and logged), never fatal."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            self._quarantine(f"unreadable ({exc})")
+            return {}
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("apps"), dict):
+            self._quarantine("not a dynofa budgets file")
+            return {}
+        apps: dict[str, SavedApp] = {}
+        for name, item in data["apps"].items():
+            try:
+                budget = None if item.get("budget") is None else Budget.from_dict(item["budget"])
+                apps[str(name)] = SavedApp(model=str(item["model"]), budget=budget)
+            except (DynofaError, KeyError, TypeError, AttributeError) as exc:
+                log.warning("ignoring saved budget of app %r in %s: %s", name, self.path, exc)
+        return apps
+
+    def save(self, apps: dict[str, SavedApp]) -> None:
+        data: dict[str, Any] = {
+            "schema": SCHEMA,
+            "apps": {
+                name: {"model": a.model, "budget": None if a.budget is None else a.budget.to_dict()}
+                for name, a in sorted(apps.items())
+            },
+        }
+        write_json_atomic(self.path, data, mode=0o640)
+
+    def _quarantine(self, why: str) -> None:
+        aside = self.path.with_suffix(".json.corrupt")
+        log.warning("budgets file %s is %s; moved to %s, starting with no budgets", self.path, why, aside)
+        with contextlib.suppress(OSError):
+            self.path.replace(aside)
