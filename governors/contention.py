@@ -1,0 +1,280 @@
+"""Contention: how much slower than predicted each processing element runs right now.
+
+Two sources are combined (ALERT, USENIX ATC 2020, models the environment's slowdown
+as one random variable filtered over time; we do the same per PE):
+
+* **observations**: the ratio ``observed latency / predicted latency`` of each
+  inference, filtered by a scalar Kalman filter (random-walk state, noisy measurement).
+  A deadline miss, or a ratio far above the estimate, bypasses the filter: the
+  estimate jumps to the observed ratio at once, so the policy reacts within the next
+  inference. A run of observations far below the estimate (contention gone) resets it
+  too; ordinary noise is smoothed.
+* **monitors**: utilisation by other processes per CPU cluster, GPU load and
+  throttling (a :class:`LoadView`, built from a ``governors.monitors.Snapshot``). They
+  give a prior slowdown for PEs the app is not running on (so that task mapping can
+  avoid a GPU another process holds), and an early warning when the load on the
+  current PE jumps before any miss.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: z-score of the 99th percentile of a normal distribution: the safety margin covers
+#: 2.33 standard deviations of the observed latency ratio.
+Z99 = 2.33
+
+
+@dataclass(frozen=True)
+class LoadView:
+    """What the policies need from a monitor snapshot; every field is optional.
+
+    ``other_util``: per CPU cluster, the fraction of the cluster's capacity used by
+    processes other than dynofa's inference (0..1). ``gpu_load``: GPU busy fraction
+    from other processes (0..1). ``throttled``: PEs whose clock is capped (thermal or
+    power). ``power_w``: measured board power, when the board has rails.
+    """
+
+    other_util: Mapping[str, float] = field(default_factory=dict)
+    gpu_load: float | None = None
+    throttled: frozenset[str] = frozenset()
+    power_w: float | None = None
+    energy_j: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "other_util": dict(self.other_util),
+            "gpu_load": self.gpu_load,
+            "throttled": sorted(self.throttled),
+            "power_w": self.power_w,
+            "energy_j": self.energy_j,
+        }
+
+
+def _fraction(value: Any) -> float | None:
+    """Accept 0..1 fractions or 0..100 percentages."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    v = float(value)
+    if v > 1.0:
+        v /= 100.0
+    return min(1.0, max(0.0, v))
+
+
+def _first(data: Mapping[str, Any], *names: str) -> Any:
+    for name in names:
+        if name in data and data[name] is not None:
+            return data[name]
+    return None
+
+
+def load_from_snapshot(snapshot: Any) -> LoadView:
+    """Build a :class:`LoadView` from a monitor snapshot (its ``to_dict()`` or a plain mapping).
+
+    Written against the monitors contract (per-cluster utilisation by other processes,
+    GPU load, temperatures, power W, cumulative energy J); field names are looked up
+    leniently so that a snapshot's exact spelling does not break the policies, and
+    anything missing is simply left out.
+    """
+    if snapshot is None:
+        return LoadView()
+    data = snapshot.to_dict() if hasattr(snapshot, "to_dict") else snapshot
+    if not isinstance(data, Mapping):
+        return LoadView()
+    other: dict[str, float] = {}
+    raw_other = _first(data, "other_util", "cluster_other_util", "other_utilisation", "util_other", "others_util")
+    if isinstance(raw_other, Mapping):
+        for name, value in raw_other.items():
+            frac = _fraction(value)
+            if frac is not None:
+                other[str(name)] = frac
+    clusters = data.get("clusters")
+    if isinstance(clusters, Mapping):  # {"cpu-big": {"other_util": .., ...}}
+        for name, info in clusters.items():
+            if isinstance(info, Mapping):
+                frac = _fraction(_first(info, "other_util", "util_other", "others", "other"))
+                if frac is not None:
+                    other.setdefault(str(name), frac)
+    gpu = data.get("gpu")
+    gpu_raw = _first(data, "gpu_load", "gpu_load_pct", "gpu_util")
+    if gpu_raw is None and isinstance(gpu, Mapping):
+        gpu_raw = _first(gpu, "other_load", "load", "load_pct", "util")
+    throttled_raw = _first(data, "throttled", "throttled_pes")
+    throttled: frozenset[str] = frozenset()
+    if isinstance(throttled_raw, Mapping):
+        throttled = frozenset(str(k) for k, v in throttled_raw.items() if v)
+    elif isinstance(throttled_raw, (list, tuple, set, frozenset)):
+        throttled = frozenset(str(x) for x in throttled_raw)
+    power = _first(data, "power_w", "total_power_w")
+    energy = _first(data, "energy_j", "total_energy_j")
+    return LoadView(
+        other_util=other,
+        gpu_load=_fraction(gpu_raw),
+        throttled=throttled,
+        power_w=float(power) if isinstance(power, (int, float)) and not isinstance(power, bool) else None,
+        energy_j=float(energy) if isinstance(energy, (int, float)) and not isinstance(energy, bool) else None,
+    )
+
+
+def prior_slowdown(pe: str, kind: str, cpus: int, threads: int, load: LoadView | None,
+                   throttle_penalty: float = 1.2) -> float:
+    """Slowdown a PE should show given the monitors alone.
+
+    CPU cluster with ``cpus`` cores, other processes using a fraction ``u`` of it, and
+    our ``threads`` runnable threads: with fair sharing each runnable thread gets
+    ``cpus / (u * cpus + threads)`` of a core when that is below 1. GPU with another
+    process busy a fraction ``g`` of the time: time slicing between two contexts gives
+    roughly ``1 + g``. A throttled PE costs ``throttle_penalty`` more (its clock is below
+    what the policy asked for). These are priors; observations override them.
+    """
+    if load is None:
+        return 1.0
+    slowdown = 1.0
+    if kind == "gpu":
+        if load.gpu_load is not None:
+            slowdown = 1.0 + load.gpu_load
+    else:
+        u = load.other_util.get(pe)
+        if u is not None and cpus > 0:
+            slowdown = max(1.0, (u * cpus + max(1, threads)) / cpus)
+    if pe in load.throttled:
+        slowdown *= throttle_penalty
+    return slowdown
+
+
+class ScalarKalman:
+    """Random-walk state ``x`` observed with noise: the filter ALERT uses for slowdown.
+
+    ``q``: process noise variance (how fast the true slowdown drifts per step),
+    ``r``: measurement noise variance (jitter of one inference's ratio).
+    """
+
+    def __init__(self, x0: float = 1.0, p0: float = 0.1, q: float = 1e-3, r: float = 1e-2) -> None:
+        if q < 0 or r <= 0 or p0 < 0:
+            raise ValueError(f"Kalman variances must be q >= 0, r > 0, p0 >= 0; got q={q}, r={r}, p0={p0}")
+        self.x = x0
+        self.p = p0
+        self.q = q
+        self.r = r
+        self.p0 = p0
+
+    def update(self, z: float) -> float:
+        self.p += self.q
+        gain = self.p / (self.p + self.r)
+        self.x += gain * (z - self.x)
+        self.p *= 1.0 - gain
+        return self.x
+
+    def reset(self, x: float) -> None:
+        self.x = x
+        self.p = self.p0
+
+
+@dataclass
+class _PeState:
+    kalman: ScalarKalman
+    spread: float = 0.0  # EWMA of the squared relative innovation
+    observations: int = 0
+    below_run: int = 0
+    last_prior: float | None = None
+    last_step: int = 0  # value of the estimator's step counter at the last observation
+
+
+class ContentionEstimator:
+    """Per-PE slowdown estimate combining observed/predicted ratios and the monitors.
+
+    ``jump``: a ratio more than ``jump`` above the estimate resets it at once (onset of
+    contention); ``drop_run`` consecutive ratios more than ``jump`` below it reset it
+    down (contention gone). ``prior_jump``: when the monitors' prior for the PE rises by
+    more than this since the last decision, the estimate is raised to it before any miss.
+    """
+
+    def __init__(self, q: float = 1e-3, r: float = 1e-2, jump: float = 0.25, drop_run: int = 3,
+                 prior_jump: float = 0.2, spread_alpha: float = 0.1, stale_after: int = 200) -> None:
+        self.q, self.r = q, r
+        self.stale_after = stale_after
+        self._step = 0
+        self.jump = jump
+        self.drop_run = drop_run
+        self.prior_jump = prior_jump
+        self.spread_alpha = spread_alpha
+        self._pes: dict[str, _PeState] = {}
+
+    def _state(self, pe: str) -> _PeState:
+        state = self._pes.get(pe)
+        if state is None:
+            state = _PeState(ScalarKalman(q=self.q, r=self.r))
+            self._pes[pe] = state
+        return state
+
+    def observe(self, pe: str, observed_ms: float, predicted_ms: float, missed: bool = False) -> float:
+        """Fold one inference in; returns the new estimate. ``missed``: the deadline was missed."""
+        if not (observed_ms > 0 and predicted_ms > 0):
+            return self.slowdown_observed(pe) or 1.0
+        z = observed_ms / predicted_ms
+        state = self._state(pe)
+        k = state.kalman
+        self._step += 1
+        if state.observations and self._step - state.last_step > self.stale_after:
+            state.observations = 0  # what we knew about this PE is too old to trust
+        state.last_step = self._step
+        if state.observations == 0:
+            k.reset(z)
+        elif missed and z > k.x:
+            k.reset(z)  # react within the next inference: no filtering on a miss
+            state.below_run = 0
+        elif z > k.x * (1.0 + self.jump):
+            k.reset(z)
+            state.below_run = 0
+        elif z < k.x * (1.0 - self.jump):
+            state.below_run += 1
+            if state.below_run >= self.drop_run:
+                k.reset(z)
+                state.below_run = 0
+            # else: hold the estimate; one or two fast frames may be outliers
+        else:
+            state.below_run = 0
+            innovation = (z - k.x) / k.x
+            state.spread = (1 - self.spread_alpha) * state.spread + self.spread_alpha * innovation * innovation
+            k.update(z)
+        state.observations += 1
+        return k.x
+
+    def slowdown_observed(self, pe: str) -> float | None:
+        state = self._pes.get(pe)
+        if state is None or state.observations == 0:
+            return None
+        return state.kalman.x
+
+    def relative_sd(self, pe: str) -> float:
+        """Standard deviation of one inference's ratio around the estimate, relative to it."""
+        state = self._pes.get(pe)
+        return math.sqrt(state.spread) if state is not None else 0.0
+
+    def slowdown(self, pe: str, prior: float = 1.0) -> float:
+        """The estimate to plan with: observed if the PE was observed recently, else the monitors' prior.
+
+        When the prior has jumped since the previous call (monitors see new load on this
+        PE), the estimate is raised to it at once instead of waiting for a miss.
+        """
+        state = self._state(pe)
+        last = state.last_prior
+        state.last_prior = prior
+        if state.observations == 0 or self._step - state.last_step > self.stale_after:
+            return prior  # never observed, or not for a long time (the app moved away)
+        if last is not None and prior > last * (1.0 + self.prior_jump) and prior > state.kalman.x:
+            state.kalman.reset(prior)
+        return state.kalman.x
+
+    def forget(self, pe: str) -> None:
+        self._pes.pop(pe, None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            pe: {"slowdown": round(s.kalman.x, 4), "variance": s.kalman.p, "relative_sd": round(math.sqrt(s.spread), 4),
+                 "observations": s.observations}
+            for pe, s in sorted(self._pes.items())
+        }

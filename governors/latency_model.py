@@ -1,0 +1,208 @@
+"""Latency of a subnet on a processing element at a frequency.
+
+The catalog gives each subnet's latency on each processing element (PE) at one
+frequency (the one it was profiled at). Across frequencies we use a Reg-Tune-style
+regression fitted from a few measured points per PE (anchors.md, item 4)::
+
+    t(f) = a + b / f
+
+``b / f`` is the compute-bound part (cycles / frequency) and ``a`` the part that does
+not scale with the core clock (memory stalls, launch overheads). Normalised at the
+reference frequency ``f_ref`` this is one number per PE, the non-scaling fraction
+``m = a / t(f_ref)``, so ``t(f) = t(f_ref) * (m + (1 - m) * f_ref / f)``. One fraction
+per PE is enough because it describes the PE's memory system more than the subnet;
+the fit reports its error on the points it was fitted on and leave-one-out, so a user
+can see when it is not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from statistics import median
+from typing import Any
+
+from dynofa.catalog import CatalogEntry
+from dynofa.errors import DynofaError
+
+#: Non-scaling fraction assumed when no measurements were fitted (an assumption, stated
+#: in docs/policies.md): CPU inference of small convnets is mostly compute-bound; GPU
+#: inference at batch 1 carries kernel-launch and memory time that does not scale with
+#: the GPU clock.
+DEFAULT_NONSCALING = {"cpu": 0.1, "gpu": 0.25}
+
+
+class LatencyModelError(DynofaError):
+    """A latency regression cannot be fitted from the points given (too few, or bad values)."""
+
+
+@dataclass(frozen=True)
+class ScalingPoint:
+    """One measurement: ``subnet`` took ``latency_ms`` at ``freq_khz`` on a PE."""
+
+    subnet: str
+    freq_khz: int
+    latency_ms: float
+
+
+@dataclass(frozen=True)
+class FrequencyScaling:
+    """``t(f) = t(f_ref) * (m + (1 - m) * f_ref / f)`` for one PE, with the fit's error."""
+
+    nonscaling: float  # m in [0, 1]
+    fitted: bool = False
+    points: int = 0
+    mean_abs_error_pct: float | None = None  # on the fitted points
+    max_abs_error_pct: float | None = None
+    loo_mean_abs_error_pct: float | None = None  # leave-one-out, when every subnet has >= 3 points
+
+    def factor(self, freq_khz: float, ref_khz: float) -> float:
+        """Latency at ``freq_khz`` divided by latency at ``ref_khz``."""
+        if freq_khz <= 0 or ref_khz <= 0:
+            raise LatencyModelError(f"frequencies must be positive, got {freq_khz} and {ref_khz} kHz")
+        m = self.nonscaling
+        return m + (1.0 - m) * ref_khz / freq_khz
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": "t(f) = a + b/f",
+            "nonscaling_fraction": round(self.nonscaling, 4),
+            "fitted": self.fitted,
+            "points": self.points,
+            "mean_abs_error_pct": self.mean_abs_error_pct,
+            "max_abs_error_pct": self.max_abs_error_pct,
+            "loo_mean_abs_error_pct": self.loo_mean_abs_error_pct,
+        }
+
+
+def _fit_line(points: Sequence[ScalingPoint]) -> tuple[float, float]:
+    """Least squares ``t = a + b * (1/f)``."""
+    xs = [1.0 / p.freq_khz for p in points]
+    ys = [p.latency_ms for p in points]
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        raise LatencyModelError("need measurements at two or more distinct frequencies per subnet")
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    return my - b * mx, b
+
+
+def _fraction(points: Sequence[ScalingPoint], ref_khz: float) -> tuple[float, dict[str, float]]:
+    """Pooled non-scaling fraction and each subnet's fitted latency at ``ref_khz``."""
+    by_subnet: dict[str, list[ScalingPoint]] = {}
+    for p in points:
+        by_subnet.setdefault(p.subnet, []).append(p)
+    fractions: list[float] = []
+    at_ref: dict[str, float] = {}
+    for subnet, pts in by_subnet.items():
+        a, b = _fit_line(pts)
+        t_ref = a + b / ref_khz
+        if t_ref <= 0:
+            raise LatencyModelError(f"fit for subnet {subnet!r} predicts a non-positive latency at {ref_khz} kHz")
+        at_ref[subnet] = t_ref
+        fractions.append(min(1.0, max(0.0, a / t_ref)))
+    return median(fractions), at_ref
+
+
+def fit_frequency_scaling(points: Iterable[ScalingPoint], ref_khz: int | None = None) -> FrequencyScaling:
+    """Fit one PE's frequency scaling from a few measured points (>= 2 frequencies per subnet).
+
+    Reports the mean/max absolute relative error on the fitted points and, when every
+    subnet has 3 or more points, the leave-one-out error (each point predicted by a fit
+    that did not see it).
+    """
+    pts = list(points)
+    for p in pts:
+        if p.freq_khz <= 0 or not p.latency_ms > 0:
+            raise LatencyModelError(f"bad measurement {p}: frequency and latency must be positive")
+    if len(pts) < 2:
+        raise LatencyModelError(f"need at least 2 measured points to fit a frequency scaling, got {len(pts)}")
+    ref = float(ref_khz if ref_khz is not None else max(p.freq_khz for p in pts))
+    m, at_ref = _fraction(pts, ref)
+    scaling = FrequencyScaling(nonscaling=m, fitted=True, points=len(pts))
+    errors = [abs(at_ref[p.subnet] * scaling.factor(p.freq_khz, ref) / p.latency_ms - 1.0) * 100 for p in pts]
+    loo = _leave_one_out(pts, ref)
+    return FrequencyScaling(
+        nonscaling=m,
+        fitted=True,
+        points=len(pts),
+        mean_abs_error_pct=round(sum(errors) / len(errors), 3),
+        max_abs_error_pct=round(max(errors), 3),
+        loo_mean_abs_error_pct=None if loo is None else round(loo, 3),
+    )
+
+
+def _leave_one_out(pts: Sequence[ScalingPoint], ref: float) -> float | None:
+    counts: dict[str, int] = {}
+    for p in pts:
+        counts[p.subnet] = counts.get(p.subnet, 0) + 1
+    if min(counts.values()) < 3:
+        return None
+    errors = []
+    for i, held in enumerate(pts):
+        rest = [p for j, p in enumerate(pts) if j != i]
+        m, at_ref = _fraction(rest, ref)
+        predicted = at_ref[held.subnet] * FrequencyScaling(nonscaling=m).factor(held.freq_khz, ref)
+        errors.append(abs(predicted / held.latency_ms - 1.0) * 100)
+    return sum(errors) / len(errors)
+
+
+@dataclass
+class LatencyModel:
+    """Predicts a catalog subnet's latency on a PE at a frequency (no contention, no margin).
+
+    ``scalings`` holds fitted regressions per PE name; PEs without one use
+    :data:`DEFAULT_NONSCALING` by kind. The catalog figure's frequency is the one stored
+    with it (``Latency.freq_khz``); when the catalog does not say, the figure is taken to
+    be at ``reference_khz[pe]`` (the top of the PE's ladder, where catalogs are profiled).
+    """
+
+    scalings: dict[str, FrequencyScaling] = field(default_factory=dict)
+
+    def scaling(self, pe: str, kind: str) -> FrequencyScaling:
+        found = self.scalings.get(pe)
+        if found is not None:
+            return found
+        return FrequencyScaling(nonscaling=DEFAULT_NONSCALING.get(kind, 0.1))
+
+    def predict_ms(
+        self,
+        entry: CatalogEntry,
+        pe: str,
+        kind: str,
+        freq_khz: int | None,
+        top_khz: int | None,
+    ) -> float | None:
+        """Latency in ms, or None when the catalog has no figure for this PE.
+
+        ``freq_khz`` is the PE's frequency in kHz (GPU Hz / 1000); None = not controlled
+        (the catalog figure is used as is). ``top_khz`` is the top of the PE's ladder.
+        """
+        lat = entry.latency.get(pe)
+        if lat is None:
+            return None
+        if freq_khz is None:
+            return lat.ms
+        ref = lat.freq_khz or top_khz
+        if ref is None:
+            return lat.ms
+        return lat.ms * self.scaling(pe, kind).factor(freq_khz, ref)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {pe: s.to_dict() for pe, s in sorted(self.scalings.items())}
+
+    @classmethod
+    def from_catalog_models(cls, latency_models: Mapping[str, Any]) -> LatencyModel:
+        """Read fitted scalings stored in a catalog's ``latency_models`` (``nonscaling_fraction`` per PE).
+
+        Entries without that field (e.g. a catalog builder's own per-subnet regression)
+        are ignored: the defaults apply to those PEs.
+        """
+        scalings: dict[str, FrequencyScaling] = {}
+        for pe, model in latency_models.items():
+            if isinstance(model, Mapping) and isinstance(model.get("nonscaling_fraction"), (int, float)):
+                m = float(model["nonscaling_fraction"])
+                if 0.0 <= m <= 1.0:
+                    scalings[str(pe)] = FrequencyScaling(nonscaling=m, fitted=bool(model.get("fitted", True)))
+        return cls(scalings=scalings)

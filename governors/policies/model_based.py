@@ -1,0 +1,197 @@
+"""``model-based`` (the default): predictive choice of subnet, PE and frequencies, reacting to misses.
+
+Predicted latency of a subnet on a PE at a frequency = catalog figure x frequency
+regression (:mod:`governors.latency_model`) x the PE's contention slowdown
+(:mod:`governors.contention`). An app gets the most accurate subnet whose predicted
+latency x safety margin meets its deadline, on the PE where that is cheapest, at the
+lowest-energy frequencies that still meet it (:mod:`governors.policies.search`).
+
+* **Safety margin**: ``max(min_margin, 1 + 2.33 * sd)`` with ``sd`` the observed relative
+  spread of latency around the estimate on the app's PE: enough for ~99 % of inferences
+  when the jitter is roughly normal.
+* **Reaction**: a deadline miss resets the PE's slowdown to the observed ratio (no
+  filtering), and the next ``decide`` drops to what fits: one inference.
+* **Hysteresis**: moving to a more accurate or cheaper point (an upgrade) needs the new
+  point to fit with ``up_margin`` more headroom, and to have been the proposal for
+  ``hold`` consecutive decisions; moving down (the current point no longer fits) is
+  immediate. Noise around a boundary therefore does not make it oscillate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dynofa.catalog import CatalogEntry
+from dynofa.operating_point import OperatingPoint
+from governors.contention import Z99, ContentionEstimator, prior_slowdown
+from governors.latency_model import LatencyModel
+from governors.policies.base import AppRequest, Decision, DecisionInput, PeInfo, Policy, PolicyError
+from governors.policies.search import Plan, Predictor, evaluate, plan, plan_key, score, to_decision
+from governors.power_model import PowerModel
+
+
+class ModelBasedPolicy(Policy):
+    name = "model-based"
+
+    def __init__(self, latency_model: LatencyModel | None = None, power_model: PowerModel | None = None,
+                 min_margin: float = 1.05, up_margin: float = 1.08, hold: int = 5,
+                 estimator: ContentionEstimator | None = None, use_monitors: bool = True,
+                 max_margin: float = 1.5) -> None:
+        if min_margin < 1.0 or up_margin < 1.0 or hold < 0:
+            raise PolicyError(f"need min_margin >= 1, up_margin >= 1, hold >= 0; got {min_margin}, {up_margin}, {hold}")
+        self.latency_model = latency_model or LatencyModel()
+        self._fixed_power = power_model
+        self.power_model = power_model
+        self.min_margin = min_margin
+        self.up_margin = up_margin
+        self.max_margin = max_margin
+        self.hold = hold
+        self.use_monitors = use_monitors
+        self.estimator = estimator or ContentionEstimator()
+        self.reset()
+
+    def reset(self) -> None:
+        self.estimator = ContentionEstimator(
+            q=self.estimator.q, r=self.estimator.r, jump=self.estimator.jump, drop_run=self.estimator.drop_run,
+            prior_jump=self.estimator.prior_jump, spread_alpha=self.estimator.spread_alpha,
+            stale_after=self.estimator.stale_after)
+        self.power_model = self._fixed_power
+        self._current: Plan | None = None
+        self._signature: object = None
+        self._pending: tuple[object, int] | None = None
+        self._inp: DecisionInput | None = None
+        self._points: dict[str, OperatingPoint] = {}
+        self._switches = 0
+
+    # -- prediction -------------------------------------------------------------------
+    def nominal_ms(self, entry: CatalogEntry, pe: PeInfo, freq: int | None) -> float | None:
+        """Latency without contention: catalog x frequency regression."""
+        return self.latency_model.predict_ms(entry, pe.name, pe.kind, pe.khz(freq), pe.top_khz)
+
+    def _predictor(self, inp: DecisionInput) -> Predictor:
+        slow = {}
+        for pe in inp.pes:
+            prior = prior_slowdown(pe.name, pe.kind, pe.cpus, 1, inp.load) if self.use_monitors else 1.0
+            slow[pe.name] = self.estimator.slowdown(pe.name, prior)
+
+        def predict(app: AppRequest, entry: CatalogEntry, pe: PeInfo, freq: int | None) -> float | None:
+            t = self.nominal_ms(entry, pe, freq)
+            return None if t is None else t * slow[pe.name]
+        return predict
+
+    def _margins(self, inp: DecisionInput) -> dict[str, float]:
+        out = {}
+        for app in inp.apps:
+            point = self._points.get(app.name)
+            sd = self.estimator.relative_sd(point.pe) if point is not None else 0.0
+            out[app.name] = min(self.max_margin, max(self.min_margin, 1.0 + Z99 * sd))
+        return out
+
+    def _power(self, inp: DecisionInput) -> PowerModel:
+        if self.power_model is None or self.power_model.board != inp.board:
+            self.power_model = PowerModel.for_board(inp.board, [(p.name, p.kind, p.top_khz) for p in inp.pes])
+        for p in inp.pes:  # PEs the board table does not cover get the generic model
+            if p.name not in self.power_model.pes:
+                self.power_model.pes.update(PowerModel.for_board("", [(p.name, p.kind, p.top_khz)]).pes)
+        return self.power_model
+
+    # -- the decision -----------------------------------------------------------------
+    def decide(self, inp: DecisionInput) -> Decision:
+        power = self._power(inp)
+        predict = self._predictor(inp)
+        margins = self._margins(inp)
+        best = plan(inp, predict, margins, power)
+        if best is None:
+            missing = [a.name for a in inp.apps
+                       if not any(pe.name in e.latency for e in a.entries for pe in inp.pes)]
+            raise PolicyError(f"no catalog latency for app(s) {', '.join(missing) or '?'} on any PE of this "
+                              f"platform ({', '.join(p.name for p in inp.pes)}); rebuild or reprofile the catalog")
+        signature = (tuple((a.name, a.budget, tuple(e.id for e in a.entries)) for a in inp.apps),
+                     tuple((p.name, p.freqs) for p in inp.pes))
+        notes: list[str] = []
+        chosen = best
+        if self._current is not None and signature == self._signature:
+            current = evaluate(inp, self._current.assignment(), self._current.freqs, predict, margins, power)
+            chosen, note = self._hysteresis(inp, current, best, predict, margins, power)
+            if note:
+                notes.append(note)
+        else:
+            self._pending = None
+        self._signature = signature
+        self._adopt(chosen)
+        self._inp = inp
+        self._measured_power(inp, chosen, power)
+        decision = to_decision(chosen, inp, power, notes)
+        self._points = dict(decision.points)
+        return decision
+
+    def _hysteresis(self, inp: DecisionInput, current: Plan | None, best: Plan, predict: Predictor,
+                    margins: dict[str, float], power: PowerModel) -> tuple[Plan, str]:
+        if current is None:
+            self._pending = None
+            return best, "current point no longer valid"
+        if best.same_as(current):
+            self._pending = None
+            return current, ""
+        cur_status, _ = score(list(current.choices.values()))
+        best_status, _ = score(list(best.choices.values()))
+        current_unsafe = any(not c.meets_latency for c in current.choices.values()) or not current.cap_ok
+        if current_unsafe or cur_status < best_status:
+            self._pending = None
+            return best, "step down: current point no longer meets the budget"
+        if plan_key(best) <= plan_key(current):
+            self._pending = None
+            return current, ""
+        up = {a: m * self.up_margin for a, m in margins.items()}
+        check = evaluate(inp, best.assignment(), best.freqs, predict, up, power)
+        if check is None or any(not c.meets_latency for c in check.choices.values()):
+            self._pending = None
+            return current, ""
+        key = (tuple(sorted(best.assignment().items())), tuple(sorted(best.freqs.items())))
+        count = self._pending[1] + 1 if self._pending is not None and self._pending[0] == key else 1
+        if count > self.hold:
+            self._pending = None
+            return best, f"step up after {self.hold} stable decisions"
+        self._pending = (key, count)
+        return current, ""
+
+    def _adopt(self, chosen: Plan) -> None:
+        if self._current is None or not chosen.same_as(self._current):
+            self._switches += 1
+        self._current = chosen
+
+    def _measured_power(self, inp: DecisionInput, chosen: Plan, power: PowerModel) -> None:
+        if inp.load is not None and inp.load.power_w is not None and chosen.power_w > 0:
+            power.calibrate(inp.load.power_w, chosen.power_w)
+
+    # -- feedback ---------------------------------------------------------------------
+    def observe(self, app: str, latency_ms: float, point: OperatingPoint | None = None) -> None:
+        point = point or self._points.get(app)
+        inp = self._inp
+        if point is None or inp is None or not latency_ms > 0:
+            return
+        request = next((a for a in inp.apps if a.name == app), None)
+        pe = next((p for p in inp.pes if p.name == point.pe), None)
+        if request is None or pe is None:
+            return
+        entry = next((e for e in request.entries if e.id == point.subnet), None)
+        if entry is None:
+            return
+        freq = point.gpu_freq_hz if pe.kind == "gpu" else point.cpu_freq_khz.get(pe.name)
+        nominal = self.nominal_ms(entry, pe, freq)
+        if nominal is None:
+            return
+        self.estimator.observe(pe.name, latency_ms, nominal, missed=latency_ms > request.budget.latency_ms)
+
+    @property
+    def switches(self) -> int:
+        return self._switches
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "contention": self.estimator.to_dict(),
+            "latency_model": self.latency_model.to_dict(),
+            "power_model": self.power_model.to_dict() if self.power_model is not None else None,
+            "switches": self._switches,
+            "pending_upgrade": None if self._pending is None else self._pending[1],
+        }

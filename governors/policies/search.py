@@ -1,0 +1,308 @@
+"""The planner shared by ``model-based`` and ``oracle``: subnets x mapping x DVFS for several apps.
+
+Given a latency predictor (catalog x frequency regression x contention slowdown, or the
+truth for the oracle), a safety margin per app and a power model, it chooses for every
+app a subnet and a PE, and for every PE that hosts an app a frequency:
+
+1. every mapping of apps to PEs is tried (apps x PEs is small on an SoC);
+2. on each PE, at each ladder frequency, apps are served in priority order: each takes
+   the most accurate subnet whose predicted latency x margin meets its deadline and, when
+   the PE is shared (the GPU, or a CPU cluster with more threads than cores), fits in the
+   PE time the higher-priority apps left; an app no subnet can serve gets the fastest one
+   (best effort) and is reported infeasible;
+3. per PE, the frequency kept is the lowest-energy one that reaches the best outcome the
+   PE can give its apps (so DVFS is per cluster and high enough for every app on it);
+4. mappings are ranked by: power cap respected; then, priority level by priority level
+   (highest first), how many budgets are met; then accuracy; then lowest power. Task
+   mapping thus moves an app to another PE when that is as good and cheaper.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from dynofa.catalog import CatalogEntry
+from dynofa.operating_point import OperatingPoint
+from governors.policies.base import AppOutcome, AppRequest, Decision, DecisionInput, PeInfo, accuracy_of
+from governors.power_model import PowerModel
+
+#: (app, entry, pe, ladder frequency or None) -> expected latency in ms, or None if the
+#: entry cannot run on that PE.
+Predictor = Callable[[AppRequest, CatalogEntry, PeInfo, "int | None"], "float | None"]
+
+#: More mappings than this are not enumerated: apps are then placed greedily by priority.
+MAX_MAPPINGS = 4096
+
+
+@dataclass(frozen=True)
+class Choice:
+    app: AppRequest
+    entry: CatalogEntry
+    pe: PeInfo
+    freq: int | None
+    predicted_ms: float  # expected latency (no margin)
+    meets_latency: bool
+    meets_accuracy: bool
+
+    @property
+    def status(self) -> int:
+        return 2 * int(self.meets_latency) + int(self.meets_accuracy)
+
+
+@dataclass(frozen=True)
+class Plan:
+    choices: dict[str, Choice]
+    freqs: dict[str, int | None]  # per PE hosting an app
+    power_w: float
+    cap_ok: bool
+
+    def assignment(self) -> dict[str, tuple[str, str]]:
+        """``{app: (subnet id, pe)}``."""
+        return {a: (c.entry.id, c.pe.name) for a, c in self.choices.items()}
+
+    def same_as(self, other: Plan) -> bool:
+        return self.assignment() == other.assignment() and self.freqs == other.freqs
+
+
+def _shared(pe: PeInfo, apps: Sequence[AppRequest], entries: Mapping[str, CatalogEntry] | None = None) -> bool:
+    if len(apps) <= 1:
+        return False
+    if pe.kind == "gpu":
+        return True
+    threads = 0
+    for app in apps:
+        entry = entries.get(app.name) if entries else None
+        lat = entry.latency.get(pe.name) if entry is not None else None
+        threads += lat.threads if lat is not None else 1
+    return threads > pe.cpus
+
+
+def _by_priority(apps: Sequence[AppRequest]) -> list[AppRequest]:
+    return sorted(apps, key=lambda a: (-a.budget.priority, a.name))
+
+
+def _serve_pe(pe: PeInfo, apps: Sequence[AppRequest], freq: int | None, predict: Predictor,
+              margin: Mapping[str, float]) -> list[Choice]:
+    """Step 2 for one PE at one frequency."""
+    shared = _shared(pe, apps)
+    left = 1.0
+    out: list[Choice] = []
+    for app in _by_priority(apps):
+        m = margin.get(app.name, 1.0)
+        budget = app.budget.latency_ms
+        options: list[tuple[CatalogEntry, float]] = []
+        for entry in app.entries:
+            t = predict(app, entry, pe, freq)
+            if t is not None:
+                options.append((entry, t))
+        if not options:
+            continue
+        fitting = [(e, t) for e, t in options
+                   if t * m <= budget and (not shared or t * m / app.period <= left + 1e-12)]
+        if fitting:
+            accurate = [(e, t) for e, t in fitting if accuracy_of(e) >= app.budget.min_accuracy]
+            pool = accurate or fitting
+            entry, t = max(pool, key=lambda et: (accuracy_of(et[0]), -et[1]))
+            meets_latency = True
+        else:
+            entry, t = min(options, key=lambda et: (et[1], -accuracy_of(et[0])))
+            meets_latency = False
+        if shared:
+            left -= t * m / app.period
+        out.append(Choice(app, entry, pe, freq, t, meets_latency, accuracy_of(entry) >= app.budget.min_accuracy))
+    return out
+
+
+def _pe_power(pe: PeInfo, choices: Sequence[Choice], power: PowerModel) -> float:
+    util = sum(min(c.predicted_ms, c.app.period) / c.app.period for c in choices)
+    u = min(1.0, util)
+    khz = pe.khz(choices[0].freq) if choices else None
+    return power.active_w(pe.name, khz) * u + power.idle_w(pe.name, khz) * (1.0 - u)
+
+
+def score(choices: Sequence[Choice]) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """Per priority level (highest first): statuses summed, then accuracies summed."""
+    levels = sorted({c.app.budget.priority for c in choices}, reverse=True)
+    statuses = tuple(sum(c.status for c in choices if c.app.budget.priority == p) for p in levels)
+    accs = tuple(round(sum(accuracy_of(c.entry) for c in choices if c.app.budget.priority == p), 9) for p in levels)
+    return statuses, accs
+
+
+def overshoot(choices: Sequence[Choice]) -> float:
+    """How far best-effort apps miss their deadlines (ms, summed): smaller is a better best effort."""
+    return round(sum(max(0.0, c.predicted_ms - c.app.budget.latency_ms) for c in choices if not c.meets_latency), 9)
+
+
+def _best_on_pe(pe: PeInfo, apps: Sequence[AppRequest], predict: Predictor, margin: Mapping[str, float],
+                power: PowerModel) -> list[tuple[list[Choice], float]]:
+    """All (choices, power) options at every frequency, best outcome first, then cheapest."""
+    freqs: Sequence[int | None] = pe.freqs or (None,)
+    options = []
+    for f in freqs:
+        choices = _serve_pe(pe, apps, f, predict, margin)
+        if len(choices) != len(apps):
+            return []  # some app has no catalog figure for this PE
+        options.append((choices, _pe_power(pe, choices, power)))
+    options.sort(key=lambda cp: (score(cp[0]), -overshoot(cp[0]), -cp[1]), reverse=True)
+    return options
+
+
+def plan(inp: DecisionInput, predict: Predictor, margin: Mapping[str, float], power: PowerModel,
+         allowed: Mapping[str, Sequence[str]] | None = None) -> Plan | None:
+    """The best plan for ``inp``, or None when some app has no catalog figure on any allowed PE."""
+    apps = list(inp.apps)
+    if not apps:
+        return Plan({}, {}, 0.0, True)
+    pe_names = [p.name for p in inp.pes]
+    per_app: list[list[str]] = []
+    for app in apps:
+        names = [n for n in (allowed.get(app.name, pe_names) if allowed else pe_names)
+                 if any(n in e.latency for e in app.entries) and n in pe_names]
+        if not names:
+            return None
+        per_app.append(names)
+    cap = min((a.budget.power_cap_w for a in apps if a.budget.power_cap_w is not None), default=None)
+    n_mappings = 1
+    for names in per_app:
+        n_mappings *= len(names)
+    mappings = itertools.product(*per_app) if n_mappings <= MAX_MAPPINGS else [_greedy_mapping(apps, per_app)]
+    cache: dict[tuple[str, frozenset[str]], list[tuple[list[Choice], float]]] = {}
+    best: Plan | None = None
+    best_key: tuple[object, ...] | None = None
+    for mapping in mappings:
+        groups: dict[str, list[AppRequest]] = {}
+        for app, pe_name in zip(apps, mapping, strict=True):
+            groups.setdefault(pe_name, []).append(app)
+        per_pe = []
+        for pe_name, group in groups.items():
+            ck = (pe_name, frozenset(a.name for a in group))
+            if ck not in cache:
+                cache[ck] = _best_on_pe(inp.pe(pe_name), group, predict, margin, power)
+            if not cache[ck]:
+                break
+            per_pe.append((pe_name, cache[ck]))
+        else:
+            candidate = _combine(per_pe, cap)
+            k = plan_key(candidate)
+            if best_key is None or k > best_key:
+                best, best_key = candidate, k
+    return best
+
+
+def plan_key(p: Plan) -> tuple[object, ...]:
+    choices = list(p.choices.values())
+    statuses, accs = score(choices)
+    return (p.cap_ok, statuses, accs, -overshoot(choices), -round(p.power_w, 9))
+
+
+def _combine(per_pe: Sequence[tuple[str, list[tuple[list[Choice], float]]]], cap: float | None) -> Plan:
+    """Pick one option per PE: the best of each when no power cap binds, else search the product."""
+    firsts = [opts[0] for _, opts in per_pe]
+    total = sum(pw for _, pw in firsts)
+    if cap is None or total <= cap:
+        return _make_plan(per_pe, firsts, cap)
+    best: Plan | None = None
+    pruned = [opts[:: max(1, len(opts) // 12)] + [min(opts, key=lambda cp: cp[1])] for _, opts in per_pe]
+    for combo in itertools.product(*pruned):
+        candidate = _make_plan(per_pe, list(combo), cap)
+        if best is None or plan_key(candidate) > plan_key(best):
+            best = candidate
+    assert best is not None
+    return best
+
+
+def _make_plan(per_pe: Sequence[tuple[str, object]], picks: Sequence[tuple[list[Choice], float]],
+               cap: float | None) -> Plan:
+    choices: dict[str, Choice] = {}
+    freqs: dict[str, int | None] = {}
+    total = 0.0
+    for (pe_name, _), (cs, pw) in zip(per_pe, picks, strict=True):
+        for c in cs:
+            choices[c.app.name] = c
+        freqs[pe_name] = cs[0].freq if cs else None
+        total += pw
+    return Plan(choices, freqs, total, cap is None or total <= cap + 1e-9)
+
+
+def _greedy_mapping(apps: Sequence[AppRequest], per_app: Sequence[Sequence[str]]) -> tuple[str, ...]:
+    """Fallback for very many apps: spread apps over PEs in priority order."""
+    load: dict[str, int] = {}
+    out = [""] * len(apps)
+    order = sorted(range(len(apps)), key=lambda i: (-apps[i].budget.priority, apps[i].name))
+    for i in order:
+        name = min(per_app[i], key=lambda n: (load.get(n, 0), per_app[i].index(n)))
+        load[name] = load.get(name, 0) + 1
+        out[i] = name
+    return tuple(out)
+
+
+def evaluate(inp: DecisionInput, fixed: Mapping[str, tuple[str, str]], freqs: Mapping[str, int | None],
+             predict: Predictor, margin: Mapping[str, float], power: PowerModel) -> Plan | None:
+    """Outcome of a given assignment ``{app: (subnet id, pe)}`` at given PE frequencies (None if invalid)."""
+    groups: dict[str, list[tuple[AppRequest, CatalogEntry]]] = {}
+    for app in inp.apps:
+        if app.name not in fixed:
+            return None
+        subnet, pe_name = fixed[app.name]
+        entry = next((e for e in app.entries if e.id == subnet), None)
+        if entry is None or pe_name not in {p.name for p in inp.pes}:
+            return None
+        groups.setdefault(pe_name, []).append((app, entry))
+    choices: dict[str, Choice] = {}
+    total = 0.0
+    for pe_name, members in groups.items():
+        pe = inp.pe(pe_name)
+        f = freqs.get(pe_name)
+        if f is not None and pe.freqs and f not in pe.freqs:
+            return None
+        shared = _shared(pe, [a for a, _ in members], {a.name: e for a, e in members})
+        left = 1.0
+        cs = []
+        for app, entry in sorted(members, key=lambda ae: (-ae[0].budget.priority, ae[0].name)):
+            t = predict(app, entry, pe, f)
+            if t is None:
+                return None
+            m = margin.get(app.name, 1.0)
+            ok = t * m <= app.budget.latency_ms and (not shared or t * m / app.period <= left + 1e-12)
+            if shared:
+                left -= t * m / app.period
+            c = Choice(app, entry, pe, f, t, ok, accuracy_of(entry) >= app.budget.min_accuracy)
+            cs.append(c)
+            choices[app.name] = c
+        total += _pe_power(pe, cs, power)
+    cap = min((a.budget.power_cap_w for a in inp.apps if a.budget.power_cap_w is not None), default=None)
+    return Plan(choices, dict(freqs), total, cap is None or total <= cap + 1e-9)
+
+
+def to_decision(p: Plan, inp: DecisionInput, power: PowerModel, notes: Sequence[str] = ()) -> Decision:
+    """Operating points + feasibility report for a plan."""
+    cpu_freqs = {pe: f for pe, f in p.freqs.items() if f is not None and inp.pe(pe).kind == "cpu"}
+    gpu_hz = next((f for pe, f in p.freqs.items() if f is not None and inp.pe(pe).kind == "gpu"), None)
+    points: dict[str, OperatingPoint] = {}
+    outcomes: dict[str, AppOutcome] = {}
+    for app in inp.apps:
+        c = p.choices.get(app.name)
+        if c is None:
+            continue
+        lat = c.entry.latency.get(c.pe.name)
+        points[app.name] = OperatingPoint(subnet=c.entry.id, pe=c.pe.name, cpu_freq_khz=dict(cpu_freqs),
+                                          gpu_freq_hz=gpu_hz, threads=lat.threads if lat is not None else 1)
+        energy = power.frame_energy(c.pe.name, c.pe.khz(c.freq), c.predicted_ms, app.period)
+        reasons = []
+        if not c.meets_latency:
+            reasons.append(f"no subnet meets {app.budget.latency_ms:g} ms on any PE given the other apps; "
+                           f"best effort: fastest subnet, predicted {c.predicted_ms:.1f} ms")
+        if not c.meets_accuracy:
+            reasons.append(f"accuracy {accuracy_of(c.entry):.4f} below the minimum {app.budget.min_accuracy:.4f}")
+        if not p.cap_ok:
+            reasons.append("power cap exceeded by the best-effort plan")
+        outcomes[app.name] = AppOutcome(
+            app=app.name, subnet=c.entry.id, pe=c.pe.name, predicted_ms=c.predicted_ms,
+            accuracy=c.entry.accuracy.top1 if c.entry.accuracy is not None else None,
+            energy_j=energy.joules, meets_latency=c.meets_latency, meets_accuracy=c.meets_accuracy,
+            reason="; ".join(reasons), meets_power=p.cap_ok,
+        )
+    return Decision(points=points, outcomes=outcomes, power_w=p.power_w, energy_source=power.source,
+                    notes=list(notes))
