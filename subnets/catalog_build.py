@@ -513,43 +513,20 @@ def _entry(
 
 
 def _write_bn_sidecars(kept: list[_Candidate], out: Path, catalog: Catalog) -> None:
-    import torch
+    from subnets.checkpoint import save_bn_stats
 
-    folder = out.parent / f"{out.name}.bn"
-    folder.mkdir(parents=True, exist_ok=True)
     for cand in kept:
-        if cand.bn is None:
-            continue
-        tmp = folder / f".{cand.id}.pt.tmp"
-        torch.save({k: v.detach().cpu().clone() for k, v in cand.bn.items()}, tmp)
-        os.replace(tmp, folder / f"{cand.id}.pt")
+        entry = catalog.get(cand.id)
+        if cand.bn is not None and entry.bn_stats is not None:
+            save_bn_stats(out.parent / entry.bn_stats, cand.bn)
 
 
 def _load_bn(catalog: Catalog, entry: CatalogEntry) -> dict[str, Any] | None:
     """The entry's BN statistics from its sidecar file, or None if it has none."""
+    from subnets.checkpoint import load_bn_stats
+
     path = catalog.bn_stats_path(entry)
-    if path is None:
-        return None
-    return load_bn_stats(path)
-
-
-def load_bn_stats(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a BN statistics sidecar (a dict of tensors), with a clear error if missing or corrupt."""
-    import torch
-
-    from dynofa.errors import CatalogError
-
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CatalogError(
-            f"BN statistics file {path} does not exist; rebuild the catalog or copy its .bn folder with it"
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a corrupt file
-        raise CatalogError(f"BN statistics file {path} is corrupt: {exc}") from None
-    if not isinstance(data, dict):
-        raise CatalogError(f"BN statistics file {path} must hold a dict of tensors, got {type(data).__name__}")
-    return data
+    return None if path is None else load_bn_stats(path)
 
 
 def _reference(entries: list[CatalogEntry], pe: str) -> tuple[str, dict[str, float]]:

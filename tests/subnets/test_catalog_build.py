@@ -14,7 +14,8 @@ from dynofa.cli import main
 from dynofa.errors import CatalogBuildError, CatalogError
 from subnets import registry
 from subnets.accuracy import evaluate
-from subnets.catalog_build import build_catalog, family_for_catalog, load_bn_stats, reprofile
+from subnets.catalog_build import build_catalog, family_for_catalog, reprofile
+from subnets.checkpoint import load_bn_stats
 from subnets.datasets import ArrayDataset
 from subnets.profiling import cpu_model, measure_latency, provenance
 from subnets.regression import RegressionModel

@@ -13,7 +13,8 @@ import torch
 from dynofa.catalog import load_catalog
 from dynofa.cli import main
 from subnets.accuracy import evaluate
-from subnets.catalog_build import family_for_catalog, load_bn_stats
+from subnets.catalog_build import family_for_catalog
+from subnets.checkpoint import load_bn_stats
 from subnets.datasets import load_dataset
 
 FAMILY_ARGS = json.dumps({"resolutions": [32, 40], "n_classes": 10})
