@@ -57,6 +57,19 @@ def pe_device(pe: str) -> str:
     return "cuda" if pe == "gpu" else "cpu"
 
 
+def on_device(module: nn.Module, device: str) -> nn.Module:
+    """``module`` ready to run on ``device``, leaving the supernet where it is.
+
+    A materialised subnet shares the supernet's tensors, and ``Module.to`` moves shared
+    parameters in place, which would drag the supernet to the GPU; a private copy avoids that.
+    """
+    if device == "cpu":
+        return module
+    import copy
+
+    return copy.deepcopy(module).to(device)
+
+
 @dataclass
 class _Candidate:
     spec: SubnetSpec
@@ -225,7 +238,7 @@ def reprofile(
         for entry in chosen:
             spec = family.spec_from_dict({"config": entry.config, "resolution": entry.resolution})
             bn = _load_bn(catalog, entry) if load_bn else None
-            module = family.materialize(spec, bn).to(device)
+            module = on_device(family.materialize(spec, bn), device)
             rec = measure_latency(module, family.input_shape(spec), device, warmup, repeats, threads)
             measured[entry.id] = rec.median_ms
             say(f"  [{pe}] {entry.id}: {rec.median_ms:.2f} ms (measured)")
@@ -384,11 +397,13 @@ def _measure(
             device = pe_device(pe)
             with _pinned(s.affinity.get(pe)):
                 rec = measure_latency(
-                    module.to(device), family.input_shape(cand.spec), device, s.warmup, s.repeats, s.threads
+                    on_device(module, device), family.input_shape(cand.spec), device, s.warmup, s.repeats, s.threads
                 )
             cand.latency[pe] = Latency(ms=rec.median_ms, source="measured", threads=rec.threads)
     if need_accuracy and s.val is not None and (cand.accuracy is None or cand.accuracy.source != "measured"):
-        res = evaluate(module.to(s.eval_device), s.val, s.batch_size, s.eval_device, cand.spec.resolution, s.val_limit)
+        res = evaluate(
+            on_device(module, s.eval_device), s.val, s.batch_size, s.eval_device, cand.spec.resolution, s.val_limit
+        )
         cand.accuracy = Accuracy(top1=res.top1, source="measured", dataset=s.val_name, samples=res.count)
 
 

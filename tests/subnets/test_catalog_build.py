@@ -43,6 +43,9 @@ def test_measure_latency_records_and_restores_threads() -> None:
     assert torch.get_num_threads() == before
     with pytest.raises(ValueError, match="repeats"):
         measure_latency(module, (1, 3, 8, 8), repeats=0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            measure_latency(module, (1, 3, 8, 8), device="cuda")
 
 
 def test_provenance_names_the_machine(tmp_path: Path) -> None:
