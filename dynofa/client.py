@@ -34,7 +34,8 @@ TELEMETRY_ENV = "DYNOFA_TELEMETRY"
 
 def _candidate_dirs() -> list[Path]:
     dirs = [paths.runtime_dir()]
-    for extra in (Path("/run/dynofa"), paths.runtime_dir({})):  # the systemd service, then the /tmp fallback
+    # the system service, then a user daemon's directories
+    for extra in (Path("/run/dynofa"), paths.runtime_dir(euid=1), paths.runtime_dir({}, euid=1)):
         if extra not in dirs:
             dirs.append(extra)
     return dirs

@@ -1,10 +1,12 @@
 """Where the daemon keeps its files, and how it writes them.
 
 The runtime directory holds the IPC sockets and the lock file; it is systemd's
-``RuntimeDirectory`` (``$RUNTIME_DIRECTORY``) under the service, ``$XDG_RUNTIME_DIR/dynofa``
-for a desktop user, else ``/tmp/dynofa-$UID``. The state directory holds what must
-survive a restart (budgets, the actuator's rollback data): ``$STATE_DIRECTORY`` under
-systemd, else ``~/.local/state/dynofa``. Files there are written atomically (temp file in
+``RuntimeDirectory`` (``$RUNTIME_DIRECTORY``) under the service, ``/run/dynofa`` for root,
+``$XDG_RUNTIME_DIR/dynofa`` for a desktop user, else ``/tmp/dynofa-$UID``. The state
+directory holds what must survive a restart (budgets, the actuator's rollback data):
+``$DYNOFA_STATE_DIR`` or ``$STATE_DIRECTORY`` (systemd), else ``/var/lib/dynofa`` for root,
+else ``$XDG_STATE_HOME/dynofa`` (``~/.local/state/dynofa``) -- the same rule as
+:func:`governors.state.default_state_dir`. Files there are written atomically (temp file in
 the same directory, fsync, rename) so a crash never leaves half a file.
 """
 
@@ -26,24 +28,29 @@ def _first_systemd_dir(value: str | None) -> Path | None:
     return Path(first) if first else None
 
 
-def runtime_dir(env: Mapping[str, str] | None = None) -> Path:
+def runtime_dir(env: Mapping[str, str] | None = None, euid: int | None = None) -> Path:
     """The directory for sockets and the lock file (not created here)."""
     env = os.environ if env is None else env
     systemd = _first_systemd_dir(env.get("RUNTIME_DIRECTORY"))
     if systemd is not None:
         return systemd
+    if (os.geteuid() if euid is None else euid) == 0:
+        return Path("/run/dynofa")
     xdg = env.get("XDG_RUNTIME_DIR")
     if xdg:
         return Path(xdg) / "dynofa"
     return Path(tempfile.gettempdir()) / f"dynofa-{os.getuid()}"
 
 
-def state_dir(env: Mapping[str, str] | None = None) -> Path:
+def state_dir(env: Mapping[str, str] | None = None, euid: int | None = None) -> Path:
     """The directory for persistent state (not created here)."""
     env = os.environ if env is None else env
-    systemd = _first_systemd_dir(env.get("STATE_DIRECTORY"))
-    if systemd is not None:
-        return systemd
+    for var in ("DYNOFA_STATE_DIR", "STATE_DIRECTORY"):
+        chosen = _first_systemd_dir(env.get(var))
+        if chosen is not None:
+            return chosen
+    if (os.geteuid() if euid is None else euid) == 0:
+        return Path("/var/lib/dynofa")
     xdg = env.get("XDG_STATE_HOME")
     if xdg:
         return Path(xdg) / "dynofa"

@@ -158,6 +158,7 @@ class Controller:
             pes[pe.name] = entry
         return {
             "pes": pes,
+            "trace": None if self.trace.path is None else str(self.trace.path),
             "monitor": snap_dict,
             "policy": {
                 "name": self.policy_name,

@@ -8,6 +8,7 @@ never held during a forward pass, so a control request is never stuck behind an 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -197,7 +198,12 @@ class Engine:
             apps = {name: a.to_dict(self._accuracy(a)) for name, a in sorted(self._apps.items())}
         control = self.controller.describe() if self.controller is not None else {}
         return {
-            "daemon": {"version": __version__, "uptime_s": round(time.time() - self.started, 3)},
+            "daemon": {
+                "version": __version__,
+                "pid": os.getpid(),
+                "uptime_s": round(time.time() - self.started, 3),
+                "trace": control.get("trace"),
+            },
             "apps": apps,
             "pes": control.get("pes", {}),
             "monitor": control.get("monitor"),

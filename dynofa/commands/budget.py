@@ -1,0 +1,105 @@
+"""``dynofa budget set|clear|list``: change apps' budgets in the running daemon."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from dynofa.commands.status import add_connection_args, connect, table
+from dynofa.errors import DaemonUnavailableError
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "budget",
+        help="set, clear or list app budgets (latency, accuracy, power cap, priority)",
+        description="Budgets are kept by the daemon across restarts. Setting a budget for an app that is not "
+        "registered yet registers it on the daemon's default model.",
+    )
+    sub = parser.add_subparsers(dest="budget_command", metavar="ACTION")
+    parser.set_defaults(handler=lambda _a: (parser.print_help(), 2)[1])
+
+    s = sub.add_parser("set", help="set or replace an app's budget")
+    s.add_argument("app")
+    s.add_argument("--latency-ms", type=float, required=True, help="per-inference deadline in ms")
+    s.add_argument("--min-accuracy", type=float, default=0.0, help="minimum top-1 accuracy, a fraction in [0, 1]")
+    s.add_argument("--power-cap-w", type=float, default=None, help="board power cap in W while the app runs")
+    s.add_argument("--priority", type=int, default=0, help="higher wins when budgets conflict")
+    add_connection_args(s)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(handler=_set)
+
+    c = sub.add_parser("clear", help="remove an app's budget")
+    c.add_argument("app")
+    add_connection_args(c)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(handler=_clear)
+
+    ls = sub.add_parser("list", help="every app's budget")
+    add_connection_args(ls)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(handler=_list)
+
+
+def _run(args: argparse.Namespace, op: str, **fields: Any) -> dict[str, Any] | None:
+    with connect(args) as client:
+        try:
+            return client.call(op, **fields)
+        except DaemonUnavailableError as exc:
+            print(f"dynofa: {exc}", file=sys.stderr)
+            return None
+
+
+def _print(args: argparse.Namespace, reply: dict[str, Any], text: str) -> None:
+    if args.json:
+        json.dump({k: v for k, v in reply.items() if k not in ("v", "ok", "id")}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(text)
+
+
+def _set(args: argparse.Namespace) -> int:
+    budget: dict[str, Any] = {
+        "latency_ms": args.latency_ms,
+        "min_accuracy": args.min_accuracy,
+        "priority": args.priority,
+    }
+    if args.power_cap_w is not None:
+        budget["power_cap_w"] = args.power_cap_w
+    reply = _run(args, "set_budget", app=args.app, budget=budget)
+    if reply is None:
+        return 1
+    _print(args, reply, f"{args.app}: {_describe(reply['budget'])}\n")
+    return 0
+
+
+def _clear(args: argparse.Namespace) -> int:
+    reply = _run(args, "clear_budget", app=args.app)
+    if reply is None:
+        return 1
+    _print(args, reply, f"{args.app}: budget cleared\n")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    reply = _run(args, "budgets")
+    if reply is None:
+        return 1
+    rows = [[app, item["model"], _describe(item["budget"])] for app, item in reply["budgets"].items()]
+    _print(args, reply, table(["APP", "MODEL", "BUDGET"], rows) if rows else "no apps registered\n")
+    return 0
+
+
+def _describe(budget: dict[str, Any] | None) -> str:
+    if not budget:
+        return "none"
+    text = f"latency <= {budget['latency_ms']:g} ms"
+    if budget.get("min_accuracy"):
+        text += f", accuracy >= {budget['min_accuracy']:g}"
+    if budget.get("power_cap_w") is not None:
+        text += f", power <= {budget['power_cap_w']:g} W"
+    if budget.get("priority"):
+        text += f", priority {budget['priority']}"
+    return text

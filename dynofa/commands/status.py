@@ -1,0 +1,135 @@
+"""``dynofa status``: the live operating point (per app and per processing element).
+
+Also home of the helpers the other daemon-talking commands share (``top``, ``budget``,
+``demo``): connection arguments and the table renderer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from dynofa.errors import DaemonUnavailableError
+
+
+def add_connection_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help="daemon control endpoint (default: $DYNOFA_ENDPOINT, else the runtime directory's control.sock)",
+    )
+    parser.add_argument("--timeout", type=float, default=3.0, metavar="S", help="seconds to wait for the daemon")
+
+
+def connect(args: argparse.Namespace) -> Any:
+    from dynofa.client import Client
+
+    return Client(args.endpoint, timeout_s=args.timeout, retries=0)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "status",
+        help="show the daemon's current operating point per app and per processing element",
+        description="Per app: budget vs measured latency, subnet, accuracy, hit rate. Per processing element: "
+        "frequency, load, power. Exits 1 with a message when the daemon is not running.",
+    )
+    add_connection_args(parser)
+    parser.add_argument("--json", action="store_true", help="print the daemon's state as one JSON object")
+    parser.set_defaults(handler=_status)
+
+
+def _status(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        try:
+            state = client.state()
+        except DaemonUnavailableError as exc:
+            print(f"dynofa: {exc}", file=sys.stderr)
+            return 1
+    if args.json:
+        state.pop("v", None)
+        state.pop("ok", None)
+        state.pop("id", None)
+        json.dump(state, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(render_status(state))
+    return 0
+
+
+# rendering ---------------------------------------------------------------------------------------
+
+
+def _ms(value: Any) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def render_status(state: dict[str, Any]) -> str:
+    daemon = state.get("daemon") or {}
+    platform = state.get("platform") or {}
+    policy = state.get("policy") or {}
+    out = [
+        f"dynofa {daemon.get('version', '?')} on {platform.get('board', '?')} ({platform.get('model', '?')}), "
+        f"policy {policy.get('name', '?')}, up {daemon.get('uptime_s', 0):.0f} s\n\n"
+    ]
+    apps = state.get("apps") or {}
+    if apps:
+        rows = []
+        for name, app in apps.items():
+            budget = app.get("budget") or {}
+            point = app.get("operating_point") or {}
+            lat = app.get("latency_ms") or {}
+            want = f"{budget['latency_ms']:g} ms" if budget else "none"
+            if budget and budget.get("min_accuracy"):
+                want += f", acc>={budget['min_accuracy']:g}"
+            rows.append([
+                name, app.get("model", "-"), want, f"{_ms(lat.get('median'))}/{_ms(lat.get('p90'))}",
+                _pct(app.get("hit_rate")), str(point.get("subnet", "-")), str(point.get("pe", "-")),
+                str(point.get("threads", "-")),
+                "-" if app.get("accuracy") is None else f"{app['accuracy']:.3f}",
+                str(app.get("inferences", 0)), str(app.get("switches", 0)),
+            ])  # fmt: skip
+        out.append(table(
+            ["APP", "MODEL", "BUDGET", "LATENCY ms p50/p90", "HIT", "SUBNET", "PE", "THREADS", "ACCURACY", "RUNS",
+             "SWITCHES"], rows))  # fmt: skip
+    else:
+        out.append("no apps registered (an app registers through dynofa.client.Client.register)\n")
+    pes = state.get("pes") or {}
+    monitor = state.get("monitor") or {}
+    if pes:
+        rows = []
+        for name, pe in pes.items():
+            if pe.get("kind") == "gpu":
+                freq = "-" if pe.get("freq_hz") is None else f"{pe['freq_hz'] / 1e6:.0f} MHz"
+                load = "-" if pe.get("load") is None else f"{pe['load']:.0f}%"
+            else:
+                freq = "-" if pe.get("freq_khz") is None else f"{pe['freq_khz'] / 1e3:.0f} MHz"
+                load = f"{_pct(pe.get('load_others'))} / {_pct(pe.get('load_total'))}"
+            rows.append([name, pe.get("kind", "-"), str(pe.get("cpus", "-")), freq, load])
+        out.append("\n" + table(["PE", "KIND", "CPUS", "FREQUENCY", "LOAD others/total"], rows))
+    power = monitor.get("power_w")
+    temp = monitor.get("max_temperature_c")
+    out.append(
+        f"\npower {'-' if power is None else f'{power:.2f} W'}, energy {monitor.get('energy_j', 0.0):.1f} J, "
+        f"max temperature {'-' if temp is None else f'{temp:.0f} C'}\n"
+    )
+    missing = [k for k, v in (state.get("capabilities") or {}).items() if v.get("status") != "available"]
+    if missing:
+        out.append(f"without: {', '.join(sorted(missing))} (see `dynofa platform`)\n")
+    if policy.get("last_error"):
+        out.append(f"control loop error: {policy['last_error']}\n")
+    return "".join(out)
