@@ -192,8 +192,8 @@ class ContentionEstimator:
     more than this since the last decision, the estimate is raised to it before any miss.
     """
 
-    def __init__(self, q: float = 1e-3, r: float = 1e-2, jump: float = 0.25, drop_run: int = 3,
-                 prior_jump: float = 0.2, spread_alpha: float = 0.1, stale_after: int = 200) -> None:
+    def __init__(self, q: float = 1e-4, r: float = 1e-2, jump: float = 0.25, drop_run: int = 3,
+                 prior_jump: float = 0.2, spread_alpha: float = 0.03, stale_after: int = 200) -> None:
         self.q, self.r = q, r
         self.stale_after = stale_after
         self._step = 0

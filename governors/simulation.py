@@ -32,7 +32,7 @@ from dynofa.catalog import Accuracy, CatalogEntry, Latency
 from dynofa.operating_point import OperatingPoint
 from governors.contention import LoadView
 from governors.latency_model import FrequencyScaling, LatencyModel, ScalingPoint, fit_frequency_scaling
-from governors.policies.base import AppRequest, DecisionInput, PeInfo, Policy
+from governors.policies.base import AppRequest, Decision, DecisionInput, PeInfo, Policy
 from governors.power_model import BOARD_MODELS, PePower, PowerModel
 
 
@@ -98,7 +98,8 @@ def _xavier_nx() -> SimBoard:
         gamma={"cpu": 1.0, "gpu": 0.92},
         noise_sd={"cpu": 0.04, "gpu": 0.03},
         power=dict(BOARD_MODELS["jetson-xavier-nx"]),
-        sources=("Dynamic-OFA (Lou, Xun et al. CVPRW 2021) GPU levels on Xavier NX", "power: see governors/power_model"),
+        sources=("Dynamic-OFA (Lou, Xun et al. CVPRW 2021) GPU levels on Xavier NX",
+                 "power: see governors/power_model"),
     )
 
 
@@ -164,7 +165,8 @@ class SimulatedSoC:
         m, g = self.board.nonscaling[pe.name], self.board.gamma[pe.name]
         return m + (1.0 - m) * (pe.freqs[-1] / freq) ** g
 
-    def expected_ms(self, entry: CatalogEntry, pe: PeInfo, freq: int | None, phase: Phase | None = None) -> float | None:
+    def expected_ms(self, entry: CatalogEntry, pe: PeInfo, freq: int | None,
+                    phase: Phase | None = None) -> float | None:
         lat = entry.latency.get(pe.name)
         if lat is None:
             return None
@@ -256,35 +258,81 @@ def _freq_of(point: OperatingPoint, pe: PeInfo) -> int | None:
     return f
 
 
+class SchedutilLikePolicy(Policy):
+    """Baseline: a fixed subnet under a ``schedutil``-like DVFS governor (simulation only).
+
+    Linux schedutil picks ``next_freq = 1.25 * f_max * util`` with ``util`` the
+    frequency-invariant utilisation (kernel/sched/cpufreq_schedutil.c, get_next_freq);
+    here ``util`` is the last frame's busy time over the frame period, scaled by
+    ``f_cur / f_max``, and the next frequency is the lowest ladder step at or above it.
+    """
+
+    name = "schedutil"
+
+    def __init__(self, inner: Policy) -> None:
+        self.inner = inner
+        self._freq: dict[str, int] = {}
+        self._util: dict[str, float] = {}
+        self._period: dict[str, float] = {}
+        self._pes: dict[str, PeInfo] = {}
+        self._points: dict[str, OperatingPoint] = {}
+
+    def decide(self, inp: DecisionInput) -> Decision:
+        decision = self.inner.decide(inp)
+        points = {}
+        for app, point in decision.points.items():
+            pe = inp.pe(point.pe)
+            self._pes[app] = pe
+            self._period[app] = next(a.period for a in inp.apps if a.name == app)
+            if not pe.freqs:
+                points[app] = point
+                continue
+            util = self._util.get(app, 1.0)
+            target = 1.25 * pe.freqs[-1] * util
+            f = next((x for x in pe.freqs if x >= target), pe.freqs[-1])
+            self._freq[app] = f
+            if pe.kind == "gpu":
+                points[app] = replace(point, gpu_freq_hz=f)
+            else:
+                points[app] = replace(point, cpu_freq_khz={**point.cpu_freq_khz, pe.name: f})
+        self._points = points
+        return Decision(points=points, outcomes=decision.outcomes, energy_source="none")
+
+    def observe(self, app: str, latency_ms: float, point: OperatingPoint | None = None) -> None:
+        pe = self._pes.get(app)
+        if pe is None or not pe.freqs:
+            return
+        f = self._freq.get(app, pe.freqs[-1])
+        self._util[app] = min(1.0, latency_ms / self._period[app]) * f / pe.freqs[-1]
+        self.inner.observe(app, latency_ms, point)
+
+
 def run_trace(soc: SimulatedSoC, policy: Policy, phases: Sequence[Phase], app: str = "app",
-              on_phase: Callable[[Phase], None] | None = None,
-              frame_hook: Callable[[Phase, OperatingPoint, float], OperatingPoint] | None = None) -> RunResult:
+              on_phase: Callable[[Phase], None] | None = None) -> RunResult:
     """Drive ``policy`` through ``phases``: decide, run one simulated inference, observe; every frame.
 
-    ``frame_hook`` lets a Linux-governor baseline rewrite the frequency the policy asked
-    for (schedutil-like DVFS under a fixed subnet).
+    The simulated power rail reports the previous frame's true average power.
     """
     result = RunResult(policy=getattr(policy, "name", "policy"))
     entries = soc.board.entries
     frame = 0
+    power_w: float | None = None
     for phase in phases:
         if on_phase is not None:
             on_phase(phase)
         request = AppRequest(name=app, budget=phase.budget, entries=entries)
         for _ in range(phase.frames):
             load = LoadView(other_util=phase.load.other_util, gpu_load=phase.load.gpu_load,
-                            throttled=phase.load.throttled, power_w=None)
+                            throttled=phase.load.throttled, power_w=power_w)
             decision = policy.decide(DecisionInput(apps=(request,), pes=soc.board.pes, board=soc.board.name,
                                                    load=load))
             point = decision.points[app]
             pe = soc.board.pe(point.pe)
             entry = next(e for e in entries if e.id == point.subnet)
-            ms0 = soc.expected_ms(entry, pe, _freq_of(point, pe), phase) or 0.0
-            if frame_hook is not None:
-                point = frame_hook(phase, point, ms0)
             freq = _freq_of(point, pe)
             ms = soc.sample_ms(entry, pe, freq, phase)
             energy = soc.frame_energy_j(pe, freq, ms, request.period)
+            power_w = energy / (max(ms, request.period) / 1e3)
             policy.observe(app, ms, point)
             result.records.append(FrameRecord(frame, phase.name, entry.id, pe.name, freq, ms,
                                               phase.budget.latency_ms, energy,

@@ -204,6 +204,11 @@ class Policy(ABC):
         """Forget all learned state."""
         return None
 
+    def needs_decision(self) -> bool:
+        """True when an observation (a deadline miss) invalidated the last decision: decide now,
+        before the app's next inference, instead of waiting for the next control tick."""
+        return False
+
     def state(self) -> dict[str, Any]:
         """Internal estimates for status displays (JSON-serialisable)."""
         return {}

@@ -11,6 +11,8 @@ lowest-energy frequencies that still meet it (:mod:`governors.policies.search`).
   when the jitter is roughly normal.
 * **Reaction**: a deadline miss resets the PE's slowdown to the observed ratio (no
   filtering), and the next ``decide`` drops to what fits: one inference.
+* ``dvfs=False`` keeps every clock at the top of its ladder (subnet and mapping choice
+  under the Linux ``performance`` governor): the baseline that isolates what DVFS saves.
 * **Hysteresis**: moving to a more accurate or cheaper point (an upgrade) needs the new
   point to fit with ``up_margin`` more headroom, and to have been the proposal for
   ``hold`` consecutive decisions; moving down (the current point no longer fits) is
@@ -19,6 +21,7 @@ lowest-energy frequencies that still meet it (:mod:`governors.policies.search`).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from dynofa.catalog import CatalogEntry
@@ -34,9 +37,9 @@ class ModelBasedPolicy(Policy):
     name = "model-based"
 
     def __init__(self, latency_model: LatencyModel | None = None, power_model: PowerModel | None = None,
-                 min_margin: float = 1.05, up_margin: float = 1.08, hold: int = 5,
+                 min_margin: float = 1.05, up_margin: float = 1.02, hold: int = 5,
                  estimator: ContentionEstimator | None = None, use_monitors: bool = True,
-                 max_margin: float = 1.5) -> None:
+                 max_margin: float = 1.5, dvfs: bool = True) -> None:
         if min_margin < 1.0 or up_margin < 1.0 or hold < 0:
             raise PolicyError(f"need min_margin >= 1, up_margin >= 1, hold >= 0; got {min_margin}, {up_margin}, {hold}")
         self.latency_model = latency_model or LatencyModel()
@@ -47,6 +50,7 @@ class ModelBasedPolicy(Policy):
         self.max_margin = max_margin
         self.hold = hold
         self.use_monitors = use_monitors
+        self.dvfs = dvfs
         self.estimator = estimator or ContentionEstimator()
         self.reset()
 
@@ -62,6 +66,10 @@ class ModelBasedPolicy(Policy):
         self._inp: DecisionInput | None = None
         self._points: dict[str, OperatingPoint] = {}
         self._switches = 0
+        self._urgent = False
+
+    def needs_decision(self) -> bool:
+        return self._urgent
 
     # -- prediction -------------------------------------------------------------------
     def nominal_ms(self, entry: CatalogEntry, pe: PeInfo, freq: int | None) -> float | None:
@@ -97,6 +105,8 @@ class ModelBasedPolicy(Policy):
 
     # -- the decision -----------------------------------------------------------------
     def decide(self, inp: DecisionInput) -> Decision:
+        if not self.dvfs:  # every clock at the top of its ladder: the Linux `performance` governor
+            inp = replace(inp, pes=tuple(replace(p, freqs=p.freqs[-1:]) for p in inp.pes))
         power = self._power(inp)
         predict = self._predictor(inp)
         margins = self._margins(inp)
@@ -118,6 +128,7 @@ class ModelBasedPolicy(Policy):
         else:
             self._pending = None
         self._signature = signature
+        self._urgent = False
         self._adopt(chosen)
         self._inp = inp
         self._measured_power(inp, chosen, power)
@@ -181,7 +192,10 @@ class ModelBasedPolicy(Policy):
         nominal = self.nominal_ms(entry, pe, freq)
         if nominal is None:
             return
-        self.estimator.observe(pe.name, latency_ms, nominal, missed=latency_ms > request.budget.latency_ms)
+        missed = latency_ms > request.budget.latency_ms
+        self.estimator.observe(pe.name, latency_ms, nominal, missed=missed)
+        if missed:
+            self._urgent = True
 
     @property
     def switches(self) -> int:

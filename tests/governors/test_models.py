@@ -15,7 +15,7 @@ from governors.latency_model import (
     ScalingPoint,
     fit_frequency_scaling,
 )
-from governors.power_model import PowerModel, PowerModelError, PePower
+from governors.power_model import PePower, PowerModel, PowerModelError
 from governors.simulation import SimulatedSoC, make_entry, sim_board
 
 
