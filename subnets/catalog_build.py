@@ -35,7 +35,7 @@ from dynofa.errors import CatalogBuildError
 from subnets import pareto
 from subnets.accuracy import evaluate, image_batches
 from subnets.family import ModelFamily, SubnetSpec
-from subnets.profiling import measure_latency, provenance
+from subnets.profiling import measure_interleaved, provenance
 from subnets.regression import RegressionModel, error_report, fit, fit_accuracy, fit_latency
 
 if TYPE_CHECKING:
@@ -48,6 +48,8 @@ Progress = Callable[[str], None]
 
 #: refinement rounds: measure the kept subnets' predicted figures, select again
 REFINE_ROUNDS = 3
+#: subnets timed together in interleaved rounds (all materialised at once)
+INTERLEAVE_CHUNK = 12
 #: fewest measured accuracies an accuracy predictor is fitted on
 MIN_ACCURACY_SAMPLES = 3
 
@@ -155,9 +157,7 @@ def build_catalog(
     pool = _sample(family, candidates, rng, say)
     to_measure = _spread_by_macs(pool, min(measure, len(pool)))
     say(f"measuring {len(to_measure)} of {len(pool)} candidates on {', '.join(settings.pes)}")
-    for i, cand in enumerate(to_measure, 1):
-        _measure(family, cand, settings, need_latency=True, need_accuracy=val is not None)
-        say(f"  [{i}/{len(to_measure)}] {_describe(cand)}")
+    _measure(family, to_measure, settings, with_accuracy=val is not None)
 
     models: dict[str, RegressionModel] = {}
     acc_model: RegressionModel | None = None
@@ -174,9 +174,7 @@ def build_catalog(
         if not pending:
             break
         say(f"refining: measuring {len(pending)} kept subnet(s) whose figures were predicted")
-        for cand in pending:
-            _measure(family, cand, settings, need_latency=True, need_accuracy=val is not None)
-            say(f"  {_describe(cand)}")
+        _measure(family, pending, settings, with_accuracy=val is not None)
     predictions = _predictions(pool, models, acc_model)
     entries = []
     for cand in kept:
@@ -234,15 +232,17 @@ def reprofile(
     chosen = pareto.spread(entries, min(measure, len(entries)), cost=lambda e: reference[e.id])
     measured: dict[str, float] = {}
     device = pe_device(pe)
+    modules = {}
+    for entry in chosen:
+        spec = family.spec_from_dict({"config": entry.config, "resolution": entry.resolution})
+        bn = _load_bn(catalog, entry) if load_bn else None
+        modules[entry.id] = (on_device(family.materialize(spec, bn), device), family.input_shape(spec))
     with _pinned(cpus):
-        for entry in chosen:
-            spec = family.spec_from_dict({"config": entry.config, "resolution": entry.resolution})
-            bn = _load_bn(catalog, entry) if load_bn else None
-            module = on_device(family.materialize(spec, bn), device)
-            rec = measure_latency(module, family.input_shape(spec), device, warmup, repeats, threads)
-            measured[entry.id] = rec.median_ms
-            say(f"  [{pe}] {entry.id}: {rec.median_ms:.2f} ms (measured)")
-            del module
+        records = measure_interleaved(modules, device, warmup, repeats, threads)
+    del modules
+    for entry in chosen:
+        measured[entry.id] = records[entry.id].median_ms
+        say(f"  [{pe}] {entry.id}: {measured[entry.id]:.2f} ms (measured)")
     predicted, info = _predict_from_reference(entries, reference, ref_name, measured)
     loo = info.get("loo") or {}
     if loo.get("mae") is not None:
@@ -384,27 +384,33 @@ def _pinned(cpus: Sequence[int] | None):  # type: ignore[no-untyped-def]
         os.sched_setaffinity(0, before)
 
 
-def _measure(
-    family: ModelFamily, cand: _Candidate, s: _Settings, *, need_latency: bool, need_accuracy: bool
-) -> None:
-    if s.calib is not None and cand.bn is None and need_accuracy:
-        cand.bn = _calibrate(family, cand, s)
-    module: nn.Module = family.materialize(cand.spec, cand.bn)
-    if need_latency:
-        for pe in s.pes:
-            if cand.latency.get(pe) is not None and cand.latency[pe].source == "measured":
-                continue
-            device = pe_device(pe)
+def _measure(family: ModelFamily, cands: list[_Candidate], s: _Settings, *, with_accuracy: bool) -> None:
+    """Time ``cands`` on every PE (interleaved, in chunks) and, with validation data, evaluate them."""
+    if with_accuracy and s.calib is not None:
+        for cand in cands:
+            if cand.bn is None:
+                cand.bn = _calibrate(family, cand, s)
+    for pe in s.pes:
+        device = pe_device(pe)
+        todo = [c for c in cands if c.latency.get(pe) is None or c.latency[pe].source != "measured"]
+        for start in range(0, len(todo), INTERLEAVE_CHUNK):
+            chunk = todo[start : start + INTERLEAVE_CHUNK]
+            s.say(f"  timing {len(chunk)} subnet(s) on {pe}, interleaved ({s.warmup} warm-up + {s.repeats} rounds)")
+            modules = {
+                c.id: (on_device(family.materialize(c.spec, c.bn), device), family.input_shape(c.spec)) for c in chunk
+            }
             with _pinned(s.affinity.get(pe)):
-                rec = measure_latency(
-                    on_device(module, device), family.input_shape(cand.spec), device, s.warmup, s.repeats, s.threads
-                )
-            cand.latency[pe] = Latency(ms=rec.median_ms, source="measured", threads=rec.threads)
-    if need_accuracy and s.val is not None and (cand.accuracy is None or cand.accuracy.source != "measured"):
-        res = evaluate(
-            on_device(module, s.eval_device), s.val, s.batch_size, s.eval_device, cand.spec.resolution, s.val_limit
-        )
-        cand.accuracy = Accuracy(top1=res.top1, source="measured", dataset=s.val_name, samples=res.count)
+                records = measure_interleaved(modules, device, s.warmup, s.repeats, s.threads)
+            del modules
+            for cand in chunk:
+                rec = records[cand.id]
+                cand.latency[pe] = Latency(ms=rec.median_ms, source="measured", threads=rec.threads)
+    for i, cand in enumerate(cands, 1):
+        if with_accuracy and s.val is not None and (cand.accuracy is None or cand.accuracy.source != "measured"):
+            module = on_device(family.materialize(cand.spec, cand.bn), s.eval_device)
+            res = evaluate(module, s.val, s.batch_size, s.eval_device, cand.spec.resolution, s.val_limit)
+            cand.accuracy = Accuracy(top1=res.top1, source="measured", dataset=s.val_name, samples=res.count)
+        s.say(f"  [{i}/{len(cands)}] {_describe(cand)}")
 
 
 def _calibrate(family: ModelFamily, cand: _Candidate, s: _Settings) -> dict[str, torch.Tensor]:

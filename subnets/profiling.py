@@ -13,7 +13,7 @@ import platform
 import socket
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -163,4 +163,67 @@ def provenance(device: str = "cpu", threads: int | None = None) -> dict[str, Any
         "dynofa": __version__,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "threads": torch.get_num_threads() if threads is None else threads,
+    }
+
+
+def measure_interleaved(
+    modules: Mapping[str, tuple[nn.Module, Sequence[int]]],
+    device: str = "cpu",
+    warmup: int = 3,
+    repeats: int = 10,
+    threads: int | None = None,
+    seed: int = 0,
+) -> dict[str, LatencyRecord]:
+    """Time several modules in interleaved rounds: one run of each (in shuffled order) per round.
+
+    On a shared machine the load drifts over seconds; timing subnet after subnet would charge that
+    drift to whichever subnet ran at the time. Interleaving spreads it evenly, so that the ratios
+    between subnets (what a regression and a policy rely on) stay right.
+    """
+    import random
+
+    import torch
+
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    is_cuda = str(device).startswith("cuda")
+    if is_cuda and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    samples: dict[str, list[float]] = {name: [] for name in modules}
+    order = list(modules)
+    rng = random.Random(seed)
+    try:
+        used = torch.get_num_threads()
+        inputs = {name: torch.randn(*shape, device=device) for name, (_, shape) in modules.items()}
+        with torch.inference_mode():
+            for round_no in range(warmup + repeats):
+                rng.shuffle(order)
+                for name in order:
+                    module = modules[name][0]
+                    if is_cuda:
+                        torch.cuda.synchronize(device)
+                    start = time.perf_counter()
+                    module(inputs[name])
+                    if is_cuda:
+                        torch.cuda.synchronize(device)
+                    if round_no >= warmup:
+                        samples[name].append((time.perf_counter() - start) * 1000.0)
+    finally:
+        torch.set_num_threads(previous)
+    return {
+        name: LatencyRecord(
+            median_ms=statistics.median(values),
+            p90_ms=percentile(values, 90),
+            samples=values,
+            threads=used,
+            device=str(device),
+            input_shape=tuple(int(d) for d in modules[name][1]),
+            warmup=warmup,
+        )
+        for name, values in samples.items()
     }

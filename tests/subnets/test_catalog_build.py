@@ -17,7 +17,7 @@ from subnets.accuracy import evaluate
 from subnets.catalog_build import build_catalog, family_for_catalog, reprofile
 from subnets.checkpoint import load_bn_stats
 from subnets.datasets import ArrayDataset
-from subnets.profiling import cpu_model, measure_latency, provenance
+from subnets.profiling import cpu_model, measure_interleaved, measure_latency, provenance
 from subnets.regression import RegressionModel
 from tests.subnets.fake_family import FakeFamily
 
@@ -46,6 +46,16 @@ def test_measure_latency_records_and_restores_threads() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             measure_latency(module, (1, 3, 8, 8), device="cuda")
+
+
+def test_measure_interleaved_times_every_module() -> None:
+    before = torch.get_num_threads()
+    small, big = torch.nn.Conv2d(3, 2, 1), torch.nn.Sequential(*[torch.nn.Conv2d(3, 3, 3, padding=1)] * 8)
+    recs = measure_interleaved({"small": (small, (1, 3, 8, 8)), "big": (big, (1, 3, 32, 32))}, warmup=1, repeats=4)
+    assert set(recs) == {"small", "big"}
+    assert all(len(r.samples) == 4 and r.median_ms > 0 for r in recs.values())
+    assert recs["big"].input_shape == (1, 3, 32, 32)
+    assert torch.get_num_threads() == before
 
 
 def test_provenance_names_the_machine(tmp_path: Path) -> None:
