@@ -114,9 +114,18 @@ class Monitor:
 
     # -- own threads -------------------------------------------------------------------------
     def register_threads(self, tids: Iterable[int]) -> None:
-        """Exclude these threads' CPU time from utilisation (the daemon's inference threads)."""
+        """Exclude these threads' CPU time from utilisation (the daemon's inference threads).
+
+        Their CPU time is counted from now: the baseline is read at registration.
+        """
+        new = [t for t in tids if t not in self._tids]
+        for tid in new:
+            text = self._reader.try_read(f"/proc/{self.pid}/task/{tid}/stat")
+            if text:
+                with contextlib.suppress(IndexError, ValueError):
+                    self._task_prev[tid] = parse_task_stat(text)[0]
         with self._lock:
-            self._tids.update(tids)
+            self._tids.update(new)
 
     def register_current_thread(self) -> None:
         self.register_threads([threading.get_native_id()])

@@ -142,7 +142,7 @@ class StateStore:
         try:
             with open(self.path) as fh:
                 data = json.load(fh)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except (OSError, ValueError) as exc:
             raise PlatformError(

@@ -189,9 +189,15 @@ class FakeKernel:
     def _governed(self, d: str, governor: str, mn: int, mx: int) -> int:
         if governor == "performance":
             return mx
-        if governor == "powersave":
-            return mn
+        if governor == "powersave" and not self._intel_pstate(d):
+            return mn  # intel_pstate's "powersave" is a dynamic (HWP) governor, not a pin at min
         return min(max(self.natural.get(d, mn), mn), mx)
+
+    def _intel_pstate(self, d: str) -> bool:
+        try:
+            return self._read(f"{d}/scaling_driver") == "intel_pstate"
+        except OSError:
+            return False
 
 
 def _zero_like(text: str) -> str:

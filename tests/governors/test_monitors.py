@@ -1,0 +1,209 @@
+"""Monitor snapshots: load (excluding our own threads), GPU, memory, temperatures, power, energy."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from governors.monitors import Monitor, parse_proc_stat, parse_task_stat
+from governors.platform import detect_platform
+from tests.fakes.boards import BOARDS, Tree, add_task, build_board, set_proc_stat, tree_snapshot
+
+PID = 4242
+
+
+def _read(board, path: str) -> str:
+    with open(Tree(board.root).host(path)) as fh:
+        return fh.read()
+
+
+def _make(name: str, tmp_path):
+    board = build_board(name, str(tmp_path / name))
+    return board, detect_platform(board.root, hook=board.kernel)
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_snapshot_reads_every_sensor(name, tmp_path):
+    board, p = _make(name, tmp_path)
+    e = board.expect
+    with Monitor(p, pid=PID) as m:
+        s = m.sample()
+    if e["power_w"] is None:
+        assert s.power_w is None or e["rails"]  # RAPL needs two samples
+    else:
+        assert s.power_w == pytest.approx(e["power_w"])
+        assert set(s.rails_w) == set(e["rails"])
+    assert sorted(s.temperatures_c) == sorted(e["zones"])
+    assert all(0 < t < 100 for t in s.temperatures_c.values())
+    assert s.gpu_load == (pytest.approx(e["gpu_load"]) if e["gpu_load"] is not None else None)
+    assert s.mem_total_bytes and s.mem_available_bytes and s.mem_available_bytes < s.mem_total_bytes
+    for c in p.clusters:
+        assert s.cpu_khz[c.name] == c.cur_khz
+    if p.gpu is not None:
+        assert s.gpu_hz == p.gpu.cur_hz
+    d = s.to_dict()
+    assert d["max_temperature_c"] == (max(s.temperatures_c.values()) if s.temperatures_c else None)
+
+
+def test_cpu_utilisation_per_cluster(tmp_path):
+    board, p = _make("odroid-xu4", tmp_path)
+    set_proc_stat(board.root, {cpu: (0, 0) for cpu in range(8)})
+    m = Monitor(p, pid=PID)
+    # LITTLE cluster: 50 % busy; big: 25 % busy on cpu4 only, the rest idle
+    set_proc_stat(board.root, {0: (50, 50), 1: (50, 50), 2: (50, 50), 3: (50, 50),
+                               4: (100, 0), 5: (0, 100), 6: (0, 100), 7: (0, 100)})  # fmt: skip
+    s = m.sample()
+    assert s.cpu_util_total == {"cpu-little": pytest.approx(0.5), "cpu-big": pytest.approx(0.25)}
+    assert s.cpu_util == s.cpu_util_total  # no registered threads
+    m.close()
+
+
+def test_own_threads_are_not_counted_as_contention(tmp_path):
+    board, p = _make("odroid-xu4", tmp_path)
+    set_proc_stat(board.root, {cpu: (0, 0) for cpu in range(8)})
+    add_task(board.root, PID, 101, jiffies=1000, cpu=5)
+    add_task(board.root, PID, 102, jiffies=10, cpu=1)
+    m = Monitor(p, pid=PID, exclude_tids=[101])
+    m.register_threads([102])
+    # thread 101 ran 300 jiffies on the big cluster, 102 ran 40 on LITTLE
+    add_task(board.root, PID, 101, jiffies=1300, cpu=6)
+    add_task(board.root, PID, 102, jiffies=50, cpu=2)
+    set_proc_stat(board.root, {0: (10, 90), 1: (10, 90), 2: (50, 50), 3: (10, 90),
+                               4: (100, 0), 5: (100, 0), 6: (100, 0), 7: (100, 0)})  # fmt: skip
+    s = m.sample()
+    assert s.cpu_util_total["cpu-big"] == pytest.approx(1.0)
+    assert s.cpu_util["cpu-big"] == pytest.approx((400 - 300) / 400)
+    assert s.cpu_util_total["cpu-little"] == pytest.approx(80 / 400)
+    assert s.cpu_util["cpu-little"] == pytest.approx(40 / 400)
+    assert m.excluded_tids == {101, 102}
+
+
+def test_ended_threads_are_dropped(tmp_path):
+    board, p = _make("jetson-nano", tmp_path)
+    add_task(board.root, PID, 7, jiffies=5, cpu=0)
+    m = Monitor(p, pid=PID, exclude_tids=[7])
+    board.kernel.fail_reads[f"/proc/{PID}/task/7/stat"] = errno.ESRCH  # what a reaped thread's stat gives
+    m.sample()
+    assert m.excluded_tids == set()
+
+
+def test_real_thread_registration_on_this_machine():
+    # The live path: our own thread's stat file parses (this machine has /proc).
+    import threading
+
+    with open(f"/proc/self/task/{threading.get_native_id()}/stat") as fh:
+        jiffies, cpu = parse_task_stat(fh.read())
+    assert jiffies >= 0 and cpu >= 0
+
+
+def test_parsers():
+    stats = parse_proc_stat("cpu  1 2 3 4\ncpu0 10 0 5 80 5 0 0 0 0 0\ncpu1 x\nintr 1\n")
+    assert stats == {0: (15, 100)}
+    line = "123 (a b) c) S 1 1 1 0 -1 0 0 0 0 0 7 3" + " 0" * 23 + " 3 0 0"
+    assert parse_task_stat(line) == (10, 3)
+
+
+def test_rapl_power_energy_and_wraparound(tmp_path, monkeypatch):
+    board, p = _make("x86-rapl", tmp_path)
+    t = Tree(board.root)
+    pkg = "/sys/devices/virtual/powercap/intel-rapl/intel-rapl:0/energy_uj"
+    psys = "/sys/devices/virtual/powercap/intel-rapl/intel-rapl:1/energy_uj"
+    clock = iter([100.0, 101.0, 103.0])
+    monkeypatch.setattr("governors.monitors.time.monotonic", lambda: next(clock))
+    t.file(pkg, "1000000", 0o400)
+    t.file(psys, "262143000000", 0o400)  # near max_energy_range_uj = 262143328850
+    m = Monitor(p, pid=PID)
+    t.file(pkg, "6000000", 0o400)  # 5 J in 1 s
+    t.file(psys, str(262143000000 + 8000000 - 262143328850), 0o400)  # wrapped: 8 J in 1 s
+    s1 = m.sample()
+    assert s1.rails_w["package-0"] == pytest.approx(5.0)
+    assert s1.rails_w["psys"] == pytest.approx(8.0)
+    assert s1.power_w == pytest.approx(8.0)  # psys is the platform total
+    assert s1.energy_j == pytest.approx(8.0)
+    t.file(psys, str(8000000 - 328850 + 20000000), 0o400)  # 20 J in 2 s
+    s2 = m.sample()
+    assert s2.power_w == pytest.approx(10.0)
+    assert s2.energy_j == pytest.approx(28.0)
+
+
+def test_rapl_unreadable_as_unprivileged_gives_no_power(tmp_path):
+    board, p = _make("x86-rapl", tmp_path)
+    board.kernel.unprivileged = True
+    m = Monitor(p, pid=PID)
+    s = m.sample()
+    assert s.power_w is None and s.rails_w == {}
+
+
+def test_energy_is_integrated_with_trapezoids(tmp_path, monkeypatch):
+    board, p = _make("jetson-xavier-nx", tmp_path)
+    t = Tree(board.root)
+    vin = "/sys/bus/i2c/devices/7-0040/hwmon/hwmon6"
+    clock = iter([0.0, 1.0, 3.0])
+    monkeypatch.setattr("governors.monitors.time.monotonic", lambda: next(clock))
+    t.file(f"{vin}/in1_input", "5000")
+    t.file(f"{vin}/curr1_input", "1000")  # 5 W
+    m = Monitor(p, pid=PID)
+    s1 = m.sample()
+    assert s1.power_w == pytest.approx(5.0) and s1.energy_j == pytest.approx(5.0)
+    t.file(f"{vin}/curr1_input", "3000")  # 15 W
+    s2 = m.sample()
+    assert s2.energy_j == pytest.approx(5.0 + (5.0 + 15.0) / 2 * 2.0)
+
+
+def test_sensor_changes_are_seen_through_kept_open_files(tmp_path):
+    board, p = _make("jetson-nano", tmp_path)
+    m = Monitor(p, pid=PID)
+    m.sample()
+    t = Tree(board.root)
+    host = os.path.join(board.root, "sys/devices/gpu.0/load")
+    with open(host, "w") as fh:  # in place, as the kernel regenerates the text
+        fh.write("999\n")
+    t.file("/sys/devices/virtual/thermal/thermal_zone1/temp", "71500")
+    s = m.sample()
+    assert s.gpu_load == pytest.approx(99.9)
+    assert s.temperatures_c["CPU-therm"] == pytest.approx(71.5)
+
+
+def test_hardkernel_ina231_enabled_then_disabled(tmp_path):
+    board, p = _make("odroid-xu3", tmp_path)
+    before = tree_snapshot(board.root)
+    enable = "/sys/bus/i2c/drivers/INA231/3-0040/enable"
+    m = Monitor(p, pid=PID)
+    assert _read(board, enable) == "1\n"
+    s = m.sample()
+    assert s.rails_w["VDD_ARM"] == pytest.approx(1.20745)
+    m.close()
+    assert tree_snapshot(board.root) == before
+
+
+def test_ina231_enable_refused_degrades_power(tmp_path):
+    board, p = _make("odroid-xu3", tmp_path)
+    board.kernel.fail_writes["/sys/bus/i2c/drivers/INA231/3-0044/enable"] = errno.EACCES
+    m = Monitor(p, pid=PID)
+    assert p.capability("power").status == "degraded"
+    assert "EACCES" in p.capability("power").reason
+    s = m.sample()
+    assert s.rails_w["VDD_G3D"] == 0.0 and s.rails_w["VDD_ARM"] > 0
+    m.close()
+
+
+def test_read_faults_leave_fields_empty(tmp_path):
+    board, p = _make("jetson-nano", tmp_path)
+    m = Monitor(p, pid=PID)
+    board.kernel.fail_reads["/sys/devices/gpu.0/load"] = errno.EIO
+    board.kernel.fail_reads["/proc/stat"] = errno.EIO
+    s = m.sample()
+    assert s.gpu_load is None
+    assert s.cpu_util == {"cpu": None}
+    assert s.power_w is not None
+
+
+def test_live_machine_sample():
+    p = detect_platform("/")
+    with Monitor(p) as m:
+        m.register_current_thread()
+        s = m.sample()
+    assert set(s.cpu_util) == {c.name for c in p.clusters}
+    assert s.mem_total_bytes is None or s.mem_total_bytes > 0
