@@ -244,3 +244,19 @@ def test_cli_rejects_corrupt_and_unknown_catalogs(tmp_path: Path, capsys: pytest
     assert "unknown schema" in capsys.readouterr().err
     with pytest.raises(CatalogError, match="does not exist"):
         load_catalog(tmp_path / "nothing.json")
+
+
+def test_missing_recorded_weights_and_missing_demo_catalog(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dynofa.errors import WeightsNotFoundError
+
+    (tmp_path / "w.pth").write_bytes(b"weights")
+    out = _cli_build(tmp_path, "--weights", str(tmp_path / "w.pth"))
+    (tmp_path / "w.pth").unlink()
+    with pytest.raises(WeightsNotFoundError, match="w.pth"):
+        family_for_catalog(load_catalog(out))
+    capsys.readouterr()
+    monkeypatch.setitem(__import__("sys").modules, "subnets.demo", None)  # as if not installed
+    assert main(["subnets"]) == 1
+    assert "pass --catalog FILE" in capsys.readouterr().err
