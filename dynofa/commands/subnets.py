@@ -25,8 +25,11 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--reprofile",
         action="store_true",
-        help="re-time a few subnets on this machine and predict the others (does not write the file)",
+        default=None,
+        help="re-time a few subnets on this machine and predict the others (does not write the file); "
+        "default: only when the catalog's latency was measured on another machine",
     )
+    p.add_argument("--no-reprofile", dest="reprofile", action="store_false", help="show the catalog's figures as is")
     p.add_argument("--pe", default=None, help="processing element to re-profile (default: the catalog's first)")
     p.add_argument("--measure", type=int, default=3, help="subnets to re-time with --reprofile (default 3)")
     p.add_argument("--weights", metavar="CKPT", help="weights file, overriding the path recorded in the catalog")
@@ -50,18 +53,42 @@ def run(args: argparse.Namespace) -> int:
 
     path = Path(args.catalog) if args.catalog else default_catalog_path()
     catalog = load_catalog(path)
-    if args.reprofile:
+    reprofiled = False
+    auto = args.reprofile is None
+    if args.reprofile or (auto and measured_elsewhere(catalog)):
+        from dynofa.errors import DynofaError
         from subnets.catalog_build import family_for_catalog, reprofile
 
         pe = args.pe or (catalog.pes()[0] if catalog.pes() else "cpu")
-        family = family_for_catalog(catalog, args.weights)
-        print(f"re-profiling {min(args.measure, len(catalog))} subnet(s) on {pe}...", file=sys.stderr)
-        catalog = reprofile(catalog, family, pe, args.measure, progress=lambda m: print(m, file=sys.stderr))
+        why = "" if args.reprofile else " (its latency was measured on another machine; --no-reprofile skips this)"
+        print(f"re-profiling {min(args.measure, len(catalog))} subnet(s) on {pe}{why}...", file=sys.stderr)
+        try:
+            family = family_for_catalog(catalog, args.weights)
+            catalog = reprofile(catalog, family, pe, args.measure, progress=lambda m: print(m, file=sys.stderr))
+            reprofiled = True
+        except DynofaError as exc:
+            if not auto:
+                raise
+            print(f"dynofa: warning: cannot re-profile ({exc}); showing the catalog's own figures", file=sys.stderr)
     if args.json:
-        print(json.dumps(catalog_summary(catalog, reprofiled=args.reprofile), indent=1))
+        print(json.dumps(catalog_summary(catalog, reprofiled=reprofiled), indent=1))
     else:
         print(format_table(catalog))
     return 0
+
+
+def measured_elsewhere(catalog: Catalog) -> bool:
+    """Whether the catalog's latency figures were taken on another machine than this one."""
+    import socket
+
+    from subnets.profiling import cpu_model
+
+    prov = catalog.provenance
+    latest = [info for info in (prov.get("reprofiled") or {}).values() if isinstance(info, dict)]
+    where = latest[-1] if latest else prov
+    if not where.get("host") and not where.get("cpu_model"):
+        return True  # unknown origin: this machine's figures are the honest ones
+    return where.get("host") != socket.gethostname() or where.get("cpu_model") != cpu_model()
 
 
 def catalog_summary(catalog: Catalog, reprofiled: bool = False) -> dict[str, Any]:

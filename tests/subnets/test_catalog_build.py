@@ -260,3 +260,18 @@ def test_missing_recorded_weights_and_missing_demo_catalog(
     monkeypatch.setitem(__import__("sys").modules, "subnets.demo", None)  # as if not installed
     assert main(["subnets"]) == 1
     assert "pass --catalog FILE" in capsys.readouterr().err
+
+
+def test_subnets_reprofiles_a_catalog_measured_elsewhere(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = _cli_build(tmp_path, "--random-init")
+    capsys.readouterr()
+    assert main(["subnets", "--catalog", str(out), "--json"]) == 0  # built here: shown as is
+    assert json.loads(capsys.readouterr().out)["reprofiled"] is False
+    data = json.loads(out.read_text())
+    data["provenance"]["host"] = "another-board"
+    out.write_text(json.dumps(data))
+    assert main(["subnets", "--catalog", str(out), "--json", "--measure", "2"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["reprofiled"] is True and "measured on another machine" in captured.err
+    assert main(["subnets", "--catalog", str(out), "--json", "--no-reprofile"]) == 0
+    assert json.loads(capsys.readouterr().out)["reprofiled"] is False
