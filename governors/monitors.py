@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from governors.platform.jtop_telemetry import JtopTelemetry
 from governors.platform.model import Platform, PowerRail
 from governors.sysfs import CachedReader, describe_oserror
 
@@ -35,8 +36,13 @@ class Snapshot:
     cpu_util: dict[str, float | None] = field(default_factory=dict)  # others' load per cluster
     cpu_util_total: dict[str, float | None] = field(default_factory=dict)  # including our threads
     cpu_khz: dict[str, int | None] = field(default_factory=dict)
+    cpu_max_khz: dict[str, int | None] = field(default_factory=dict)  # current ceiling (scaling_max_freq)
     gpu_load: float | None = None
     gpu_hz: int | None = None
+    gpu_max_hz: int | None = None
+    # PEs whose frequency ceiling is below the hardware maximum (thermal cap, nvpmodel), unless
+    # floor == ceiling, which is a deliberate pin (dynofa's clamp, jetson_clocks), not a cap.
+    throttled: list[str] = field(default_factory=list)
     mem_total_bytes: int | None = None
     mem_available_bytes: int | None = None
     temperatures_c: dict[str, float] = field(default_factory=dict)
@@ -94,8 +100,18 @@ def _meminfo(text: str) -> tuple[int | None, int | None]:
 class Monitor:
     """Samples a platform. Not thread-safe for concurrent ``sample`` calls; registration is."""
 
-    def __init__(self, platform: Platform, exclude_tids: Iterable[int] = (), pid: int | None = None) -> None:
+    def __init__(
+        self,
+        platform: Platform,
+        exclude_tids: Iterable[int] = (),
+        pid: int | None = None,
+        telemetry: JtopTelemetry | None = None,
+    ) -> None:
+        """``telemetry``: a jtop client (see :func:`governors.platform.jtop_telemetry.open_telemetry`)
+        to take rails, temperatures and GPU load from instead of sysfs; frequencies and CPU load
+        always come from sysfs and /proc."""
         self.platform = platform
+        self.telemetry = telemetry
         self.pid = os.getpid() if pid is None else pid
         self._reader = CachedReader(platform.sysfs)
         self._lock = threading.Lock()
@@ -193,14 +209,30 @@ class Monitor:
         self._sample_cpu(snap)
         self._sample_gpu(snap)
         self._sample_memory(snap)
-        self._sample_thermal(snap)
-        self._sample_power(snap, interval)
+        reading = self.telemetry.read() if self.telemetry is not None else None
+        if reading is None:
+            self._sample_thermal(snap)
+            self._sample_power(snap, interval)
+        else:
+            snap.temperatures_c = dict(reading.temperatures_c)
+            snap.rails_w = dict(reading.rails_w)
+            if reading.gpu_load is not None:
+                snap.gpu_load = reading.gpu_load
+            total = reading.power_w if reading.power_w is not None else (sum(reading.rails_w.values()) or None)
+            self._integrate(snap, total, interval, counters=False)
         return snap
 
     def _sample_cpu(self, snap: Snapshot) -> None:
         reader = self._reader
         for c in self.platform.clusters:
-            snap.cpu_khz[c.name] = reader.try_int(f"{c.policies[0]}/scaling_cur_freq") if c.policies else None
+            if not c.policies:
+                snap.cpu_khz[c.name] = snap.cpu_max_khz[c.name] = None
+                continue
+            pol = c.policies[0]
+            snap.cpu_khz[c.name] = reader.try_int(f"{pol}/scaling_cur_freq")
+            ceiling = snap.cpu_max_khz[c.name] = reader.try_int(f"{pol}/scaling_max_freq")
+            if _capped(ceiling, reader.try_int(f"{pol}/scaling_min_freq"), c.hw_max_khz):
+                snap.throttled.append(c.name)
         cur = self._read_cpu()
         own = self._own_deltas()
         prev, self._cpu_prev = self._cpu_prev, cur
@@ -225,6 +257,10 @@ class Monitor:
             return
         if gpu.devfreq:
             snap.gpu_hz = self._reader.try_int(f"{gpu.devfreq}/cur_freq")
+            snap.gpu_max_hz = self._reader.try_int(f"{gpu.devfreq}/max_freq")
+            hw_max = gpu.available_hz[-1] if gpu.available_hz else None
+            if _capped(snap.gpu_max_hz, self._reader.try_int(f"{gpu.devfreq}/min_freq"), hw_max):
+                snap.throttled.append("gpu" if gpu.cuda else gpu.name)
         if gpu.load_path:
             raw = self._reader.try_int(gpu.load_path)
             snap.gpu_load = None if raw is None else raw * gpu.load_scale
@@ -287,13 +323,18 @@ class Monitor:
             elif rail.in_sum:
                 summed += w
                 any_summed = True
-        snap.power_w = total_rail if total_rail is not None else (summed if any_summed else None)
-        if snap.power_w is not None and interval > 0:
-            # Trapezoid between samples; with counters (RAPL) the mean power over the interval is exact.
-            prev = self._last_power if self._last_power is not None else snap.power_w
-            rapl = all(r.kind == "rapl" for r in self._rails)
-            self.energy_j += (snap.power_w if rapl else (prev + snap.power_w) / 2) * interval
-        self._last_power = snap.power_w
+        total = total_rail if total_rail is not None else (summed if any_summed else None)
+        self._integrate(
+            snap, total, interval, counters=bool(self._rails) and all(r.kind == "rapl" for r in self._rails)
+        )
+
+    def _integrate(self, snap: Snapshot, power_w: float | None, interval: float, counters: bool) -> None:
+        """Energy: trapezoids between samples; with counters (RAPL) the interval's mean power is exact."""
+        snap.power_w = power_w
+        if power_w is not None and interval > 0:
+            prev = self._last_power if self._last_power is not None else power_w
+            self.energy_j += (power_w if counters else (prev + power_w) / 2) * interval
+        self._last_power = power_w
         snap.energy_j = self.energy_j
 
     # -- INA231 enable (hardkernel driver reads 0 until enabled) ----------------------------------
@@ -314,12 +355,18 @@ class Monitor:
                 self.platform.sysfs.write(path, "0")
         self._enabled_sensors.clear()
         self._reader.close()
+        if self.telemetry is not None:
+            self.telemetry.close()
 
     def __enter__(self) -> Monitor:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _capped(ceiling: int | None, floor: int | None, hw_max: int | None) -> bool:
+    return ceiling is not None and hw_max is not None and ceiling < hw_max and floor != ceiling
 
 
 def _rail_path(rail: PowerRail) -> str:

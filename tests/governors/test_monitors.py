@@ -207,3 +207,80 @@ def test_live_machine_sample():
         s = m.sample()
     assert set(s.cpu_util) == {c.name for c in p.clusters}
     assert s.mem_total_bytes is None or s.mem_total_bytes > 0
+
+
+def test_throttled_pes_are_reported(tmp_path):
+    board, p = _make("jetson-nano", tmp_path)
+    m = Monitor(p, pid=PID)
+    assert m.sample().throttled == []
+    t = Tree(board.root)
+    t.file("/sys/devices/system/cpu/cpufreq/policy0/scaling_max_freq", "1224000", 0o644)  # thermal cap
+    t.file("/sys/devices/gpu.0/devfreq/57000000.gpu/max_freq", "614400000", 0o644)
+    s = m.sample()
+    assert s.throttled == ["cpu", "gpu"]
+    assert s.cpu_max_khz == {"cpu": 1224000} and s.gpu_max_hz == 614400000
+    t.file("/sys/devices/system/cpu/cpufreq/policy0/scaling_min_freq", "1224000", 0o644)  # a deliberate pin
+    assert m.sample().throttled == ["gpu"]
+
+
+class FakeJtop:
+    """The attributes jtop's client exposes (jetson-stats 4.2+ shapes), for a Xavier NX."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.power = {
+            "rail": {
+                "VDD_IN": {"volt": 5008, "curr": 1400, "power": 7011, "avg": 6500, "online": True},
+                "VDD_CPU_GPU_CV": {"volt": 5008, "curr": 400, "power": 2003, "avg": 1900, "online": True},
+                "VDD_SOC": {"volt": 5008, "curr": 300, "power": 1502, "avg": 1500, "online": False},
+            },
+            "tot": {"volt": 5008, "curr": 1400, "power": 7011, "avg": 6500, "name": "VDD_IN"},
+        }
+        self.temperature = {
+            "CPU": {"temp": 43.5, "online": True},
+            "GPU": {"temp": 41.0, "online": True},
+            "AUX": {"temp": -256, "online": False},
+        }
+        self.gpu = {"gv11b": {"status": {"railgate": False, "3d_scaling": True, "load": 61.2}, "freq": {}}}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_jtop_conversion():
+    from governors.platform.jtop_telemetry import convert
+
+    j = FakeJtop()
+    r = convert(j.power, j.temperature, j.gpu)
+    assert r.rails_w == {"VDD_IN": pytest.approx(7.011), "VDD_CPU_GPU_CV": pytest.approx(2.003)}
+    assert r.power_w == pytest.approx(7.011)
+    assert r.temperatures_c == {"CPU": 43.5, "GPU": 41.0}
+    assert r.gpu_load == pytest.approx(61.2)
+    assert convert(None, None, None).power_w is None  # malformed input never raises
+
+
+def test_monitor_uses_jtop_telemetry_when_given(tmp_path, monkeypatch):
+    from governors.platform.jtop_telemetry import JtopTelemetry
+
+    board, p = _make("jetson-xavier-nx", tmp_path)
+    client = FakeJtop()
+    clock = iter([0.0, 2.0])
+    monkeypatch.setattr("governors.monitors.time.monotonic", lambda: next(clock))
+    m = Monitor(p, pid=PID, telemetry=JtopTelemetry(client=client))
+    s = m.sample()
+    assert s.power_w == pytest.approx(7.011) and s.energy_j == pytest.approx(7.011 * 2)
+    assert s.gpu_load == pytest.approx(61.2) and "CPU" in s.temperatures_c
+    assert s.cpu_khz == {"cpu-c0": 1420800, "cpu-c1": 1420800, "cpu-c2": 1420800}  # sysfs still
+    m.close()
+    assert client.closed
+
+
+def test_jtop_not_used_without_its_service(tmp_path):
+    from governors.platform.jtop_telemetry import open_telemetry
+
+    board, p = _make("jetson-nano", tmp_path)
+    assert open_telemetry(p) is None
+    Tree(board.root).file("/run/jtop.sock", "")
+    p2 = detect_platform(board.root, hook=board.kernel)
+    assert p2.capability("jtop").status == "available"  # jetson-stats is installed here
+    assert open_telemetry(p2) is None  # a fake tree is never the live system
