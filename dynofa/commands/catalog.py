@@ -56,7 +56,12 @@ def register(subparsers: Any) -> None:
         help="input normalisation of --val/--calib images: imagenet (default), cifar10, digits, none",
     )
     b.add_argument(
-        "--pe", action="append", dest="pes", metavar="PE", help="processing element to profile on (repeatable; cpu)"
+        "--pe",
+        action="append",
+        dest="pes",
+        metavar="PE",
+        help="processing element to profile on (repeatable): cpu (unpinned), a CPU cluster of this board "
+        "(cpu-big, cpu-little: pinned to its CPUs), or gpu (CUDA). Default: every PE of this machine",
     )
     b.add_argument("--candidates", type=int, default=100, metavar="N", help="candidate subnets sampled (default 100)")
     b.add_argument("--measure", type=int, default=20, metavar="M", help="candidates timed per PE (default 20)")
@@ -146,9 +151,12 @@ def run_build(args: argparse.Namespace) -> int:
         )
     elif args.random_init:
         say("warning: --random-init with --val measures the accuracy of untrained weights (near chance)")
+    pes, affinity = processing_elements(args.pes)
+    say(f"profiling on {', '.join(pes)}" + (f" (pinned: {affinity})" if affinity else ""))
     catalog = build_catalog(
         family,
-        args.pes or ["cpu"],
+        pes,
+        affinity=affinity,
         candidates=args.candidates,
         measure=args.measure,
         keep=args.keep,
@@ -170,6 +178,30 @@ def run_build(args: argparse.Namespace) -> int:
 
     print(format_table(catalog))
     return 0
+
+
+def processing_elements(asked: list[str] | None) -> tuple[list[str], dict[str, list[int]]]:
+    """The PEs to profile on (default: this machine's) and the CPUs each CPU cluster is pinned to."""
+    import torch
+
+    from governors.platform import detect_platform
+
+    platform = detect_platform("/")
+    known = platform.pe_names()
+    cuda = torch.cuda.is_available()
+    pes = list(dict.fromkeys(asked)) if asked else [pe for pe in known if pe != "gpu" or cuda]
+    affinity: dict[str, list[int]] = {}
+    for pe in pes:
+        if pe == "gpu":
+            if not cuda:
+                raise CatalogBuildError("--pe gpu needs CUDA, which this machine's torch does not have")
+        elif pe == "cpu":
+            continue  # all CPUs, unpinned
+        elif pe not in known:
+            raise CatalogBuildError(f"unknown processing element {pe!r}; this machine has: {', '.join(known)}")
+        elif len(platform.clusters) > 1:
+            affinity[pe] = platform.pe_cpus(pe)
+    return pes, affinity
 
 
 def _load(path: str, normalize: str, resolution: int, limit: int | None, what: str) -> Any:

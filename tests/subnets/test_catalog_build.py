@@ -275,3 +275,18 @@ def test_subnets_reprofiles_a_catalog_measured_elsewhere(tmp_path: Path, capsys:
     assert json.loads(captured.out)["reprofiled"] is True and "measured on another machine" in captured.err
     assert main(["subnets", "--catalog", str(out), "--json", "--no-reprofile"]) == 0
     assert json.loads(capsys.readouterr().out)["reprofiled"] is False
+
+
+def test_cli_processing_elements(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dynofa.commands.catalog import processing_elements
+    from governors.platform import detect_platform
+
+    pes, affinity = processing_elements(None)
+    assert pes[0] in detect_platform("/").pe_names()
+    assert processing_elements(["cpu", "cpu"]) == (["cpu"], {})
+    base = ["catalog", "build", "--family", "fake", "--random-init", "--out", str(tmp_path / "c.json")]
+    assert main([*base, "--pe", "npu"]) == 1
+    assert "unknown processing element 'npu'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main([*base, "--pe", "gpu"]) == 1
+        assert "needs CUDA" in capsys.readouterr().err
