@@ -46,7 +46,7 @@ def _act_inplace(name: str | None, x: Tensor) -> Tensor:
     if name == "relu":
         return torch.relu_(x)
     if name == "relu6":
-        return F.hardtanh_(x, 0.0, 6.0)
+        return x.clamp_(0.0, 6.0)
     if name == "h_swish":
         return F.hardswish(x, inplace=True)
     if name is None or name == "none":
