@@ -5,10 +5,10 @@ as one random variable filtered over time; we do the same per PE):
 
 * **observations**: the ratio ``observed latency / predicted latency`` of each
   inference, filtered by a scalar Kalman filter (random-walk state, noisy measurement).
-  A deadline miss, or a ratio far above the estimate, bypasses the filter: the
-  estimate jumps to the observed ratio at once, so the policy reacts within the next
-  inference. A run of observations far below the estimate (contention gone) resets it
-  too; ordinary noise is smoothed.
+  A deadline miss bypasses the filter: the estimate jumps to the observed ratio at
+  once, so the policy reacts within the next inference. Two ratios in a row far above
+  the estimate (new load, before any miss), or three far below (load gone), reset it
+  too; ordinary noise is smoothed. The spread of recent ratios gives the safety margin.
 * **monitors**: utilisation by other processes per CPU cluster, GPU load and
   throttling (a :class:`LoadView`, built from a ``governors.monitors.Snapshot``). They
   give a prior slowdown for PEs the app is not running on (so that task mapping can
@@ -19,6 +19,7 @@ as one random variable filtered over time; we do the same per PE):
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,9 +75,9 @@ def _first(data: Mapping[str, Any], *names: str) -> Any:
 def load_from_snapshot(snapshot: Any) -> LoadView:
     """Build a :class:`LoadView` from a monitor snapshot (its ``to_dict()`` or a plain mapping).
 
-    Written against the monitors contract (per-cluster utilisation by other processes,
-    GPU load, temperatures, power W, cumulative energy J); field names are looked up
-    leniently so that a snapshot's exact spelling does not break the policies, and
+    Reads ``governors.monitors.Snapshot`` (``cpu_util``: others' load per cluster as
+    fractions, ``gpu_load`` in percent, ``power_w``, ``energy_j``) and plain mappings
+    (``other_util`` fractions, ``gpu_load`` as a fraction, or a percentage when above 1);
     anything missing is simply left out.
     """
     if snapshot is None:
@@ -84,8 +85,10 @@ def load_from_snapshot(snapshot: Any) -> LoadView:
     data = snapshot.to_dict() if hasattr(snapshot, "to_dict") else snapshot
     if not isinstance(data, Mapping):
         return LoadView()
+    # governors.monitors.Snapshot: cpu_util = others' load per cluster (fractions), gpu_load in percent
+    is_snapshot = "cpu_util_total" in data or "interval_s" in data
     other: dict[str, float] = {}
-    raw_other = _first(data, "other_util", "cluster_other_util", "other_utilisation", "util_other", "others_util")
+    raw_other = _first(data, "other_util", "cpu_util", "cluster_other_util", "other_utilisation", "util_other")
     if isinstance(raw_other, Mapping):
         for name, value in raw_other.items():
             frac = _fraction(value)
@@ -99,7 +102,11 @@ def load_from_snapshot(snapshot: Any) -> LoadView:
                 if frac is not None:
                     other.setdefault(str(name), frac)
     gpu = data.get("gpu")
-    gpu_raw = _first(data, "gpu_load", "gpu_load_pct", "gpu_util")
+    gpu_raw = _first(data, "gpu_load", "gpu_util")
+    if is_snapshot and isinstance(gpu_raw, (int, float)) and not isinstance(gpu_raw, bool):
+        gpu_raw = gpu_raw / 100.0
+    if gpu_raw is None and isinstance(data.get("gpu_load_pct"), (int, float)):
+        gpu_raw = data["gpu_load_pct"] / 100.0
     if gpu_raw is None and isinstance(gpu, Mapping):
         gpu_raw = _first(gpu, "other_load", "load", "load_pct", "util")
     throttled_raw = _first(data, "throttled", "throttled_pes")
@@ -181,20 +188,25 @@ class _PeState:
     below_run: int = 0
     last_prior: float | None = None
     last_step: int = 0  # value of the estimator's step counter at the last observation
+    above_run: int = 0
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=64))  # ratios since the last reset
 
 
 class ContentionEstimator:
     """Per-PE slowdown estimate combining observed/predicted ratios and the monitors.
 
-    ``jump``: a ratio more than ``jump`` above the estimate resets it at once (onset of
-    contention); ``drop_run`` consecutive ratios more than ``jump`` below it reset it
-    down (contention gone). ``prior_jump``: when the monitors' prior for the PE rises by
-    more than this since the last decision, the estimate is raised to it before any miss.
+    ``jump``: ``jump_run`` consecutive ratios more than ``jump`` above the estimate reset it
+    (onset of contention; a deadline miss resets it at once); ``drop_run`` consecutive
+    ratios more than ``jump`` below it reset it down (contention gone). ``prior_jump``: when
+    the monitors' prior for the PE rises by more than this since the last decision, the
+    estimate is raised to it before any miss.
     """
 
     def __init__(self, q: float = 1e-4, r: float = 1e-2, jump: float = 0.25, drop_run: int = 3,
-                 prior_jump: float = 0.2, spread_alpha: float = 0.03, stale_after: int = 200) -> None:
+                 prior_jump: float = 0.2, spread_alpha: float = 0.03, stale_after: int = 200,
+                 jump_run: int = 2) -> None:
         self.q, self.r = q, r
+        self.jump_run = jump_run
         self.stale_after = stale_after
         self._step = 0
         self.jump = jump
@@ -222,26 +234,48 @@ class ContentionEstimator:
             state.observations = 0  # what we knew about this PE is too old to trust
         state.last_step = self._step
         if state.observations == 0:
-            k.reset(z)
+            self._reset(state, z)
         elif missed and z > k.x:
-            k.reset(z)  # react within the next inference: no filtering on a miss
-            state.below_run = 0
+            self._reset(state, z)  # react within the next inference: no filtering on a miss
         elif z > k.x * (1.0 + self.jump):
-            k.reset(z)
+            state.above_run += 1  # one fast-enough spike may be noise; two in a row is new load
             state.below_run = 0
+            if state.above_run >= self.jump_run:
+                self._reset(state, z)
+            else:
+                state.recent.append(z)
         elif z < k.x * (1.0 - self.jump):
+            state.above_run = 0
             state.below_run += 1
             if state.below_run >= self.drop_run:
-                k.reset(z)
-                state.below_run = 0
+                self._reset(state, z)
             # else: hold the estimate; one or two fast frames may be outliers
         else:
             state.below_run = 0
+            state.above_run = 0
+            state.recent.append(z)
             innovation = (z - k.x) / k.x
             state.spread = (1 - self.spread_alpha) * state.spread + self.spread_alpha * innovation * innovation
             k.update(z)
         state.observations += 1
         return k.x
+
+    @staticmethod
+    def _reset(state: _PeState, z: float) -> None:
+        state.kalman.reset(z)
+        state.below_run = state.above_run = 0
+        state.recent.clear()
+        state.recent.append(z)
+
+    def ratio_quantile(self, pe: str, q: float, min_samples: int = 12) -> float | None:
+        """The ``q`` quantile of recent observed/predicted ratios on ``pe`` (since the last regime
+        change), relative to the current estimate; None until ``min_samples`` were seen."""
+        state = self._pes.get(pe)
+        if state is None or len(state.recent) < min_samples or state.kalman.x <= 0:
+            return None
+        ordered = sorted(state.recent)
+        idx = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
+        return ordered[idx] / state.kalman.x
 
     def slowdown_observed(self, pe: str) -> float | None:
         state = self._pes.get(pe)

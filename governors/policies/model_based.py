@@ -6,9 +6,9 @@ regression (:mod:`governors.latency_model`) x the PE's contention slowdown
 latency x safety margin meets its deadline, on the PE where that is cheapest, at the
 lowest-energy frequencies that still meet it (:mod:`governors.policies.search`).
 
-* **Safety margin**: ``max(min_margin, 1 + 2.33 * sd)`` with ``sd`` the observed relative
-  spread of latency around the estimate on the app's PE: enough for ~99 % of inferences
-  when the jitter is roughly normal.
+* **Safety margin**: the 98th percentile of the recent observed/predicted ratios on the
+  app's PE relative to the estimate (``1 + 2.33 * sd`` until a dozen ratios were seen),
+  clamped to ``[min_margin, max_margin]``: sized for ~99 % of inferences to meet the budget.
 * **Reaction**: a deadline miss resets the PE's slowdown to the observed ratio (no
   filtering), and the next ``decide`` drops to what fits: one inference.
 * ``dvfs=False`` keeps every clock at the top of its ladder (subnet and mapping choice
@@ -39,7 +39,7 @@ class ModelBasedPolicy(Policy):
     def __init__(self, latency_model: LatencyModel | None = None, power_model: PowerModel | None = None,
                  min_margin: float = 1.05, up_margin: float = 1.02, hold: int = 5,
                  estimator: ContentionEstimator | None = None, use_monitors: bool = True,
-                 max_margin: float = 1.5, dvfs: bool = True) -> None:
+                 max_margin: float = 1.5, dvfs: bool = True, quantile: float = 0.98) -> None:
         if min_margin < 1.0 or up_margin < 1.0 or hold < 0:
             raise PolicyError(f"need min_margin >= 1, up_margin >= 1, hold >= 0; got {min_margin}, {up_margin}, {hold}")
         self.latency_model = latency_model or LatencyModel()
@@ -51,6 +51,7 @@ class ModelBasedPolicy(Policy):
         self.hold = hold
         self.use_monitors = use_monitors
         self.dvfs = dvfs
+        self.quantile = quantile
         self.estimator = estimator or ContentionEstimator()
         self.reset()
 
@@ -58,7 +59,7 @@ class ModelBasedPolicy(Policy):
         self.estimator = ContentionEstimator(
             q=self.estimator.q, r=self.estimator.r, jump=self.estimator.jump, drop_run=self.estimator.drop_run,
             prior_jump=self.estimator.prior_jump, spread_alpha=self.estimator.spread_alpha,
-            stale_after=self.estimator.stale_after)
+            stale_after=self.estimator.stale_after, jump_run=self.estimator.jump_run)
         self.power_model = self._fixed_power
         self._current: Plan | None = None
         self._signature: object = None
@@ -91,8 +92,13 @@ class ModelBasedPolicy(Policy):
         out = {}
         for app in inp.apps:
             point = self._points.get(app.name)
-            sd = self.estimator.relative_sd(point.pe) if point is not None else 0.0
-            out[app.name] = min(self.max_margin, max(self.min_margin, 1.0 + Z99 * sd))
+            if point is None:
+                out[app.name] = self.min_margin
+                continue
+            # the 98th percentile of recent ratios once there are enough, else a normal approximation
+            q = self.estimator.ratio_quantile(point.pe, self.quantile)
+            m = q if q is not None else 1.0 + Z99 * self.estimator.relative_sd(point.pe)
+            out[app.name] = min(self.max_margin, max(self.min_margin, m))
         return out
 
     def _power(self, inp: DecisionInput) -> PowerModel:
@@ -153,7 +159,13 @@ class ModelBasedPolicy(Policy):
         if plan_key(best) <= plan_key(current):
             self._pending = None
             return current, ""
-        up = {a: m * self.up_margin for a, m in margins.items()}
+        # Step up only once the spread of the current regime is known: until a dozen ratios were
+        # seen since the last change, plan the upgrade with the largest margin.
+        up = {}
+        for a, m in margins.items():
+            point = self._points.get(a)
+            known = point is not None and self.estimator.ratio_quantile(point.pe, self.quantile) is not None
+            up[a] = (m if known else self.max_margin) * self.up_margin
         check = evaluate(inp, best.assignment(), best.freqs, predict, up, power)
         if check is None or any(not c.meets_latency for c in check.choices.values()):
             self._pending = None

@@ -85,13 +85,24 @@ def test_estimator_jumps_on_a_miss_and_smooths_noise() -> None:
     assert 0.02 < est.relative_sd("cpu") < 0.1
     est.observe("cpu", 13.0, 10.0, missed=True)
     assert est.slowdown("cpu") == pytest.approx(1.3)  # no filtering on a miss
-    est.observe("cpu", 21.0, 10.0)  # far above: onset of contention, taken at once
+    est.observe("cpu", 21.0, 10.0)  # far above but no miss: may be a spike, held
+    assert est.slowdown("cpu") == pytest.approx(1.3)
+    est.observe("cpu", 21.0, 10.0)  # twice in a row: onset of contention, taken at once
     assert est.slowdown("cpu") == pytest.approx(2.1)
     est.observe("cpu", 10.0, 10.0)
     est.observe("cpu", 10.0, 10.0)
     assert est.slowdown("cpu") > 1.5  # two fast frames are not enough to drop
     est.observe("cpu", 10.0, 10.0)
     assert est.slowdown("cpu") == pytest.approx(1.0)  # third: contention gone
+
+
+def test_ratio_quantile_sizes_the_margin() -> None:
+    est = ContentionEstimator()
+    assert est.ratio_quantile("cpu", 0.98) is None
+    for i in range(50):
+        est.observe("cpu", 10.0 * (1.0 + 0.1 * ((i % 10) / 10 - 0.45)), 10.0)  # ratios 0.955 .. 1.045
+    q = est.ratio_quantile("cpu", 0.98)
+    assert q is not None and 1.03 < q < 1.07
 
 
 def test_estimator_uses_monitor_prior_for_unobserved_pes_and_on_a_load_jump() -> None:
@@ -122,6 +133,10 @@ def test_load_from_snapshot_is_lenient() -> None:
     assert view.gpu_load == pytest.approx(0.75)
     assert view.power_w == 5.5 and view.energy_j == 100.0 and view.throttled == frozenset({"gpu"})
     assert load_from_snapshot(None) == LoadView()
+    from governors.monitors import Snapshot  # the platforms engineer's record: gpu_load is percent
+    snap = Snapshot(t=0.0, interval_s=1.0, cpu_util={"cpu": 0.25, "gpu-x": None}, gpu_load=0.5, power_w=3.0)
+    view = load_from_snapshot(snap)
+    assert view.other_util == {"cpu": 0.25} and view.gpu_load == pytest.approx(0.005) and view.power_w == 3.0
     assert load_from_snapshot("garbage") == LoadView()
 
 

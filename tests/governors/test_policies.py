@@ -167,14 +167,15 @@ def test_steps_back_up_after_contention_ends() -> None:
     policy.observe("app", 80.0)  # miss -> medium
     assert policy.decide(i).points["app"].subnet == "medium"
     subnets = []
-    for _ in range(15):
+    for _ in range(30):
         d = policy.decide(i)
         point = d.points["app"]
         base = {"small": 10.0, "medium": 20.0, "large": 40.0}[point.subnet]
         policy.observe("app", base * (0.1 + 0.9 * 2000000 / point.cpu_freq_khz["cpu-big"]))
         subnets.append(point.subnet)
     assert subnets[-1] == "large"
-    assert subnets.index("large") >= 3  # not before the hold
+    # not before the hold, nor before the spread of the new regime is known (a dozen ratios)
+    assert subnets.index("large") >= 10
 
 
 def test_no_catalog_latency_for_platform_is_an_error() -> None:

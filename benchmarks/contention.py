@@ -1,0 +1,468 @@
+"""REAL contention on this machine: do the policies keep an app inside its latency budget?
+
+    python -m benchmarks.contention [--scale 1.0] [--trace out.jsonl] [--plot out.png]
+    python -m benchmarks.contention --plot out.png --from-trace out.jsonl     # plot an earlier run
+
+An app runs inference in a loop from the demo catalog (``subnets.demo`` + ``SubnetPool``;
+``--stand-in`` or a missing demo catalog uses labelled synthetic matmul subnets instead)
+with a latency budget. Phases, by wall-clock time:
+
+1. ``quiet``: no extra load, budget B1 (the largest subnet fits);
+2. ``contention``: background processes (one per CPU, bounded in time, killed at the end)
+   busy-loop, same budget;
+3. ``release``: the background processes stop;
+4. ``tight``: the budget tightens to B2 (only smaller subnets fit).
+
+The policies run **in the same run, interleaved** (each tick, every policy decides and
+runs one inference, in a rotating order), so they meet the same contention:
+``model-based``, ``dynamic-ofa``, ``static`` largest and smallest. A probe runs every
+subnet in turn; from its samples the per-phase best static choice (the oracle: the most
+accurate subnet whose probed hit rate in that phase is >= 0.99) is derived after the run.
+
+Budgets are set from a quiet calibration of this machine (B1 = 1.3 x the largest subnet's
+median, B2 = midway between the two largest subnets' medians x 1.15), printed in the JSON.
+The machine has no cpufreq, so there is no DVFS here: subnet choice only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from statistics import median
+from typing import Any, TextIO
+
+from dynofa.budget import Budget
+from dynofa.catalog import Accuracy, CatalogEntry, Latency
+from governors.contention import LoadView
+from governors.policies import make_policy
+from governors.policies.base import AppRequest, DecisionInput, PeInfo, Policy
+
+RunOne = Callable[[str], float]  # subnet id -> latency (ms) of one inference
+
+_SPIN = (
+    "import sys, time\n"
+    "t0, t1 = float(sys.argv[1]), float(sys.argv[2])\n"
+    "while time.time() < t0: time.sleep(0.002)\n"
+    "x = 0\n"
+    "while time.time() < t1: x += 1\n"
+)
+
+
+@dataclass
+class Workload:
+    """Subnets to choose from and a callable that runs one inference of one of them."""
+
+    entries: list[CatalogEntry]
+    run: RunOne
+    kind: str  # "demo-catalog" or "stand-in"
+    source: str
+    close: Callable[[], None] = lambda: None
+
+
+def pool_workload(catalog_path: str | None) -> Workload:
+    """The demo catalog (or ``catalog_path``) served by a weight-shared SubnetPool on the CPU."""
+    import torch
+
+    from dynofa.catalog import load_catalog
+    from subnets.pool import SubnetPool
+
+    if catalog_path is None:
+        from subnets.demo import demo_catalog_path
+
+        catalog_path = str(demo_catalog_path())
+    catalog = load_catalog(catalog_path)
+    pool = SubnetPool.from_catalog(catalog, device="cpu")
+    inputs = {sid: torch.randn(pool.family.input_shape(pool.spec(sid))) for sid in pool.ids}
+
+    def run(subnet: str) -> float:
+        return float(pool.infer(inputs[subnet], subnet).latency_ms)
+
+    return Workload(list(catalog.entries), run, "demo-catalog", str(catalog_path), pool.close)
+
+
+def stand_in_workload(levels: int = 5) -> Workload:
+    """Synthetic subnets: chains of matmuls growing with the level. Accuracies are SYNTHETIC labels."""
+    import torch
+
+    torch.manual_seed(0)
+    entries, mats = [], {}
+    for i in range(levels):
+        width = 288 + 48 * i  # ~1:4 in latency: none far below a scheduler time slice
+        sid = f"standin-l{i}"
+        mats[sid] = [torch.randn(width, width) for _ in range(6)]
+        entries.append(CatalogEntry(id=sid, config={"level": i}, resolution=width, macs=6 * width**3, params=0,
+                                    latency={"cpu": Latency(ms=1.0, source="measured")},
+                                    accuracy=Accuracy(top1=0.60 + 0.05 * i, source="predicted", dataset="synthetic")))
+
+    def run(subnet: str) -> float:
+        ms = mats[subnet]
+        start = time.perf_counter()
+        x = ms[0]
+        with torch.inference_mode():
+            for m in ms[1:]:
+                x = torch.tanh(x @ m * 0.01)
+        return (time.perf_counter() - start) * 1e3
+
+    return Workload(entries, run, "stand-in", "synthetic matmul chains (accuracies are labels, not measured)")
+
+
+def calibrate(work: Workload, repeats: int) -> dict[str, float]:
+    """Quiet median latency of every subnet on this machine (warm-up first)."""
+    for e in work.entries:
+        work.run(e.id)
+    samples: dict[str, list[float]] = {e.id: [] for e in work.entries}
+    for _ in range(repeats):
+        for e in work.entries:
+            samples[e.id].append(work.run(e.id))
+    return {sid: median(v) for sid, v in samples.items()}
+
+
+def start_background(n: int, start_at: float, stop_at: float) -> list[subprocess.Popen[bytes]]:
+    """``n`` busy-loop processes that start spinning at ``start_at`` and exit by ``stop_at`` on their own."""
+    return [subprocess.Popen([sys.executable, "-c", _SPIN, repr(start_at), repr(stop_at)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(n)]
+
+
+def stop_background(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    name: str
+    seconds: float
+    budget_ms: float
+    load: bool
+    event: bool  # a change the policies must react to (contention starts, budget tightens)
+
+
+def _monitor() -> Any:
+    """The platforms engineer's monitor on this machine, or None when it cannot run here."""
+    try:
+        from governors.monitors import Monitor
+        from governors.platform import detect_platform
+
+        mon = Monitor(detect_platform())
+        mon.register_current_thread()
+        return mon
+    except Exception:  # noqa: BLE001 - the benchmark runs without monitors too
+        return None
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)
+    work = stand_in_workload() if args.stand_in else _try_pool(args.catalog)
+    try:
+        return _run(args, work)
+    finally:
+        work.close()
+
+
+def _try_pool(catalog: str | None) -> Workload:
+    try:
+        return pool_workload(catalog)
+    except (ImportError, OSError, Exception) as exc:  # noqa: BLE001 - say why and fall back
+        if catalog is not None:
+            raise
+        print(f"demo catalog unavailable ({type(exc).__name__}: {exc}); using the stand-in workload",
+              file=sys.stderr)
+        return stand_in_workload()
+
+
+def _run(args: argparse.Namespace, work: Workload) -> dict[str, Any]:
+    quiet = calibrate(work, repeats=args.calibration_repeats)
+    entries = [replace(e, latency={"cpu": Latency(ms=quiet[e.id], source="measured", threads=1)})
+               for e in work.entries]
+    by_acc = sorted(entries, key=lambda e: (e.accuracy.top1 if e.accuracy else 0.0, -quiet[e.id]))
+    largest, smallest = by_acc[-1], min(entries, key=lambda e: quiet[e.id])
+    second = by_acc[-2] if len(by_acc) > 1 else by_acc[-1]
+    b1 = args.budget_ms or 1.3 * quiet[largest.id]
+    b2 = args.tight_budget_ms or 1.15 * (quiet[largest.id] + quiet[second.id]) / 2
+    s = args.scale
+    phases = [PhasePlan("quiet", 15 * s, b1, False, False), PhasePlan("contention", 30 * s, b1, True, True),
+              PhasePlan("release", 15 * s, b1, False, False), PhasePlan("tight", 25 * s, b2, False, True)]
+    pe = PeInfo("cpu", "cpu", (), cpus=os.cpu_count() or 1)
+    policies: dict[str, Policy] = {
+        "model-based": make_policy("model-based", use_monitors=args.monitor),
+        "dynamic-ofa": make_policy("dynamic-ofa", pe="cpu"),
+        "static-largest": make_policy("static", subnet=largest.id, pe="cpu"),
+        "static-smallest": make_policy("static", subnet=smallest.id, pe="cpu"),
+    }
+    monitor = _monitor() if args.monitor else None
+    trace: TextIO | None = open(args.trace, "w", encoding="utf-8") if args.trace else None  # noqa: SIM115
+    records: list[dict[str, Any]] = []
+    procs: list[subprocess.Popen[bytes]] = []
+    t_start = time.time()
+    try:
+        tick = 0
+        probe_i = 0
+        load = LoadView()
+        last_sample = 0.0
+        for idx, phase in enumerate(phases):
+            t_phase = time.time()
+            t_end = t_phase + phase.seconds
+            if phase.load:
+                procs = start_background(args.workers, t_phase, t_end + 0.5)
+            request = AppRequest("app", Budget(latency_ms=phase.budget_ms), tuple(entries))
+            while time.time() < t_end:
+                if monitor is not None and time.time() - last_sample > 0.1:
+                    from governors.contention import load_from_snapshot
+
+                    load = load_from_snapshot(monitor.sample())
+                    last_sample = time.time()
+                inp = DecisionInput(apps=(request,), pes=(pe,), board="generic-linux", load=load)
+                names = list(policies)
+                order = names[tick % len(names):] + names[: tick % len(names)]
+                for name in order:
+                    policy = policies[name]
+                    decision = policy.decide(inp)
+                    point = decision.points["app"]
+                    ms = work.run(point.subnet)
+                    policy.observe("app", ms, point)
+                    records.append(_record(tick, phase, idx, name, point.subnet, ms, entries, t_start, policy))
+                probe = entries[probe_i % len(entries)]
+                probe_i += 1
+                records.append(_record(tick, phase, idx, "probe", probe.id, work.run(probe.id), entries, t_start,
+                                       None))
+                tick += 1
+            if phase.load:
+                stop_background(procs)
+                procs = []
+        if trace is not None:
+            for r in records:
+                trace.write(json.dumps(r) + "\n")
+    finally:
+        if procs:
+            stop_background(procs)
+        if trace is not None:
+            trace.close()
+        if monitor is not None:
+            monitor.close()
+    result = summarise(records, phases, entries, args.reaction_window)
+    result.update({
+        "workload": work.kind, "workload_source": work.source,
+        "calibration_ms": {k: round(v, 3) for k, v in quiet.items()},
+        "budgets_ms": {"B1": round(b1, 3), "B2": round(b2, 3)},
+        "background_processes": args.workers, "monitors": monitor is not None,
+        "wall_s": round(time.time() - t_start, 1),
+        "trace": args.trace,
+    })
+    return result
+
+
+def _record(tick: int, phase: PhasePlan, idx: int, policy: str, subnet: str, ms: float,
+            entries: Sequence[CatalogEntry], t0: float, obj: Policy | None) -> dict[str, Any]:
+    entry = next(e for e in entries if e.id == subnet)
+    rec: dict[str, Any] = {
+        "t": round(time.time() - t0, 4), "tick": tick, "phase": phase.name, "phase_index": idx, "policy": policy,
+        "subnet": subnet, "accuracy": entry.accuracy.top1 if entry.accuracy else 0.0,
+        "latency_ms": round(ms, 4), "budget_ms": round(phase.budget_ms, 4), "hit": ms <= phase.budget_ms,
+        "cpu_khz": None,  # no cpufreq on this machine: no DVFS
+    }
+    if obj is not None and policy == "model-based":
+        est = obj.state().get("contention", {}).get("cpu", {})
+        rec["slowdown"] = est.get("slowdown")
+    return rec
+
+
+def summarise(records: Sequence[dict[str, Any]], phases: Sequence[PhasePlan], entries: Sequence[CatalogEntry],
+              window: int) -> dict[str, Any]:
+    acc = {e.id: (e.accuracy.top1 if e.accuracy else 0.0) for e in entries}
+    by_policy: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        by_policy.setdefault(r["policy"], []).append(r)
+    # reaction windows: the first `window` inferences of each policy after an event
+    events = {i for i, p in enumerate(phases) if p.event}
+
+    def split(rs: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        outside: list[dict[str, Any]] = []
+        reaction: dict[str, int] = {}
+        seen: dict[int, int] = {}
+        for r in rs:
+            k = r["phase_index"]
+            seen[k] = seen.get(k, 0) + 1
+            if k in events and seen[k] <= window:
+                reaction[phases[k].name] = reaction.get(phases[k].name, 0) + (0 if r["hit"] else 1)
+                continue
+            outside.append(r)
+        return outside, reaction
+
+    # oracle: per phase, the most accurate subnet whose probed hit rate is >= 0.99
+    oracle_choice: dict[str, str] = {}
+    oracle_hit: dict[str, float] = {}
+    probes = by_policy.get("probe", [])
+    for p in phases:
+        rates = {}
+        for e in entries:
+            s = [r for r in probes if r["phase"] == p.name and r["subnet"] == e.id]
+            if s:
+                rates[e.id] = sum(r["hit"] for r in s) / len(s)
+        ok = [sid for sid, rate in rates.items() if rate >= 0.99]
+        pick = max(ok, key=lambda sid: acc[sid]) if ok else max(rates, key=lambda sid: (rates[sid], acc[sid]))
+        oracle_choice[p.name], oracle_hit[p.name] = pick, rates[pick]
+
+    def stats(name: str) -> dict[str, Any]:
+        rs = by_policy.get(name, [])
+        outside, reaction = split(rs)
+        n = max(1, len(rs))
+        phase_counts = {p.name: sum(1 for r in rs if r["phase"] == p.name) for p in phases}
+        oracle_acc = sum(acc[oracle_choice[p]] * c for p, c in phase_counts.items()) / n
+        switches = sum(1 for a, b in zip(rs, rs[1:], strict=False) if a["subnet"] != b["subnet"])
+        return {
+            "inferences": len(rs),
+            "hit_rate": round(sum(r["hit"] for r in outside) / max(1, len(outside)), 5),
+            "hit_rate_all": round(sum(r["hit"] for r in rs) / n, 5),
+            "mean_accuracy": round(sum(r["accuracy"] for r in rs) / n, 5),
+            "oracle_accuracy_same_inferences": round(oracle_acc, 5),
+            "misses_in_reaction_window": reaction,
+            "per_phase_hit_rate": {p.name: round(sum(r["hit"] for r in rs if r["phase"] == p.name)
+                                                 / max(1, phase_counts[p.name]), 4) for p in phases},
+            "switches": switches,
+        }
+
+    per = {name: stats(name) for name in by_policy if name != "probe"}
+    mb = per.get("model-based", {})
+    oracle_hits = sum(oracle_hit[p.name] * sum(1 for r in by_policy.get("model-based", []) if r["phase"] == p.name)
+                      for p in phases) / max(1, mb.get("inferences", 1))
+    reaction = mb.get("misses_in_reaction_window", {})
+    return {
+        "benchmark": "contention",
+        "hit_rate": mb.get("hit_rate"),
+        "hit_rate_all": mb.get("hit_rate_all"),
+        "hit_rate_dynamic_ofa": per.get("dynamic-ofa", {}).get("hit_rate_all"),
+        "hit_rate_static_largest": per.get("static-largest", {}).get("hit_rate_all"),
+        "hit_rate_static_smallest": per.get("static-smallest", {}).get("hit_rate_all"),
+        "hit_rate_oracle": round(oracle_hits, 5),
+        "mean_accuracy": mb.get("mean_accuracy"),
+        "mean_accuracy_dynamic_ofa": per.get("dynamic-ofa", {}).get("mean_accuracy"),
+        "mean_accuracy_static_largest": per.get("static-largest", {}).get("mean_accuracy"),
+        "mean_accuracy_static_smallest": per.get("static-smallest", {}).get("mean_accuracy"),
+        "mean_accuracy_oracle": mb.get("oracle_accuracy_same_inferences"),
+        "accuracy_gap_vs_oracle_pp": round((mb.get("oracle_accuracy_same_inferences", 0.0)
+                                            - mb.get("mean_accuracy", 0.0)) * 100, 3),
+        "reaction_inferences": max(reaction.values(), default=0),
+        "reaction_inferences_per_event": reaction,
+        "reaction_window": window,
+        "oracle_per_phase": oracle_choice,
+        "phases": [{"name": p.name, "seconds": p.seconds, "budget_ms": round(p.budget_ms, 3), "load": p.load}
+                   for p in phases],
+        "policies": per,
+        "goals": {
+            "hit_rate_ge_0.99_outside_reaction": (mb.get("hit_rate") or 0) >= 0.99,
+            "reaction_le_3": max(reaction.values(), default=0) <= 3,
+            "accuracy_within_1pp_of_oracle": abs(mb.get("oracle_accuracy_same_inferences", 0.0)
+                                                 - mb.get("mean_accuracy", 0.0)) * 100 <= 1.0,
+        },
+    }
+
+
+def plot(trace_path: str, out: str) -> None:
+    """Timeline: budget and measured latency, subnet accuracy, model-based slowdown/frequency, per policy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in Path(trace_path).read_text(encoding="utf-8").splitlines() if line]
+    if not records:
+        raise SystemExit(f"trace {trace_path} is empty")
+    shown = ["model-based", "dynamic-ofa", "static-largest"]
+    colors = {"model-based": "tab:blue", "dynamic-ofa": "tab:orange", "static-largest": "tab:red"}
+    fig, axes = plt.subplots(3, 1, figsize=(11, 8), sharex=True)
+    ax_lat, ax_acc, ax_freq = axes
+    for name in shown:
+        rs = [r for r in records if r["policy"] == name]
+        ax_lat.plot([r["t"] for r in rs], [r["latency_ms"] for r in rs], ".", ms=2, color=colors[name], label=name)
+        ax_acc.step([r["t"] for r in rs], [r["accuracy"] * 100 for r in rs], where="post", color=colors[name],
+                    label=name)
+    mb = [r for r in records if r["policy"] == "model-based"]
+    ax_lat.step([r["t"] for r in mb], [r["budget_ms"] for r in mb], where="post", color="k", label="budget")
+    ax_lat.set_ylabel("latency (ms)")
+    ax_lat.set_yscale("log")
+    ax_lat.legend(loc="upper left", fontsize=8, markerscale=4)
+    ax_acc.set_ylabel("subnet accuracy (%)")
+    ax_acc.legend(loc="lower left", fontsize=8)
+    slow = [(r["t"], r["slowdown"]) for r in mb if r.get("slowdown") is not None]
+    if slow:
+        ax_freq.plot([t for t, _ in slow], [s for _, s in slow], color="tab:blue",
+                     label="model-based slowdown estimate")
+    khz = [(r["t"], r["cpu_khz"]) for r in mb if r.get("cpu_khz")]
+    if khz:
+        ax2 = ax_freq.twinx()
+        ax2.step([t for t, _ in khz], [k / 1000 for _, k in khz], where="post", color="tab:green")
+        ax2.set_ylabel("CPU MHz")
+    else:
+        ax_freq.text(0.99, 0.9, "CPU frequency: not controllable on this machine (no cpufreq)",
+                     transform=ax_freq.transAxes, ha="right", fontsize=8)
+    ax_freq.set_ylabel("slowdown (x)")
+    ax_freq.set_xlabel("time (s)")
+    ax_freq.legend(loc="upper left", fontsize=8)
+    # phase shading
+    starts: dict[str, float] = {}
+    ends: dict[str, float] = {}
+    for r in records:
+        starts.setdefault(r["phase"], r["t"])
+        ends[r["phase"]] = r["t"]
+    for i, (name, t0) in enumerate(starts.items()):
+        for ax in axes:
+            ax.axvspan(t0, ends[name], color="grey" if i % 2 else "white", alpha=0.12, lw=0)
+        ax_lat.text(t0, 1.01, name, transform=ax_lat.get_xaxis_transform(), fontsize=8)
+    fig.suptitle("dynofa contention benchmark (real, this machine): budget, latency, subnet, slowdown")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Real-contention benchmark of dynofa's policies (one JSON object).")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every phase's duration (1.0 = 85 s)")
+    parser.add_argument("--catalog", help="catalog file (default: the demo catalog)")
+    parser.add_argument("--stand-in", action="store_true", help="synthetic matmul subnets instead of the catalog")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="background busy-loop processes")
+    parser.add_argument("--budget-ms", type=float, help="budget of the first phases (default: from calibration)")
+    parser.add_argument("--tight-budget-ms", type=float, help="budget of the last phase (default: from calibration)")
+    parser.add_argument("--reaction-window", type=int, default=3, help="inferences after an event not counted")
+    parser.add_argument("--calibration-repeats", type=int, default=15)
+    parser.add_argument("--no-monitor", dest="monitor", action="store_false",
+                        help="do not feed the platform monitor to the policies")
+    parser.add_argument("--trace", help="write every inference as JSON lines to this file")
+    parser.add_argument("--plot", help="write a timeline PNG (needs --trace or --from-trace)")
+    parser.add_argument("--from-trace", help="plot an existing trace instead of running")
+    args = parser.parse_args(argv)
+    if not args.scale > 0 or args.workers < 0 or args.reaction_window < 0:
+        parser.error("--scale must be positive, --workers and --reaction-window non-negative")
+    if args.from_trace:
+        if not args.plot:
+            parser.error("--from-trace needs --plot")
+        plot(args.from_trace, args.plot)
+        return 0
+    if args.plot and not args.trace:
+        args.trace = str(Path(args.plot).with_suffix(".jsonl"))
+    result = run(args)
+    if args.plot:
+        plot(args.trace, args.plot)
+        result["plot"] = args.plot
+    json.dump(result, sys.stdout, indent=1)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,78 @@
+"""The benchmark harnesses drive the policies correctly (tiny runs; no timing assertions)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from benchmarks import contention, simulated_soc
+from dynofa.catalog import Accuracy, CatalogEntry, Latency
+
+
+def _fake_workload(slow: dict[str, float]) -> contention.Workload:
+    """Latency = nominal x a factor the test controls (no real compute, no sleeping)."""
+    rng = random.Random(0)
+    nominal = {"s": 2.0, "m": 4.0, "l": 8.0}
+    entries = [CatalogEntry(id=k, config={}, resolution=1, macs=1, params=0,
+                            latency={"cpu": Latency(ms=v, source="measured")},
+                            accuracy=Accuracy(top1=acc, source="measured"))
+               for (k, v), acc in zip(nominal.items(), (0.6, 0.7, 0.8), strict=True)]
+
+    def run(subnet: str) -> float:
+        return nominal[subnet] * slow["x"] * (1 + rng.uniform(-0.02, 0.02))
+
+    return contention.Workload(entries, run, "stand-in", "test")
+
+
+def test_summarise_counts_reaction_and_oracle() -> None:
+    phases = [contention.PhasePlan("quiet", 1, 10.0, False, False), contention.PhasePlan("load", 1, 10.0, True, True)]
+    entries = _fake_workload({"x": 1.0}).entries
+    recs = []
+    for _ in range(10):
+        recs.append({"phase": "quiet", "phase_index": 0, "policy": "model-based", "subnet": "l", "accuracy": 0.8,
+                     "latency_ms": 8.0, "hit": True})
+    for i in range(10):
+        hit = i >= 2  # two misses right after the event, then fine
+        recs.append({"phase": "load", "phase_index": 1, "policy": "model-based", "subnet": "l" if i < 2 else "m",
+                     "accuracy": 0.8 if i < 2 else 0.7, "latency_ms": 16.0 if not hit else 8.0, "hit": hit})
+    for sid, ms_quiet, ms_load in (("s", 2, 4), ("m", 4, 8), ("l", 8, 16)):
+        for ph, ms in (("quiet", ms_quiet), ("load", ms_load)):
+            recs.append({"phase": ph, "phase_index": 0 if ph == "quiet" else 1, "policy": "probe", "subnet": sid,
+                         "accuracy": 0.0, "latency_ms": ms, "hit": ms <= 10.0})
+    out = contention.summarise(recs, phases, entries, window=3)
+    assert out["reaction_inferences"] == 2
+    assert out["hit_rate"] == 1.0 and out["hit_rate_all"] == 0.9
+    assert out["oracle_per_phase"] == {"quiet": "l", "load": "m"}
+    assert out["accuracy_gap_vs_oracle_pp"] == pytest.approx(-1.0)  # two lucky large inferences
+    assert out["goals"]["reaction_le_3"]
+
+
+def test_contention_harness_runs_policies_and_plots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    slow = {"x": 1.0}
+    monkeypatch.setattr(contention, "start_background", lambda n, a, b: slow.update(x=2.5) or [])
+    monkeypatch.setattr(contention, "stop_background", lambda procs: slow.update(x=1.0))
+    args = argparse.Namespace(scale=0.002, workers=0, budget_ms=10.0, tight_budget_ms=7.0, reaction_window=3,
+                              calibration_repeats=3, monitor=False, trace=str(tmp_path / "t.jsonl"))
+    result = contention._run(args, _fake_workload(slow))
+    assert set(result["policies"]) == {"model-based", "dynamic-ofa", "static-largest", "static-smallest"}
+    for key in ("hit_rate", "hit_rate_dynamic_ofa", "hit_rate_static_largest", "mean_accuracy",
+                "accuracy_gap_vs_oracle_pp", "reaction_inferences"):
+        assert key in result
+    lines = (tmp_path / "t.jsonl").read_text().splitlines()
+    assert lines and {"t", "policy", "subnet", "latency_ms", "budget_ms"} <= set(json.loads(lines[0]))
+    contention.plot(str(tmp_path / "t.jsonl"), str(tmp_path / "t.png"))
+    assert (tmp_path / "t.png").stat().st_size > 1000
+
+
+def test_simulated_soc_quick_run_has_the_keys() -> None:
+    out = simulated_soc.run("odroid-xu3", scale=0.05, seed=0)
+    assert out["SIMULATION"].startswith("simulated odroid-xu3")
+    for key in ("miss_rate", "energy_vs_oracle", "energy_vs_performance_governor", "dynamic_range_time",
+                "dynamic_range_energy"):
+        assert isinstance(out[key], float)
+    assert out["dynamic_range_time"] > 10 and out["dynamic_range_energy"] > 2
+    assert set(out["policies"]) >= {"model-based", "dynamic-ofa", "performance", "schedutil", "oracle"}
