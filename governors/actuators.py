@@ -355,6 +355,7 @@ def _own_tids() -> list[int]:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs and looks like a dynofa daemon (a Python process), not a reused pid."""
     if pid <= 0:
         return False
     try:
@@ -362,5 +363,12 @@ def _pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmdline = fh.read().lower()
+    except OSError:
+        return True  # cannot tell: assume it is the owner, the message explains what to check
+    if not cmdline:
+        return True  # starting up or a zombie: cannot tell, assume the owner
+    return b"dynofa" in cmdline or b"python" in cmdline

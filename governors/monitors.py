@@ -49,7 +49,6 @@ class Snapshot:
     rails_w: dict[str, float] = field(default_factory=dict)
     power_w: float | None = None
     energy_j: float = 0.0  # integrated since the monitor started
-    errors: list[str] = field(default_factory=list)
 
     @property
     def max_temperature_c(self) -> float | None:

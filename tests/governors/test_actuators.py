@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import time
 
 import pytest
 
@@ -284,10 +285,51 @@ def test_live_owner_of_state_file_blocks_a_second_daemon(tmp_path):
     act = Actuator(p, str(tmp_path / "state"))
     act.set_cluster_khz("cpu", 518400)
     saved = json.loads((tmp_path / "state" / STATE_FILE).read_text())
-    saved["pid"] = os.getppid()  # alive, and not us
-    (tmp_path / "state" / STATE_FILE).write_text(json.dumps(saved))
-    with pytest.raises(PlatformError, match="another dynofa daemon"):
-        Actuator(detect_platform(board.root, hook=board.kernel), str(tmp_path / "state"))
+    import subprocess
+    import sys
+
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"], stdout=subprocess.PIPE
+    )
+    try:
+        assert other.stdout is not None and other.stdout.readline() == b"up\n"  # it runs Python now
+        saved["pid"] = other.pid  # alive, a Python process, and not us
+        (tmp_path / "state" / STATE_FILE).write_text(json.dumps(saved))
+        with pytest.raises(PlatformError, match="another dynofa daemon"):
+            Actuator(detect_platform(board.root, hook=board.kernel), str(tmp_path / "state"))
+    finally:
+        other.kill()
+        other.wait()
+        if other.stdout is not None:
+            other.stdout.close()
+    # once it is gone, the next start restores
+    act2 = Actuator(detect_platform(board.root, hook=board.kernel), str(tmp_path / "state"))
+    assert act2.recovered is not None and act2.recovered.ok
+
+
+def test_reused_pid_of_an_unrelated_process_does_not_block(tmp_path):
+    board, p = _make("jetson-nano", tmp_path)
+    before = tree_snapshot(board.root)
+    act = Actuator(p, str(tmp_path / "state"))
+    act.set_cluster_khz("cpu", 518400)
+    saved = json.loads((tmp_path / "state" / STATE_FILE).read_text())
+    import subprocess
+
+    sleeper = subprocess.Popen(["sleep", "60"])  # alive, but not a dynofa daemon
+    try:
+        for _ in range(1000):  # until exec has replaced the forked Python image
+            with open(f"/proc/{sleeper.pid}/cmdline", "rb") as fh:
+                if fh.read().startswith(b"sleep"):
+                    break
+            time.sleep(0.005)
+        saved["pid"] = sleeper.pid
+        (tmp_path / "state" / STATE_FILE).write_text(json.dumps(saved))
+        act2 = Actuator(detect_platform(board.root, hook=board.kernel), str(tmp_path / "state"))
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert act2.recovered is not None and act2.recovered.ok
+    assert tree_snapshot(board.root) == before
 
 
 def test_state_file_for_another_root_is_refused(tmp_path):
