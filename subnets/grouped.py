@@ -405,6 +405,16 @@ class GroupedFamily(ModelFamily):
             self._net = net.to(self.device).eval()
         return self._net
 
+    def weights_info(self) -> dict[str, Any]:
+        """The catalog's ``weights`` object."""
+        if self.weights_path is None:
+            return {"init": "random", "seed": self.seed}
+        from dynofa.catalog import sha256_file
+
+        if not self.weights_path.is_file():
+            raise WeightsNotFoundError(self.name, [str(self.weights_path)])
+        return {"path": str(self.weights_path), "sha256": sha256_file(self.weights_path)}
+
     def resolutions(self) -> list[int]:
         return [self.resolution]
 
