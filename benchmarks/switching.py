@@ -1,0 +1,261 @@
+"""Subnet switching on CPU: weight-shared pool vs stock OFA extraction vs Dynamic-OFA-style restart.
+
+    python -m benchmarks.switching [--k 10] [--switches 1000] [--first 200] [--seed 0]
+
+Prints one JSON object. Everything is measured in the same run with one intra-op thread, so
+the ratios hold on a noisy shared machine even when absolute times drift:
+
+* ``switch_overhead_ms_p50/p99``: wall time of ``pool.switch`` between random pairs of the K subnets;
+* ``first_inference_excess_ms_median``: first inference after a switch minus that subnet's
+  steady-state median, the steady state measured interleaved with the switches;
+* ``extract_switch_ms_median``: the switch done by stock ``get_active_subnet(preserve_weight=True)``;
+* ``restart_switch_ms_median``: the switch done as the public Dynamic-OFA code does it, a new
+  Python process that loads the supernet weights from disk, extracts the subnet and runs the first
+  inference (timed from spawn to exit);
+* ``resident_tensor_bytes_ratio``: tensor bytes of the pool with K resident / the supernet alone;
+* ``latency_ratio_vs_extracted_median``: median over the K of pool latency / stock extracted
+  (eager) latency, interleaved; ``latency_ratio_dynamic_vs_extracted_median`` is the same for
+  dynamic slicing of the supernet, for context.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from subnets.family import SubnetSpec
+from subnets.ofa_family import OFAMobileNetV3Family
+from subnets.pool import SubnetPool
+
+RESTART_SCRIPT = r"""
+import json, sys, time
+import torch
+torch.set_num_threads(1)
+from subnets.ofa_compat import install
+install()
+from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
+args = json.loads(sys.argv[1])
+net = OFAMobileNetV3(n_classes=1000, dropout_rate=0.1, width_mult=1.0, ks_list=[3, 5, 7],
+                     expand_ratio_list=[3, 4, 6], depth_list=[2, 3, 4])
+net.load_state_dict(torch.load(args["weights"], map_location="cpu", weights_only=True)["state_dict"])
+net.set_active_subnet(**args["config"])
+subnet = net.get_active_subnet(preserve_weight=True).eval()
+with torch.inference_mode():
+    subnet(torch.zeros(1, 3, args["resolution"], args["resolution"]))
+"""
+
+
+def _ms(ns: int) -> float:
+    return ns / 1e6
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter_ns()
+    fn()
+    return _ms(time.perf_counter_ns() - start)
+
+
+def measure_switch_overhead(pool: SubnetPool, switches: int, rng: random.Random) -> list[float]:
+    times = []
+    for _ in range(switches):
+        target = rng.choice([sid for sid in pool.ids if sid != pool.active])
+        start = time.perf_counter_ns()
+        pool.switch(target)
+        times.append(_ms(time.perf_counter_ns() - start))
+    return times
+
+
+def measure_first_inference(
+    pool: SubnetPool, inputs: dict[str, torch.Tensor], switches: int, steady_per_switch: int, rng: random.Random
+) -> dict[str, Any]:
+    """First inference after each switch, and the steady state of each subnet measured interleaved."""
+    first: list[tuple[str, float]] = []
+    steady: dict[str, list[float]] = {sid: [] for sid in pool.ids}
+    for _ in range(switches):
+        target = rng.choice([sid for sid in pool.ids if sid != pool.active])
+        x = inputs[target]
+        pool.switch(target)
+        first.append((target, _timed(lambda x=x: pool.infer(x))))  # type: ignore[misc]
+        for _ in range(steady_per_switch):
+            steady[target].append(_timed(lambda x=x: pool.infer(x)))  # type: ignore[misc]
+    medians = {sid: statistics.median(v) for sid, v in steady.items() if v}
+    excess = [t - medians[sid] for sid, t in first if sid in medians]
+    return {
+        "excess": excess,
+        "steady_median_ms": medians,
+        "first_median_ms": statistics.median(t for _, t in first),
+    }
+
+
+def measure_latency_ratios(
+    pool: SubnetPool,
+    family: OFAMobileNetV3Family,
+    specs: dict[str, SubnetSpec],
+    inputs: dict[str, torch.Tensor],
+    rounds: int,
+    rng: random.Random,
+) -> dict[str, Any]:
+    extracted = {sid: family.extract(spec) for sid, spec in specs.items()}
+    pool_t: dict[str, list[float]] = {sid: [] for sid in specs}
+    ext_t: dict[str, list[float]] = {sid: [] for sid in specs}
+    dyn_t: dict[str, list[float]] = {sid: [] for sid in specs}
+    with torch.inference_mode():
+        for sid in specs:  # warm-up of every path and shape
+            extracted[sid](inputs[sid])
+            family.forward_dynamic(specs[sid], inputs[sid])
+        for _ in range(rounds):
+            order = list(specs)
+            rng.shuffle(order)
+            for sid in order:
+                x, spec, ext = inputs[sid], specs[sid], extracted[sid]
+                runs = [
+                    (pool_t, lambda x=x, sid=sid: pool.infer(x, subnet=sid)),
+                    (ext_t, lambda x=x, ext=ext: ext(x)),
+                    (dyn_t, lambda x=x, spec=spec: family.forward_dynamic(spec, x)),
+                ]
+                rng.shuffle(runs)
+                for store, fn in runs:
+                    store[sid].append(_timed(fn))
+    med = {
+        name: {sid: statistics.median(v) for sid, v in t.items()}
+        for name, t in (("pool", pool_t), ("extracted", ext_t), ("dynamic", dyn_t))
+    }
+    return {
+        "pool_vs_extracted": {sid: med["pool"][sid] / med["extracted"][sid] for sid in specs},
+        "dynamic_vs_extracted": {sid: med["dynamic"][sid] / med["extracted"][sid] for sid in specs},
+        "median_ms": med,
+    }
+
+
+def measure_extract_switch(family: OFAMobileNetV3Family, specs: list[SubnetSpec], switches: int) -> list[float]:
+    return [_timed(lambda spec=spec: family.extract(spec)) for spec in (specs * switches)[:switches]]  # type: ignore[misc]
+
+
+def measure_restart_switch(
+    family: OFAMobileNetV3Family, specs: list[SubnetSpec], repetitions: int, workdir: Path
+) -> list[float]:
+    weights = workdir / "ofa_mbv3_supernet.pth"
+    torch.save({"state_dict": family.supernet().state_dict()}, weights)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    times = []
+    for spec in (specs * repetitions)[:repetitions]:
+        args = json.dumps({"weights": str(weights), "config": dict(spec.config), "resolution": spec.resolution})
+        start = time.perf_counter_ns()
+        subprocess.run([sys.executable, "-c", RESTART_SCRIPT, args], check=True, env=env, cwd=root)
+        times.append(_ms(time.perf_counter_ns() - start))
+    return times
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(args.threads)
+    rng = random.Random(args.seed)
+    resolutions = args.resolutions or None
+    extra = {"resolutions": resolutions} if resolutions else {}
+    family = OFAMobileNetV3Family(width_mult=1.0, seed=args.seed, **extra)
+    specs = {s.short_id(family.id_prefix): s for s in family.sample_many(args.k, rng)}
+    inputs = {
+        sid: torch.randn(family.input_shape(spec), generator=torch.Generator().manual_seed(i))
+        for i, (sid, spec) in enumerate(specs.items())
+    }
+
+    build_start = time.perf_counter()
+    pool = SubnetPool(family, specs)
+    pool_build_s = time.perf_counter() - build_start
+    memory = pool.memory()
+
+    switch = measure_switch_overhead(pool, args.switches, rng)
+    first = measure_first_inference(pool, inputs, args.first, args.steady, rng)
+    ratios = measure_latency_ratios(pool, family, specs, inputs, args.rounds, rng)
+    extract = measure_extract_switch(family, list(specs.values()), args.extract)
+    with tempfile.TemporaryDirectory() as tmp:
+        restart = measure_restart_switch(family, list(specs.values()), args.restarts, Path(tmp))
+    pool.close()
+
+    pool_ratio = list(ratios["pool_vs_extracted"].values())
+    dyn_ratio = list(ratios["dynamic_vs_extracted"].values())
+    return {
+        "benchmark": "switching",
+        "family": family.name,
+        "k": args.k,
+        "resolutions": sorted({s.resolution for s in specs.values()}),
+        "threads": torch.get_num_threads(),
+        "device": "cpu",
+        "switch_overhead_ms_p50": _percentile(switch, 50),
+        "switch_overhead_ms_p99": _percentile(switch, 99),
+        "switch_overhead_ms_max": max(switch),
+        "switches": len(switch),
+        "first_inference_excess_ms_median": statistics.median(first["excess"]),
+        "first_inference_excess_ms_p90": _percentile(first["excess"], 90),
+        "first_inference_switches": len(first["excess"]),
+        "first_inference_ms_median": first["first_median_ms"],
+        "extract_switch_ms_median": statistics.median(extract),
+        "extract_switches": len(extract),
+        "restart_switch_ms_median": statistics.median(restart),
+        "restart_repetitions": len(restart),
+        "resident_tensor_bytes_ratio": memory["ratio_to_supernet"],
+        "supernet_tensor_bytes": memory["supernet_bytes"],
+        "private_tensor_bytes": memory["private_bytes"],
+        "latency_ratio_vs_extracted_median": statistics.median(pool_ratio),
+        "latency_ratio_vs_extracted_max": max(pool_ratio),
+        "latency_ratio_dynamic_vs_extracted_median": statistics.median(dyn_ratio),
+        "latency_ms_median": {name: statistics.median(v.values()) for name, v in ratios["median_ms"].items()},
+        "latency_rounds": args.rounds,
+        "pool_build_s": pool_build_s,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": _cpu_model(),
+        "seed": args.seed,
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--k", type=int, default=10, help="subnets in the pool (default 10)")
+    parser.add_argument("--switches", type=int, default=2000, help="switches timed for the overhead (>= 1000)")
+    parser.add_argument("--first", type=int, default=200, help="switches timed for the first inference (>= 200)")
+    parser.add_argument("--steady", type=int, default=2, help="steady-state inferences after each of those")
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds for the latency ratio")
+    parser.add_argument("--extract", type=int, default=20, help="stock extractions timed")
+    parser.add_argument("--restarts", type=int, default=3, help="process restarts timed")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--resolutions", type=int, nargs="*", help="resolutions to sample from (default: family's)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.k < 2:
+        parser.error("--k must be at least 2 (switches go between two different subnets)")
+    print(json.dumps(run(args), indent=1))
+
+
+if __name__ == "__main__":
+    main()
