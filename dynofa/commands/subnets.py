@@ -114,7 +114,7 @@ def format_table(catalog: Catalog) -> str:
         for pe in pes:
             lat = e.latency.get(pe)
             lats.append("-" if lat is None else f"{lat.ms:.2f} ({lat.source})")
-        rows.append([e.id, str(e.resolution), f"{e.macs / 1e6:.1f}", f"{e.params / 1e6:.2f}", acc, *lats])
+        rows.append([e.id, str(e.resolution), _millions(e.macs, 1), _millions(e.params, 2), acc, *lats])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     family = catalog.family.get("name", "?")
@@ -128,3 +128,9 @@ def format_table(catalog: Catalog) -> str:
     if all(e.accuracy is None for e in catalog.entries):
         notes.append("no accuracy: the catalog was built without validation data (dynofa catalog build --val DATA)")
     return "\n".join([title, *lines, *notes])
+
+
+def _millions(value: int, decimals: int) -> str:
+    """``value`` in millions; small nets keep three significant digits instead of showing 0.0."""
+    m = value / 1e6
+    return f"{m:.{decimals}f}" if m >= 10 ** (1 - decimals) or m == 0 else f"{m:.3g}"
