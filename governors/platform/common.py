@@ -30,6 +30,10 @@ def add_common_capabilities(platform: Platform) -> None:
     gpu = platform.gpu
     if gpu is not None and gpu.load_path and sysfs.access(gpu.load_path):
         platform.set_capability("gpu-load", Capability(AVAILABLE, "", gpu.load_path))
+    elif gpu is not None and gpu.cuda and gpu.devfreq is None:
+        platform.set_capability(
+            "gpu-load", Capability(MISSING, f"{gpu.name}: load comes from NVML/nvidia-smi, which dynofa does not poll")
+        )
     elif gpu is not None:
         platform.set_capability("gpu-load", Capability(MISSING, f"GPU {gpu.name} exposes no load file"))
     else:

@@ -66,6 +66,12 @@ def dvfs_capability(sysfs: Sysfs, gpu: Gpu | None) -> Capability:
     if gpu is None:
         return Capability(MISSING, f"no GPU devfreq device under {DEVFREQ_CLASS}")
     if gpu.devfreq is None:
+        if gpu.cuda:
+            return Capability(
+                MISSING,
+                f"{gpu.name} is a discrete NVIDIA GPU: its clocks belong to the NVIDIA driver "
+                "(nvidia-smi --lock-gpu-clocks), not devfreq; dynofa leaves them alone",
+            )
         return Capability(MISSING, f"GPU {gpu.name} has no devfreq node")
     node = gpu.devfreq
     if "userspace" in gpu.governors:

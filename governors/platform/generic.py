@@ -5,6 +5,7 @@ from __future__ import annotations
 from governors.platform import cpufreq, devfreq, power
 from governors.platform.boards import BoardId
 from governors.platform.common import add_common_capabilities
+from governors.platform.discrete_gpu import find_nvidia_gpu
 from governors.platform.model import Platform
 from governors.platform.thermal import thermal_zones
 from governors.sysfs import Sysfs
@@ -19,7 +20,7 @@ def build(sysfs: Sysfs, ident: BoardId) -> Platform:
         model=ident.model,
         sysfs=sysfs,
         clusters=clusters,
-        gpu=devfreq.find_mali_gpu(sysfs),
+        gpu=find_nvidia_gpu(sysfs) or devfreq.find_mali_gpu(sysfs),
         rails=rails,
         thermal_zones=thermal_zones(sysfs),
     )

@@ -687,6 +687,48 @@ def x86_rapl(root: str) -> FakeBoard:
     )
 
 
+def x86_cuda(root: str) -> FakeBoard:
+    """A workstation: acpi-cpufreq (userspace governor, descending frequency list), a discrete NVIDIA GPU."""
+    t, k = Tree(root), FakeKernel(os.path.abspath(root))
+    proc_files(t, 4, 65747000, 60000000)
+    t.file(
+        "/proc/cpuinfo", "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD Ryzen 9 5900X 12-Core Processor"
+    )
+    freqs = [2200000, 2800000, 3700000]
+    govs = "conservative ondemand userspace powersave performance schedutil"
+    for cpu in range(4):
+        d = cpufreq_policy(t, k, [cpu], freqs, govs, "schedutil", 2200000, "acpi-cpufreq")
+        t.file(f"{d}/scaling_available_frequencies", "3700000 2800000 2200000 ")  # acpi-cpufreq lists high to low
+    bus = "0000:01:00.0"
+    t.file(
+        f"/proc/driver/nvidia/gpus/{bus}/information",
+        "Model: \t\t NVIDIA GeForce RTX 3060\nIRQ:   \t\t 94\nGPU UUID: \t GPU-0\nBus Location: \t 0000:01:00.0",
+    )
+    t.file(f"/sys/devices/pci0000:00/0000:00:01.1/{bus}/vendor", "0x10de")
+    t.link(f"/sys/bus/pci/devices/{bus}", f"/sys/devices/pci0000:00/0000:00:01.1/{bus}")
+    t.link(f"/sys/bus/pci/drivers/nvidia/{bus}", f"/sys/devices/pci0000:00/0000:00:01.1/{bus}")
+    thermal_zone(t, 0, "acpitz", 35000)
+    return FakeBoard(
+        "x86-cuda",
+        t.root,
+        k,
+        {
+            "board": "generic-linux",
+            "clusters": {"cpu": [0, 1, 2, 3]},
+            "gpu": "NVIDIA GeForce RTX 3060",
+            "gpu_hz": [],
+            "rails": [],
+            "total_rail": None,
+            "power_w": None,
+            "zones": ["acpitz"],
+            "gpu_load": None,
+            "cpu_method": "userspace",
+            "gpu_method": None,
+            "pes": ["cpu", "gpu"],
+        },
+    )
+
+
 def bare_machine(root: str) -> FakeBoard:
     """A VM or container like the CI machine: CPUs and /proc, nothing else."""
     t, k = Tree(root), FakeKernel(os.path.abspath(root))
@@ -721,6 +763,7 @@ BOARDS: dict[str, Callable[[str], FakeBoard]] = {
     "odroid-xu3-mainline": odroid_xu3_mainline,
     "odroid-xu4": odroid_xu4,
     "x86-rapl": x86_rapl,
+    "x86-cuda": x86_cuda,
     "bare": bare_machine,
 }
 

@@ -62,7 +62,7 @@ def test_set_every_cluster_and_gpu_then_restore_byte_for_byte(name, tmp_path):
         got = act.set_cluster_khz(c.name, want)
         assert got == want, c.name
         assert act.read_cluster_khz(c.name) == want
-    if p.gpu is not None:
+    if p.gpu is not None and p.gpu.available_hz:
         want = _middle(p.gpu.available_hz)
         assert act.set_gpu_hz(want) == want
     assert tree_snapshot(board.root) != before
@@ -82,7 +82,7 @@ def test_crash_leaves_state_file_and_next_start_restores(name, tmp_path):
     act = Actuator(p, state_dir)
     for c in p.clusters:
         act.set_cluster_khz(c.name, c.available_khz[0] if c.available_khz else 800000)
-    if p.gpu is not None:
+    if p.gpu is not None and p.gpu.available_hz:
         act.set_gpu_hz(p.gpu.available_hz[-1])
     del act  # the daemon dies here: no restore
     saved = json.loads((tmp_path / "state" / STATE_FILE).read_text())
@@ -237,6 +237,15 @@ def test_unprivileged_never_writes(tmp_path):
     assert act.set_gpu_hz(600000000) == 177000000
     assert board.kernel.writes == []
     assert not os.path.exists(tmp_path / "state" / STATE_FILE)
+
+
+def test_discrete_gpu_is_left_alone(tmp_path):
+    board, p = _make("x86-cuda", tmp_path)
+    act = Actuator(p, str(tmp_path / "state"))
+    assert act.set_gpu_hz(1_000_000_000) is None
+    assert act.set_cluster_khz("cpu", 3000000) == 2800000
+    assert len(board.kernel.writes) == 8  # governor + setspeed on each of the 4 per-CPU policies
+    act.restore()
 
 
 def test_no_cpufreq_reports_none(tmp_path):

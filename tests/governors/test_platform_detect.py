@@ -57,6 +57,10 @@ def test_gpu_devfreq_discovery(board):
     assert p.gpu is not None
     assert p.gpu.name == e["gpu"]
     assert p.gpu.available_hz == e["gpu_hz"]
+    if not e["gpu_hz"]:  # a discrete NVIDIA GPU: a PE, but its clocks are the driver's
+        assert p.gpu.cuda and p.gpu.devfreq is None and "gpu" in p.pe_names()
+        assert "nvidia-smi" in p.capability("dvfs:gpu").reason
+        return
     assert p.gpu.devfreq is not None and p.gpu.devfreq.startswith("/sys/class/devfreq/")
     assert p.gpu.cuda == e["board"].startswith("jetson")
     assert p.gpu.cur_hz == p.gpu.available_hz[0] or p.gpu.cur_hz in p.gpu.available_hz
@@ -114,6 +118,15 @@ def test_rapl_energy_is_root_only(tmp_path):
     cap = p.capability("power")
     assert cap.status == MISSING
     assert "root-only" in cap.reason and "energy_uj" in cap.reason
+
+
+def test_acpi_cpufreq_descending_list_and_userspace(tmp_path):
+    board = build_board("x86-cuda", str(tmp_path / "ws"))
+    p = detect_platform(board.root, hook=board.kernel)
+    (cluster,) = p.clusters
+    assert cluster.available_khz == [2200000, 2800000, 3700000]
+    assert p.capability("dvfs:cpu").method.startswith("userspace")
+    assert p.pe_cpus("gpu") == [0, 1, 2, 3]
 
 
 def test_x86_policies_grouped_into_one_cluster(tmp_path):
