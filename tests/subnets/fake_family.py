@@ -30,6 +30,11 @@ class _Supernet(nn.Module):
         self.head = nn.Linear(max_width, num_classes)
 
 
+def _tensor(value: object) -> torch.Tensor:
+    assert isinstance(value, torch.Tensor)
+    return value
+
+
 class FakeSubnet(nn.Module):
     """A static subnet whose conv weights are views of the supernet's."""
 
@@ -37,17 +42,20 @@ class FakeSubnet(nn.Module):
         super().__init__()
         self.width = width
         self.stem_w = sup.stem.weight[:width]
-        self.block_ws = [(b.weight[:width, :width], b.bias[:width]) for b in sup.blocks[:depth]]
+        convs: list[nn.Conv2d] = [b for b in sup.blocks[:depth] if isinstance(b, nn.Conv2d)]
+        self.block_ws = [(c.weight[:width, :width], _tensor(c.bias)[:width]) for c in convs]
         self.head_w, self.head_b = sup.head.weight[:, :width], sup.head.bias
         self.bn_weight, self.bn_bias = sup.stem_bn.weight[:width], sup.stem_bn.bias[:width]
-        mean = sup.stem_bn.running_mean[:width] if bn is None else bn["stem_bn.running_mean"]
-        var = sup.stem_bn.running_var[:width] if bn is None else bn["stem_bn.running_var"]
+        stats = sup.stem_bn
+        mean = _tensor(stats.running_mean)[:width] if bn is None else bn["stem_bn.running_mean"]
+        var = _tensor(stats.running_var)[:width] if bn is None else bn["stem_bn.running_var"]
         self.register_buffer("running_mean", mean.clone())
         self.register_buffer("running_var", var.clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.conv2d(x, self.stem_w, padding=1)
-        x = F.batch_norm(x, self.running_mean, self.running_var, self.bn_weight, self.bn_bias, False)
+        mean, var = _tensor(self.running_mean), _tensor(self.running_var)
+        x = F.batch_norm(x, mean, var, self.bn_weight, self.bn_bias, False)
         x = F.relu(x)
         for w, b in self.block_ws:
             x = F.relu(F.conv2d(x, w, b, padding=1))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from subnets.profiling import cpu_model, measure_interleaved, measure_latency, p
 from subnets.regression import RegressionModel
 from tests.subnets.fake_family import FakeFamily
 
-FAST = {"warmup": 1, "repeats": 2}
+FAST: dict[str, Any] = {"warmup": 1, "repeats": 2}
 
 
 @pytest.fixture(autouse=True)
@@ -102,7 +103,9 @@ def test_build_with_validation_and_calibration(tmp_path: Path) -> None:
     back = load_catalog(out)
     assert back.to_dict() == cat.to_dict()
     entry = back.entries[0]
-    stats = load_bn_stats(back.bn_stats_path(entry))
+    bn_path = back.bn_stats_path(entry)
+    assert bn_path is not None
+    stats = load_bn_stats(bn_path)
     assert set(stats) == {"stem_bn.running_mean", "stem_bn.running_var"}
     assert stats["stem_bn.running_mean"].shape == (entry.config["width"],)
     model = RegressionModel.from_dict(back.latency_models["cpu"])
