@@ -35,7 +35,7 @@ from dynofa.errors import CatalogBuildError
 from subnets import pareto
 from subnets.accuracy import evaluate, image_batches
 from subnets.family import ModelFamily, SubnetSpec
-from subnets.profiling import measure_interleaved, provenance
+from subnets.profiling import cpu_freq_khz, measure_interleaved, provenance
 from subnets.regression import RegressionModel, error_report, fit, fit_accuracy, fit_latency
 
 if TYPE_CHECKING:
@@ -99,6 +99,7 @@ class _Settings:
     batch_size: int
     eval_device: str
     say: Progress
+    freq_khz: dict[str, int | None] = field(default_factory=dict)  # per PE, at the last measurement
 
 
 def build_catalog(
@@ -239,6 +240,7 @@ def reprofile(
         modules[entry.id] = (on_device(family.materialize(spec, bn), device), family.input_shape(spec))
     with _pinned(cpus):
         records = measure_interleaved(modules, device, warmup, repeats, threads)
+    freq = cpu_freq_khz(cpus) if device == "cpu" else None
     del modules
     for entry in chosen:
         measured[entry.id] = records[entry.id].median_ms
@@ -250,9 +252,9 @@ def reprofile(
     new_entries = []
     for entry, guess in zip(entries, predicted, strict=True):
         lat = (
-            Latency(ms=measured[entry.id], source="measured", threads=threads)
+            Latency(ms=measured[entry.id], source="measured", threads=threads, freq_khz=freq)
             if entry.id in measured
-            else Latency(ms=max(guess, 1e-6), source="predicted", threads=threads)
+            else Latency(ms=max(guess, 1e-6), source="predicted", threads=threads, freq_khz=freq)
         )
         new_entries.append(_replace_latency(entry, pe, lat))
     models = dict(catalog.latency_models)
@@ -401,10 +403,12 @@ def _measure(family: ModelFamily, cands: list[_Candidate], s: _Settings, *, with
             }
             with _pinned(s.affinity.get(pe)):
                 records = measure_interleaved(modules, device, s.warmup, s.repeats, s.threads)
+            freq = cpu_freq_khz(s.affinity.get(pe)) if device == "cpu" else None
+            s.freq_khz[pe] = freq
             del modules
             for cand in chunk:
                 rec = records[cand.id]
-                cand.latency[pe] = Latency(ms=rec.median_ms, source="measured", threads=rec.threads)
+                cand.latency[pe] = Latency(ms=rec.median_ms, source="measured", threads=rec.threads, freq_khz=freq)
     for i, cand in enumerate(cands, 1):
         if with_accuracy and s.val is not None and (cand.accuracy is None or cand.accuracy.source != "measured"):
             module = on_device(family.materialize(cand.spec, cand.bn), s.eval_device)
@@ -510,7 +514,9 @@ def _entry(
     for pe in s.pes:
         lat = cand.latency.get(pe)
         if lat is None or lat.source != "measured":
-            lat = Latency(ms=max(float(predicted[pe]), 1e-6), source="predicted", threads=s.threads)
+            # predicted from figures taken at the frequency the measured ones were taken at
+            freq = s.freq_khz.get(pe)
+            lat = Latency(ms=max(float(predicted[pe]), 1e-6), source="predicted", threads=s.threads, freq_khz=freq)
         latency[pe] = lat
     accuracy = cand.accuracy if cand.accuracy is not None and cand.accuracy.source == "measured" else None
     if accuracy is None and acc_model is not None and "top1" in predicted:

@@ -227,3 +227,25 @@ def measure_interleaved(
         )
         for name, values in samples.items()
     }
+
+
+def cpu_freq_khz(cpus: Sequence[int] | None = None, root: str | os.PathLike[str] = "/") -> int | None:
+    """Current frequency (kHz) of the given CPUs (all when None): the highest reading, or None.
+
+    Read right after a measurement, it says which frequency a latency figure was taken at, so
+    that a policy can scale it to other frequencies. None where cpufreq is not exposed.
+    """
+    base = Path(root) / "sys" / "devices" / "system" / "cpu"
+    if cpus is None:
+        cpus = sorted(
+            int(p.name[3:]) for p in base.glob("cpu[0-9]*") if p.name[3:].isdigit()
+        ) if base.is_dir() else []
+    readings = []
+    for cpu in cpus:
+        try:
+            text = (base / f"cpu{cpu}" / "cpufreq" / "scaling_cur_freq").read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) > 0:
+            readings.append(int(text))
+    return max(readings) if readings else None

@@ -18,7 +18,7 @@ from subnets.accuracy import evaluate
 from subnets.catalog_build import build_catalog, family_for_catalog, reprofile
 from subnets.checkpoint import load_bn_stats
 from subnets.datasets import ArrayDataset
-from subnets.profiling import cpu_model, measure_interleaved, measure_latency, provenance
+from subnets.profiling import cpu_freq_khz, cpu_model, measure_interleaved, measure_latency, provenance
 from subnets.regression import RegressionModel
 from tests.subnets.fake_family import FakeFamily
 
@@ -293,3 +293,19 @@ def test_cli_processing_elements(tmp_path: Path, capsys: pytest.CaptureFixture[s
     if not torch.cuda.is_available():
         assert main([*base, "--pe", "gpu"]) == 1
         assert "needs CUDA" in capsys.readouterr().err
+
+
+def test_cpu_frequency_is_recorded_with_the_latency(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for cpu, khz in ((0, "1400000"), (1, "2000000"), (2, "garbage")):
+        folder = tmp_path / "sys/devices/system/cpu" / f"cpu{cpu}" / "cpufreq"
+        folder.mkdir(parents=True)
+        (folder / "scaling_cur_freq").write_text(khz + "\n")
+    assert cpu_freq_khz([0], root=tmp_path) == 1400000
+    assert cpu_freq_khz(None, root=tmp_path) == 2000000
+    assert cpu_freq_khz([2, 7], root=tmp_path) is None
+    import subnets.catalog_build as cb
+
+    monkeypatch.setattr(cb, "cpu_freq_khz", lambda cpus=None, root="/": 1800000)
+    cat = build_catalog(FakeFamily(), ["cpu"], candidates=10, measure=3, keep=4, refine=False, **FAST)
+    assert {e.latency["cpu"].freq_khz for e in cat} == {1800000}
+    assert {e.latency["cpu"].freq_khz for e in reprofile(cat, FakeFamily(), "cpu", 2, repeats=1)} == {1800000}
