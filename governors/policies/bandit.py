@@ -14,6 +14,7 @@ the arm with the highest ``theta_a . x + alpha * sqrt(x' A_a^-1 x)`` is played.
 * Reward: the QoE an app reports through :meth:`feedback` (any scale, ideally 0..1); apps
   that never report get ``accuracy x [deadline met] - energy_weight x energy / max energy``.
 * A budget change starts the app's arms afresh (the reward of every arm changed).
+* Stickiness: the arm in use is kept unless another's index beats it by ``stickiness``.
 """
 
 from __future__ import annotations
@@ -82,11 +83,12 @@ class BanditPolicy(Policy):
     name = "bandit"
 
     def __init__(self, alpha: float = 0.3, prior_weight: float = 5.0, energy_weight: float = 0.1,
-                 latency_model: LatencyModel | None = None, seed: int = 0) -> None:
+                 latency_model: LatencyModel | None = None, seed: int = 0, stickiness: float = 0.02) -> None:
         if alpha < 0 or prior_weight <= 0 or energy_weight < 0:
             raise PolicyError(f"bandit: need alpha >= 0, prior_weight > 0, energy_weight >= 0; "
                               f"got {alpha}, {prior_weight}, {energy_weight}")
         self.alpha = alpha
+        self.stickiness = stickiness
         self.prior_weight = prior_weight
         self.energy_weight = energy_weight
         self.latency_model = latency_model or LatencyModel()
@@ -138,12 +140,18 @@ class BanditPolicy(Policy):
                 self._apps[app.name] = st
             x = self._context(inp, st)
             best_i, best_v = 0, -math.inf
+            values = []
             for i, arm in enumerate(st.arms):
                 a_inv = np.linalg.inv(arm.a)
                 v = float(arm.theta() @ x + self.alpha * math.sqrt(float(x @ a_inv @ x)))
                 v += self._rng.random() * 1e-9  # break exact ties at random
+                values.append(v)
                 if v > best_v:
                     best_i, best_v = i, v
+            # stickiness: keep the arm in use unless another one is clearly better (no flapping
+            # between near-equal arms as the confidence bonuses shrink in turn)
+            if st.last is not None and values[st.last] >= best_v - self.stickiness:
+                best_i = st.last
             st.last, st.last_x = best_i, x
             self._budgets[app.name] = app.budget.latency_ms
             chosen[app.name] = st.arms[best_i]

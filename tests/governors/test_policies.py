@@ -303,3 +303,20 @@ def test_bandit_learns_misses_without_explicit_qoe() -> None:
         policy.observe("app", base * 900_000_000 / hz * 1.8)  # contention: 1.8x slower than the catalog
     tail = chosen[-20:]
     assert tail.count("large") <= 2
+
+
+def test_decision_input_from_a_detected_platform() -> None:
+    from types import SimpleNamespace
+
+    platform = SimpleNamespace(
+        board="jetson-xavier-nx",
+        clusters=[SimpleNamespace(name="cpu0", cpus=[0, 1], available_khz=[1190400, 1907200])],
+        gpu=SimpleNamespace(cuda=True, available_hz=[510000000, 1109250000]),
+    )
+    snap = {"cpu_util": {"cpu0": 0.5}, "cpu_util_total": {}, "gpu_load": 80.0, "power_w": 7.0}
+    i = DecisionInput.from_platform(platform, [request(entries=(make_entry("x", 0.7, {"gpu": 10.0, "cpu0": 50.0}),))],
+                                    snapshot=snap)
+    assert [p.name for p in i.pes] == ["cpu0", "gpu"] and i.pes[1].freqs == (510000000, 1109250000)
+    assert i.load is not None and i.load.gpu_load == pytest.approx(0.8) and i.load.other_util == {"cpu0": 0.5}
+    d = ModelBasedPolicy().decide(i)
+    assert d.points["app"].pe in ("gpu", "cpu0") and d.energy_source == "measured-calibrated"
