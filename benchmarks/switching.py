@@ -15,7 +15,8 @@ the ratios hold on a noisy shared machine even when absolute times drift:
 * ``resident_tensor_bytes_ratio``: tensor bytes of the pool with K resident / the supernet alone;
 * ``latency_ratio_vs_extracted_median``: median over the K of pool latency / stock extracted
   (eager) latency, interleaved; ``latency_ratio_dynamic_vs_extracted_median`` is the same for
-  dynamic slicing of the supernet, for context.
+  dynamic slicing of the supernet, and ``fold_bn_*`` for a pool that folds BN into private weight
+  copies (``optimize="fold-bn"``: faster, more memory), for context.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ def measure_first_inference(
 
 def measure_latency_ratios(
     pool: SubnetPool,
+    folded: SubnetPool,
     family: OFAMobileNetV3Family,
     specs: dict[str, SubnetSpec],
     inputs: dict[str, torch.Tensor],
@@ -116,6 +118,7 @@ def measure_latency_ratios(
 ) -> dict[str, Any]:
     extracted = {sid: family.extract(spec) for sid, spec in specs.items()}
     pool_t: dict[str, list[float]] = {sid: [] for sid in specs}
+    fold_t: dict[str, list[float]] = {sid: [] for sid in specs}
     ext_t: dict[str, list[float]] = {sid: [] for sid in specs}
     dyn_t: dict[str, list[float]] = {sid: [] for sid in specs}
     with torch.inference_mode():
@@ -129,6 +132,7 @@ def measure_latency_ratios(
                 x, spec, ext = inputs[sid], specs[sid], extracted[sid]
                 runs = [
                     (pool_t, lambda x=x, sid=sid: pool.infer(x, subnet=sid)),
+                    (fold_t, lambda x=x, sid=sid: folded.infer(x, subnet=sid)),
                     (ext_t, lambda x=x, ext=ext: ext(x)),
                     (dyn_t, lambda x=x, spec=spec: family.forward_dynamic(spec, x)),
                 ]
@@ -137,10 +141,11 @@ def measure_latency_ratios(
                     store[sid].append(_timed(fn))
     med = {
         name: {sid: statistics.median(v) for sid, v in t.items()}
-        for name, t in (("pool", pool_t), ("extracted", ext_t), ("dynamic", dyn_t))
+        for name, t in (("pool", pool_t), ("pool_fold_bn", fold_t), ("extracted", ext_t), ("dynamic", dyn_t))
     }
     return {
         "pool_vs_extracted": {sid: med["pool"][sid] / med["extracted"][sid] for sid in specs},
+        "folded_vs_extracted": {sid: med["pool_fold_bn"][sid] / med["extracted"][sid] for sid in specs},
         "dynamic_vs_extracted": {sid: med["dynamic"][sid] / med["extracted"][sid] for sid in specs},
         "median_ms": med,
     }
@@ -180,17 +185,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
     build_start = time.perf_counter()
-    pool = SubnetPool(family, specs)
+    pool = SubnetPool(family, specs, optimize="none")  # the memory-minimal layout (the default without a budget)
     pool_build_s = time.perf_counter() - build_start
     memory = pool.memory()
+    folded = SubnetPool(family, specs, optimize="fold-bn")  # the optional optimisation, for context
 
     switch = measure_switch_overhead(pool, args.switches, rng)
     first = measure_first_inference(pool, inputs, args.first, args.steady, rng)
-    ratios = measure_latency_ratios(pool, family, specs, inputs, args.rounds, rng)
+    ratios = measure_latency_ratios(pool, folded, family, specs, inputs, args.rounds, rng)
     extract = measure_extract_switch(family, list(specs.values()), args.extract)
     with tempfile.TemporaryDirectory() as tmp:
         restart = measure_restart_switch(family, list(specs.values()), args.restarts, Path(tmp))
     pool.close()
+    folded_memory = folded.memory()
+    folded.close()
 
     pool_ratio = list(ratios["pool_vs_extracted"].values())
     dyn_ratio = list(ratios["dynamic_vs_extracted"].values())
@@ -219,6 +227,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "latency_ratio_vs_extracted_median": statistics.median(pool_ratio),
         "latency_ratio_vs_extracted_max": max(pool_ratio),
         "latency_ratio_dynamic_vs_extracted_median": statistics.median(dyn_ratio),
+        "fold_bn_latency_ratio_vs_extracted_median": statistics.median(ratios["folded_vs_extracted"].values()),
+        "fold_bn_resident_tensor_bytes_ratio": folded_memory["ratio_to_supernet"],
         "latency_ms_median": {name: statistics.median(v.values()) for name, v in ratios["median_ms"].items()},
         "latency_rounds": args.rounds,
         "pool_build_s": pool_build_s,

@@ -20,6 +20,7 @@ import os
 import queue
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -31,7 +32,12 @@ from torch import Tensor, nn
 from dynofa.errors import ConfigError, UnknownSubnetError
 from subnets.family import ModelFamily, SubnetSpec
 
-__all__ = ["InferenceResult", "SubnetPool", "tensor_bytes", "module_tensors"]
+__all__ = ["InferenceResult", "SubnetPool", "tensor_bytes", "module_tensors", "OPTIMIZE_MODES"]
+
+#: "none": every subnet shares the supernet's tensors (least memory);
+#: "fold-bn": fold BatchNorm into private copies of the conv weights wherever the budget allows (faster);
+#: "auto": fold only under an explicit memory budget that holds the folded copies, else "none"
+OPTIMIZE_MODES = ("auto", "none", "fold-bn")
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,18 @@ def _split_bytes(module: nn.Module, supernet_ptrs: Mapping[int, int]) -> tuple[i
     return shared, sum(private.values())
 
 
+def _claim(family: ModelFamily, pool: SubnetPool) -> None:
+    """A supernet lives on one device: refuse a pool on another device while a pool on this one is open."""
+    pools: weakref.WeakSet[SubnetPool] = family.__dict__.setdefault("_dynofa_pools", weakref.WeakSet())
+    for other in list(pools):
+        if not other._closed and other.device != pool.device:
+            raise ConfigError(
+                f"family {family.name} already serves an open pool on {other.device}; its supernet cannot also "
+                f"live on {pool.device}. Build a second family for {pool.device} (SubnetPool.from_catalog does)"
+            )
+    pools.add(pool)
+
+
 class SubnetPool:
     """K pre-sampled subnets of one family, resident on one device, switched by reference."""
 
@@ -118,7 +136,10 @@ class SubnetPool:
         bn_stats: Mapping[str, Mapping[str, Tensor]] | None = None,
         warmup: bool = True,
         initial: str | None = None,
+        optimize: str = "auto",
     ) -> None:
+        if optimize not in OPTIMIZE_MODES:
+            raise ConfigError(f"optimize must be one of {', '.join(OPTIMIZE_MODES)}, got {optimize!r}")
         if not subnets:
             raise ConfigError("a subnet pool needs at least one subnet")
         unknown_stats = sorted(set(bn_stats or {}) - set(subnets))
@@ -137,21 +158,25 @@ class SubnetPool:
         self._closed = False
 
         supernet = family.supernet()
+        supernet_bytes = sum(_supernet_storages(supernet).values())
+        if memory_budget_bytes is not None and memory_budget_bytes < supernet_bytes:
+            raise ConfigError(
+                f"memory budget {memory_budget_bytes} bytes is below the supernet's own {supernet_bytes} "
+                f"bytes of tensors ({family.name}); raise memory_budget_bytes or use a smaller family"
+            )
+        _claim(family, self)
         supernet.to(self.device)  # in place: the family's supernet now lives on this device
         self._supernet_ptrs = _supernet_storages(supernet)
         self.supernet_bytes = sum(self._supernet_ptrs.values())
-        if memory_budget_bytes is not None and memory_budget_bytes < self.supernet_bytes:
-            raise ConfigError(
-                f"memory budget {memory_budget_bytes} bytes is below the supernet's own {self.supernet_bytes} "
-                f"bytes of tensors ({family.name}); raise memory_budget_bytes or use a smaller family"
-            )
         self.memory_budget_bytes = memory_budget_bytes
+        self.optimize = optimize
 
         self._lock = threading.Lock()  # guards the cache and the active slot in cache mode
         self._stats = _CacheStats()
         self._modules: OrderedDict[str, nn.Module] = OrderedDict()  # LRU order, most recent last
         self._private: dict[str, int] = {}
         self._shared: dict[str, int] = {}
+        self._optimizations: dict[str, list[str]] = {}
         self._fallback_slots = {sid: _Slot(sid, spec, None) for sid, spec in self._specs.items()}
         self._slots: dict[str, _Slot] = {}
         self.mode = "resident"
@@ -196,8 +221,31 @@ class SubnetPool:
                 break
             used += private
             self._admit(sid, module, shared, private)
+        if self.mode == "resident":
+            self._optimize_resident(used)
+
+    def _optimize_resident(self, used: int) -> None:
+        """Fold BN into the convs of the subnets whose folded copies still fit the budget."""
+        budget = self.memory_budget_bytes
+        if self.optimize == "none" or (self.optimize == "auto" and budget is None):
+            return
+        for sid, module in list(self._modules.items()):
+            fold = getattr(module, "fold_batchnorm", None)
+            if not callable(fold):
+                continue
+            folded = fold()
+            if self._warmup:
+                with torch.inference_mode():
+                    folded(torch.zeros(self.family.input_shape(self._specs[sid]), device=self.device))
+            shared, private = _split_bytes(folded, self._supernet_ptrs)
+            grown = used - self._private[sid] + private
+            if budget is not None and grown > budget:
+                continue
+            used = grown
+            self._admit(sid, folded, shared, private)
 
     def _admit(self, sid: str, module: nn.Module, shared: int, private: int) -> None:
+        self._optimizations[sid] = list(getattr(module, "optimizations", []))
         self._modules[sid] = module
         self._modules.move_to_end(sid)
         self._private[sid] = private
@@ -275,6 +323,8 @@ class SubnetPool:
             "per_subnet_shared_view_bytes": shared,
             "budget_bytes": self.memory_budget_bytes,
             "resident_subnets": sorted(private),
+            "optimize": self.optimize,
+            "optimizations": {sid: list(v) for sid, v in self._optimizations.items() if sid in private},
         }
 
     def cache_stats(self) -> dict[str, Any]:
@@ -436,6 +486,7 @@ class SubnetPool:
                 victim = next(iter(self._modules))
             del self._modules[victim]
             del self._slots[victim]
+            self._optimizations.pop(victim, None)
             self._private.pop(victim, None)
             self._shared.pop(victim, None)
             self._stats.evictions += 1

@@ -19,7 +19,7 @@ prepared tensors, which also has less Python overhead than ofa's module tree.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from dynofa.errors import CheckpointError
 
-__all__ = ["BatchNorm", "MBBlock", "BlockPlan", "SharedMBConvNet", "build_shared_mbconv"]
+__all__ = ["BatchNorm", "Conv", "MBBlock", "BlockPlan", "SharedMBConvNet", "build_shared_mbconv"]
 
 CHANNEL_DIVISIBLE = 8  # ofa.utils.MyNetwork.CHANNEL_DIVISIBLE
 SE_REDUCTION = 4  # ofa.utils.SEModule.REDUCTION
@@ -75,6 +75,54 @@ class BatchNorm:
 
 
 @dataclass(frozen=True)
+class Conv:
+    """A convolution's weight and what follows it: a BatchNorm over (views of) the supernet's
+    vectors or, once folded (:meth:`fold`), a private bias."""
+
+    weight: Tensor
+    bn: BatchNorm | None = None
+    bias: Tensor | None = None
+
+    def fold(self) -> Conv:
+        """BN folded into a private copy of the weight: one op less per conv, the weight's bytes more."""
+        if self.bn is None:
+            return self
+        bn = self.bn
+        scale = bn.weight / torch.sqrt(bn.var + bn.eps)
+        bias = bn.bias - bn.mean * scale
+        if self.bias is not None:
+            bias = bias + self.bias * scale
+        shape = (-1,) + (1,) * (self.weight.dim() - 1)
+        return Conv((self.weight * scale.view(shape)).contiguous(), None, bias.contiguous())
+
+    def pointwise(self, x: Tensor) -> Tensor:
+        """A 1x1 convolution as a matrix product; ``weight`` is (out, in) with unit column stride, so a
+        row-strided view of the supernet's weight is used as it is (BLAS takes the row stride)."""
+        n, c, h, w = x.shape
+        weight, bias = self.weight, self.bias
+        if n == 1:
+            flat = x.view(c, h * w)
+            y = torch.mm(weight, flat) if bias is None else torch.addmm(bias.view(-1, 1), weight, flat)
+            y = y.view(1, weight.shape[0], h, w)
+        else:
+            y = torch.matmul(weight, x.reshape(n, c, h * w)).view(n, weight.shape[0], h, w)
+            if bias is not None:
+                y = y.add_(bias.view(1, -1, 1, 1))
+        return y if self.bn is None else self.bn(y)
+
+    def conv2d(self, x: Tensor, stride: int, padding: int, groups: int = 1) -> Tensor:
+        y = F.conv2d(x, self.weight, self.bias, stride, padding, 1, groups)
+        return y if self.bn is None else self.bn(y)
+
+    def tensors(self, prefix: str) -> Iterator[tuple[str, Tensor]]:
+        yield f"{prefix}.weight", self.weight
+        if self.bias is not None:
+            yield f"{prefix}.bias", self.bias
+        if self.bn is not None:
+            yield from self.bn.tensors(f"{prefix}.bn")
+
+
+@dataclass(frozen=True)
 class SqueezeExcite:
     reduce_w: Tensor  # (se_mid, mid), row stride = supernet's max mid
     reduce_b: Tensor
@@ -87,78 +135,74 @@ class SqueezeExcite:
         y = F.hardsigmoid(F.linear(y, self.expand_w, self.expand_b), inplace=True)
         return x.mul_(y.view(y.shape[0], y.shape[1], 1, 1))
 
-
-def pointwise(weight: Tensor, x: Tensor) -> Tensor:
-    """A 1x1 convolution as a matrix product; ``weight`` is (out, in) with unit column stride."""
-    n, c, h, w = x.shape
-    if n == 1:
-        return torch.mm(weight, x.view(c, h * w)).view(1, weight.shape[0], h, w)
-    return torch.matmul(weight, x.reshape(n, c, h * w)).view(n, weight.shape[0], h, w)
+    def tensors(self, prefix: str) -> Iterator[tuple[str, Tensor]]:
+        yield f"{prefix}.reduce.weight", self.reduce_w
+        yield f"{prefix}.reduce.bias", self.reduce_b
+        yield f"{prefix}.expand.weight", self.expand_w
+        yield f"{prefix}.expand.bias", self.expand_b
 
 
 @dataclass(frozen=True)
 class MBBlock:
     """One mobile inverted bottleneck: [1x1 expand, BN, act], depthwise, BN, act, [SE], 1x1 project, BN."""
 
-    expand_w: Tensor | None
-    expand_bn: BatchNorm | None
-    dw_w: Tensor
-    dw_stride: int
-    dw_pad: int
-    dw_bn: BatchNorm
+    expand: Conv | None
+    depthwise: Conv
+    stride: int
+    padding: int
     se: SqueezeExcite | None
-    project_w: Tensor
-    project_bn: BatchNorm
+    project: Conv
     act: str
     residual: bool
-    source: str  # supernet module name, for reports and BN-statistics keys
+    source: str  # supernet module name, for reports
 
     def __call__(self, x: Tensor) -> Tensor:
         y = x
-        if self.expand_w is not None and self.expand_bn is not None:
-            y = _act_inplace(self.act, self.expand_bn(pointwise(self.expand_w, y)))
-        y = F.conv2d(y, self.dw_w, None, self.dw_stride, self.dw_pad, 1, self.dw_w.shape[0])
-        y = _act_inplace(self.act, self.dw_bn(y))
+        if self.expand is not None:
+            y = _act_inplace(self.act, self.expand.pointwise(y))
+        y = _act_inplace(self.act, self.depthwise.conv2d(y, self.stride, self.padding, self.depthwise.weight.shape[0]))
         if self.se is not None:
             y = self.se(y)
-        y = self.project_bn(pointwise(self.project_w, y))
+        y = self.project.pointwise(y)
         if self.residual:
             y = y.add_(x)
         return y
 
+    def folded(self) -> MBBlock:
+        return replace(
+            self,
+            expand=None if self.expand is None else self.expand.fold(),
+            depthwise=self.depthwise.fold(),
+            project=self.project.fold(),
+        )
+
     def tensors(self) -> Iterator[tuple[str, Tensor]]:
         p = self.source
-        if self.expand_w is not None and self.expand_bn is not None:
-            yield f"{p}.expand.weight", self.expand_w
-            yield from self.expand_bn.tensors(f"{p}.expand.bn")
-        yield f"{p}.depthwise.weight", self.dw_w
-        yield from self.dw_bn.tensors(f"{p}.depthwise.bn")
+        if self.expand is not None:
+            yield from self.expand.tensors(f"{p}.expand")
+        yield from self.depthwise.tensors(f"{p}.depthwise")
         if self.se is not None:
-            yield f"{p}.se.reduce.weight", self.se.reduce_w
-            yield f"{p}.se.reduce.bias", self.se.reduce_b
-            yield f"{p}.se.expand.weight", self.se.expand_w
-            yield f"{p}.se.expand.bias", self.se.expand_b
-        yield f"{p}.project.weight", self.project_w
-        yield from self.project_bn.tensors(f"{p}.project.bn")
+            yield from self.se.tensors(f"{p}.se")
+        yield from self.project.tensors(f"{p}.project")
 
 
 @dataclass(frozen=True)
 class Head:
     """Everything after the blocks: [1x1 conv, BN, act]* -> global average pool -> [linear, act]*."""
 
-    pre_pool: tuple[tuple[Tensor, BatchNorm | None, str | None], ...]
+    pre_pool: tuple[tuple[Conv, str | None], ...]
     post_pool: tuple[tuple[Tensor, Tensor | None, str | None], ...]
 
     def __call__(self, x: Tensor) -> Tensor:
-        for weight, bn, act in self.pre_pool:
-            x = pointwise(weight, x)
-            if bn is not None:
-                x = bn(x)
-            x = _act_inplace(act, x)
+        for conv, act in self.pre_pool:
+            x = _act_inplace(act, conv.pointwise(x))
         x = x.mean((2, 3))
         for weight, bias, act in self.post_pool:
             x = _act_inplace(act, F.linear(x, weight, bias))
         return x
+
+    def folded(self) -> Head:
+        return replace(self, pre_pool=tuple((conv.fold(), act) for conv, act in self.pre_pool))
 
 
 class SharedMBConvNet(nn.Module):
@@ -166,20 +210,18 @@ class SharedMBConvNet(nn.Module):
 
     def __init__(
         self,
-        stem_w: Tensor,
+        stem: Conv,
         stem_stride: int,
         stem_pad: int,
-        stem_bn: BatchNorm,
         stem_act: str,
         blocks: Sequence[MBBlock],
         head: Head,
         description: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.stem_w = stem_w
+        self.stem = stem
         self.stem_stride = stem_stride
         self.stem_pad = stem_pad
-        self.stem_bn = stem_bn
         self.stem_act = stem_act
         self.mb_blocks = tuple(blocks)
         self.head = head
@@ -187,22 +229,35 @@ class SharedMBConvNet(nn.Module):
         self.eval()
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.conv2d(x, self.stem_w, None, self.stem_stride, self.stem_pad)
-        x = _act_inplace(self.stem_act, self.stem_bn(x))
+        x = _act_inplace(self.stem_act, self.stem.conv2d(x.contiguous(), self.stem_stride, self.stem_pad))
         for block in self.mb_blocks:
             x = block(x)
         return self.head(x)
 
+    @property
+    def optimizations(self) -> list[str]:
+        return ["fold-bn"] if self.description.get("folded") else []
+
+    def fold_batchnorm(self) -> SharedMBConvNet:
+        """A copy with every BatchNorm folded into its conv: faster, but the folded weights are private."""
+        with torch.no_grad():
+            return SharedMBConvNet(
+                self.stem.fold(),
+                self.stem_stride,
+                self.stem_pad,
+                self.stem_act,
+                [block.folded() for block in self.mb_blocks],
+                self.head.folded(),
+                {**self.description, "folded": True},
+            )
+
     def named_tensors(self) -> Iterator[tuple[str, Tensor]]:
         """Every tensor the forward reads (views of the supernet or private)."""
-        yield "stem.weight", self.stem_w
-        yield from self.stem_bn.tensors("stem.bn")
+        yield from self.stem.tensors("stem")
         for block in self.mb_blocks:
             yield from block.tensors()
-        for i, (weight, bn, _) in enumerate(self.head.pre_pool):
-            yield f"head.pre_pool.{i}.weight", weight
-            if bn is not None:
-                yield from bn.tensors(f"head.pre_pool.{i}.bn")
+        for i, (conv, _) in enumerate(self.head.pre_pool):
+            yield from conv.tensors(f"head.pre_pool.{i}")
         for i, (weight, bias, _) in enumerate(self.head.post_pool):
             yield f"head.post_pool.{i}.weight", weight
             if bias is not None:
@@ -294,11 +349,13 @@ def _static_mbconv(
     layer: Any, residual: bool, source: str, names: _Names, stats: Mapping[str, Tensor] | None, dev: torch.device
 ) -> MBBlock:
     """A fixed ofa MBConvLayer (the supernet's first block): all tensors shared."""
-    expand_w = expand_bn = None
+    expand = None
     if layer.inverted_bottleneck is not None:
         conv = layer.inverted_bottleneck.conv
-        expand_w = _matrix(conv.weight, conv.out_channels, conv.in_channels)
-        expand_bn = _bn(layer.inverted_bottleneck.bn, conv.out_channels, names, stats, dev)
+        expand = Conv(
+            _matrix(conv.weight, conv.out_channels, conv.in_channels),
+            _bn(layer.inverted_bottleneck.bn, conv.out_channels, names, stats, dev),
+        )
     dw = layer.depth_conv.conv
     mid = dw.out_channels
     se = None
@@ -312,15 +369,14 @@ def _static_mbconv(
         )
     pw = layer.point_linear.conv
     return MBBlock(
-        expand_w=expand_w,
-        expand_bn=expand_bn,
-        dw_w=dw.weight.detach(),
-        dw_stride=int(dw.stride[0]),
-        dw_pad=int(dw.padding[0]),
-        dw_bn=_bn(layer.depth_conv.bn, mid, names, stats, dev),
+        expand=expand,
+        depthwise=Conv(dw.weight.detach(), _bn(layer.depth_conv.bn, mid, names, stats, dev)),
+        stride=int(dw.stride[0]),
+        padding=int(dw.padding[0]),
         se=se,
-        project_w=_matrix(pw.weight, pw.out_channels, mid),
-        project_bn=_bn(layer.point_linear.bn, pw.out_channels, names, stats, dev),
+        project=Conv(
+            _matrix(pw.weight, pw.out_channels, mid), _bn(layer.point_linear.bn, pw.out_channels, names, stats, dev)
+        ),
         act=str(layer.act_func),
         residual=residual,
         source=source,
@@ -333,11 +389,13 @@ def _dynamic_mbconv(
     block = supernet.blocks[plan.index]
     layer = block.conv
     mid, cin, cout = plan.mid_channels, plan.in_channels, plan.out_channels
-    expand_w = expand_bn = None
+    expand = None
     # stock extraction drops the expansion when the ratio is 1 (MBConvLayer(expand_ratio=1))
     if layer.inverted_bottleneck is not None and plan.expand_ratio != 1:
-        expand_w = _matrix(layer.inverted_bottleneck.conv.conv.weight, mid, cin)
-        expand_bn = _bn(layer.inverted_bottleneck.bn.bn, mid, names, stats, dev)
+        expand = Conv(
+            _matrix(layer.inverted_bottleneck.conv.conv.weight, mid, cin),
+            _bn(layer.inverted_bottleneck.bn.bn, mid, names, stats, dev),
+        )
     # largest kernel: a leading slice (view); smaller kernels: ofa's kernel transform (private)
     dw_w = layer.depth_conv.conv.get_active_filter(mid, plan.kernel_size).detach().contiguous()
     se = None
@@ -351,15 +409,15 @@ def _dynamic_mbconv(
             fc.expand.bias.detach()[:mid],
         )
     return MBBlock(
-        expand_w=expand_w,
-        expand_bn=expand_bn,
-        dw_w=dw_w,
-        dw_stride=plan.stride,
-        dw_pad=plan.kernel_size // 2,
-        dw_bn=_bn(layer.depth_conv.bn.bn, mid, names, stats, dev),
+        expand=expand,
+        depthwise=Conv(dw_w, _bn(layer.depth_conv.bn.bn, mid, names, stats, dev)),
+        stride=plan.stride,
+        padding=plan.kernel_size // 2,
         se=se,
-        project_w=_matrix(layer.point_linear.conv.conv.weight, cout, mid),
-        project_bn=_bn(layer.point_linear.bn.bn, cout, names, stats, dev),
+        project=Conv(
+            _matrix(layer.point_linear.conv.conv.weight, cout, mid),
+            _bn(layer.point_linear.bn.bn, cout, names, stats, dev),
+        ),
         act=str(layer.act_func),
         residual=block.shortcut is not None,
         source=names(block),
@@ -368,12 +426,12 @@ def _dynamic_mbconv(
 
 def _conv_layer_pre_pool(
     layer: Any, names: _Names, stats: Mapping[str, Tensor] | None, dev: torch.device
-) -> tuple[Tensor, BatchNorm | None, str | None]:
+) -> tuple[Conv, str | None]:
     conv = layer.conv
     if conv.kernel_size != (1, 1) or conv.bias is not None or layer.ops_order != "weight_bn_act":
         raise ValueError(f"unsupported head layer {names(layer)}: expected a bias-free 1x1 conv, weight_bn_act")
     bn = _bn(layer.bn, conv.out_channels, names, stats, dev) if layer.use_bn else None
-    return _matrix(conv.weight, conv.out_channels, conv.in_channels), bn, layer.act_func
+    return Conv(_matrix(conv.weight, conv.out_channels, conv.in_channels), bn), layer.act_func
 
 
 def _conv_layer_post_pool(layer: Any) -> tuple[Tensor, Tensor | None, str | None]:
@@ -432,10 +490,9 @@ def build_shared_mbconv(
         else:
             raise ValueError(f"unknown head kind {head_kind!r}")
         return SharedMBConvNet(
-            stem_w=first.conv.weight.detach(),
+            stem=Conv(first.conv.weight.detach(), stem_bn),
             stem_stride=int(first.conv.stride[0]),
             stem_pad=int(first.conv.padding[0]),
-            stem_bn=stem_bn,
             stem_act=str(first.act_func),
             blocks=blocks,
             head=head,

@@ -233,3 +233,38 @@ def test_closed_pool_refuses_inference(family: OFAMobileNetV3Family, specs: dict
     pool.close()
     with pytest.raises(ConfigError, match="closed"):
         pool.infer(_input(spec))
+
+
+def test_bn_folding_is_chosen_under_the_budget_and_reported(
+    family: OFAMobileNetV3Family, specs: dict[str, SubnetSpec], pool: SubnetPool
+) -> None:
+    assert pool.optimize == "auto" and all(v == [] for v in pool.memory()["optimizations"].values())
+    with SubnetPool(family, specs, optimize="fold-bn") as folded:
+        mem = folded.memory()
+        assert all(v == ["fold-bn"] for v in mem["optimizations"].values())
+        assert mem["private_bytes"] > pool.memory()["private_bytes"]  # folded weights are private copies
+        for sid, spec in specs.items():
+            x = _input(spec, seed=9)
+            assert_same_output(folded.infer(x, subnet=sid).output, pool.infer(x, subnet=sid).output)
+        folded_total = mem["total_bytes"]
+    # "auto" folds only what an explicit budget holds: all of it, then none of it
+    with SubnetPool(family, specs, memory_budget_bytes=folded_total) as roomy:
+        assert roomy.mode == "resident" and all(v == ["fold-bn"] for v in roomy.memory()["optimizations"].values())
+    tight = pool.memory()["total_bytes"]
+    with SubnetPool(family, specs, memory_budget_bytes=tight) as lean:
+        assert lean.mode == "resident" and lean.memory()["total_bytes"] <= tight
+        assert all(v == [] for v in lean.memory()["optimizations"].values())
+    with pytest.raises(ConfigError, match="optimize"):
+        SubnetPool(family, specs, optimize="turbo")
+
+
+def test_a_supernet_serves_one_device_at_a_time(specs: dict[str, SubnetSpec]) -> None:
+    fam = OFAMobileNetV3Family(width_mult=0.5, n_classes=10, resolutions=RESOLUTIONS, seed=6)
+    sid, spec = next(iter(specs.items()))
+    cpu_pool = SubnetPool(fam, {sid: spec}, warmup=False)
+    with pytest.raises(ConfigError, match="already serves an open pool on cpu"):
+        SubnetPool(fam, {sid: spec}, device="meta", warmup=False)
+    assert next(fam.supernet().parameters()).device.type == "cpu"  # refused before moving anything
+    with SubnetPool(fam, {sid: spec}, warmup=False) as second_cpu_pool:  # same device: fine
+        assert second_cpu_pool.infer(_input(spec)).subnet == sid
+    cpu_pool.close()
