@@ -168,7 +168,7 @@ def build_catalog(
         models = {pe: _latency_model(pool, pe, seed, say if round_no == 0 else None) for pe in settings.pes}
         acc_model = _accuracy_model(pool, seed, say if round_no == 0 else None) if val is not None else None
         predictions = _predictions(pool, models, acc_model)
-        kept = _select(pool, keep, settings.pes[0], predictions)
+        kept = _select(pool, keep, settings.pes, predictions)
         if not refine:
             break
         pending = [c for c in kept if _needs_measuring(c, settings.pes, val is not None)]
@@ -487,11 +487,16 @@ def _predictions(
 
 
 def _select(
-    pool: list[_Candidate], keep: int, primary: str, predictions: Mapping[str, Mapping[str, float]]
+    pool: list[_Candidate], keep: int, pes: Sequence[str], predictions: Mapping[str, Mapping[str, float]]
 ) -> list[_Candidate]:
-    def latency(c: _Candidate) -> float:
-        lat = c.latency.get(primary)
-        return lat.ms if lat is not None and lat.source == "measured" else predictions[c.id][primary]
+    """K subnets spread over the Pareto front(s); see :func:`subnets.pareto.select_across`."""
+
+    def latency_on(pe: str) -> Callable[[_Candidate], float]:
+        def latency(c: _Candidate) -> float:
+            lat = c.latency.get(pe)
+            return lat.ms if lat is not None and lat.source == "measured" else predictions[c.id][pe]
+
+        return latency
 
     def top1(c: _Candidate) -> float | None:
         if c.accuracy is not None and c.accuracy.source == "measured":
@@ -499,8 +504,8 @@ def _select(
         return predictions[c.id].get("top1")
 
     if all(top1(c) is not None for c in pool):
-        return pareto.select(pool, keep, value=lambda c: float(top1(c) or 0.0), cost=latency)
-    return pareto.select(pool, keep, value=lambda c: float(c.macs), cost=latency)
+        return pareto.select_across(pool, keep, lambda c: float(top1(c) or 0.0), [latency_on(pe) for pe in pes])
+    return pareto.select_across(pool, keep, lambda c: float(c.macs), [latency_on(pe) for pe in pes])
 
 
 def _entry(

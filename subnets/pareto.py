@@ -79,3 +79,30 @@ def select(items: Sequence[T], k: int, value: Callable[[T], float], cost: Callab
             break
         kept.extend(spread(layer, room, cost))
     return sorted(kept, key=cost)
+
+
+def select_across(
+    items: Sequence[T], k: int, value: Callable[[T], float], costs: Sequence[Callable[[T], float]]
+) -> list[T]:
+    """Keep ``k`` items spread over the Pareto fronts of several costs (``costs[0]`` is the primary).
+
+    One cost: :func:`select`. Several (latency on several processing elements): the union of every
+    cost's front (an item worth keeping for some PE), spread evenly in the primary cost; when the
+    union holds fewer than ``k``, the primary's next layers fill in. Sorted by the primary cost.
+    """
+    if not costs:
+        raise ValueError("select_across needs at least one cost")
+    primary = costs[0]
+    if len(costs) == 1:
+        return select(items, k, value, primary)
+    union: list[T] = []
+    seen: set[int] = set()
+    for cost in costs:
+        for item in pareto_front(items, value, cost):
+            if id(item) not in seen:
+                seen.add(id(item))
+                union.append(item)
+    if len(union) >= k:
+        return spread(union, k, primary)
+    extra = [it for it in select(items, len(items), value, primary) if id(it) not in seen]
+    return sorted(union + extra[: k - len(union)], key=primary)

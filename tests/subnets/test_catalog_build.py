@@ -309,3 +309,11 @@ def test_cpu_frequency_is_recorded_with_the_latency(tmp_path: Path, monkeypatch:
     cat = build_catalog(FakeFamily(), ["cpu"], candidates=10, measure=3, keep=4, refine=False, **FAST)
     assert {e.latency["cpu"].freq_khz for e in cat} == {1800000}
     assert {e.latency["cpu"].freq_khz for e in reprofile(cat, FakeFamily(), "cpu", 2, repeats=1)} == {1800000}
+
+
+def test_build_on_two_processing_elements() -> None:
+    cat = build_catalog(FakeFamily(), ["cpu-big", "cpu-little"], candidates=12, measure=4, keep=4, seed=5, **FAST)
+    assert cat.pes() == ["cpu-big", "cpu-little"]
+    assert all(set(e.latency) == {"cpu-big", "cpu-little"} for e in cat)
+    assert set(cat.latency_models) == {"cpu-big", "cpu-little"}
+    assert cat.provenance["build"]["primary_pe"] == "cpu-big"

@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from subnets.pareto import dominates, pareto_front, pareto_layers, select, spread
+from subnets.pareto import dominates, pareto_front, pareto_layers, select, select_across, spread
 
 Point = tuple[float, float]  # (accuracy, latency)
 
@@ -69,3 +69,35 @@ def test_select_by_accuracy_and_latency() -> None:
     pts = [(0.70, 10.0), (0.72, 12.0), (0.71, 13.0), (0.80, 30.0), (0.60, 5.0), (0.60, 6.0)]
     assert pareto_front(pts, acc, lat) == [(0.60, 5.0), (0.70, 10.0), (0.72, 12.0), (0.80, 30.0)]
     assert select(pts, 2, acc, lat) == [(0.60, 5.0), (0.80, 30.0)]
+
+
+Point3 = tuple[float, float, float]  # (accuracy, latency on PE a, latency on PE b)
+two_pe_points = st.lists(
+    st.tuples(
+        st.floats(0, 1, allow_nan=False), st.floats(0.1, 100, allow_nan=False), st.floats(0.1, 100, allow_nan=False)
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(two_pe_points, st.integers(1, 10))
+def test_selection_across_two_pes_keeps_subnets_worth_it_on_some_pe(pts: list[Point3], k: int) -> None:
+    def on_a(p: tuple[float, float, float]) -> float:
+        return p[1]
+
+    def on_b(p: tuple[float, float, float]) -> float:
+        return p[2]
+
+    kept = select_across(pts, k, lambda p: p[0], [on_a, on_b])
+    assert len(kept) == min(k, len(pts))
+    assert len({id(p) for p in kept}) == len(kept)
+    union = {id(p) for p in pareto_front(pts, lambda p: p[0], on_a)} | {
+        id(p) for p in pareto_front(pts, lambda p: p[0], on_b)
+    }
+    if len(union) >= k:  # every kept subnet is on the front of at least one PE
+        assert all(id(p) in union for p in kept)
+    else:  # the whole union is kept
+        assert union <= {id(p) for p in kept}
+    assert [on_a(p) for p in kept] == sorted(on_a(p) for p in kept)
