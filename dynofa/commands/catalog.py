@@ -66,7 +66,12 @@ def register(subparsers: Any) -> None:
     b.add_argument("--candidates", type=int, default=100, metavar="N", help="candidate subnets sampled (default 100)")
     b.add_argument("--measure", type=int, default=20, metavar="M", help="candidates timed per PE (default 20)")
     b.add_argument("--keep", type=int, default=10, metavar="K", help="subnets kept in the catalog (default 10)")
-    b.add_argument("--seed", type=int, default=0, help="sampling (and random-init) seed (default 0)")
+    b.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="candidate sampling seed (default 0); random weights follow the family's own seed argument",
+    )
     b.add_argument("--threads", type=int, default=1, help="torch threads while timing (default 1)")
     b.add_argument("--repeats", type=int, default=10, help="timed runs per subnet (median kept; default 10)")
     b.add_argument("--warmup", type=int, default=3, help="untimed warm-up runs per subnet (default 3)")
