@@ -249,9 +249,11 @@ class Actuator:
         the affinity of their creator, so pin before starting a thread pool, or pass its tids.
         """
         wanted = sorted(set(int(c) for c in cpus))
-        known = set(self.platform.all_cpus())
+        known = set(self.platform.online_cpus())
         if not wanted or not set(wanted) <= known:
-            raise PlatformError(f"CPUs {wanted} are not a non-empty subset of this platform's CPUs {sorted(known)}")
+            raise PlatformError(
+                f"CPUs {wanted} are not a non-empty subset of this platform's online CPUs {sorted(known)}"
+            )
         threads = list(tids) if tids is not None else _own_tids()
         cap = self.platform.capability("task-mapping")
         if not cap.usable or not threads:

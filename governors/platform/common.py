@@ -38,10 +38,9 @@ def add_common_capabilities(platform: Platform) -> None:
         platform.set_capability("gpu-load", Capability(MISSING, f"GPU {gpu.name} exposes no load file"))
     else:
         platform.set_capability("gpu-load", Capability(MISSING, "no GPU"))
-    if hasattr(os, "sched_setaffinity") and platform.all_cpus():
-        platform.set_capability(
-            "task-mapping", Capability(AVAILABLE, "", f"sched_setaffinity over CPUs {_cpu_span(platform.all_cpus())}")
-        )
+    if hasattr(os, "sched_setaffinity") and platform.online_cpus():
+        span = _cpu_span(platform.online_cpus())
+        platform.set_capability("task-mapping", Capability(AVAILABLE, "", f"sched_setaffinity over CPUs {span}"))
     else:
         platform.set_capability("task-mapping", Capability(MISSING, "no sched_setaffinity or no CPU list"))
 

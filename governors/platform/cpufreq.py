@@ -42,12 +42,14 @@ def read_policy(sysfs: Sysfs, policy: str) -> CpuCluster:
     """One cluster from one policy dir (named later)."""
     cpus_text = sysfs.try_read(f"{policy}/related_cpus") or sysfs.try_read(f"{policy}/affected_cpus") or ""
     cpus = parse_cpu_list(cpus_text)
+    related_known = bool(cpus)
     if not cpus:
         m = re.search(r"(?:policy|cpu)(\d+)", policy)
         cpus = [int(m.group(1))] if m else []
     return CpuCluster(
         name="",
         cpus=cpus,
+        related_known=related_known,
         policies=[policy],
         available_khz=sorted(set(sysfs.try_ints(f"{policy}/scaling_available_frequencies"))),
         governors=sysfs.try_words(f"{policy}/scaling_available_governors"),
@@ -75,7 +77,7 @@ def name_clusters(clusters: list[CpuCluster]) -> None:
         clusters[0].name = "cpu"
         return
     speeds = sorted({c.hw_max_khz or 0 for c in clusters})
-    if len(speeds) == len(clusters) and len(speeds) in (2, 3):
+    if 0 not in speeds and len(speeds) == len(clusters) and len(speeds) in (2, 3):
         labels = ["cpu-little", "cpu-big"] if len(speeds) == 2 else ["cpu-little", "cpu-mid", "cpu-big"]
         for c in clusters:
             c.name = labels[speeds.index(c.hw_max_khz or 0)]
@@ -98,15 +100,34 @@ def merge_identical(clusters: list[CpuCluster]) -> list[CpuCluster]:
     return list(groups.values())
 
 
+def online_cpus(sysfs: Sysfs) -> list[int] | None:
+    text = sysfs.try_read(f"{CPU_DIR}/online")
+    return parse_cpu_list(text) if text else None
+
+
+def _fill_unreadable_cpu_lists(clusters: list[CpuCluster], present: list[int]) -> None:
+    """An inactive policy (all its CPUs offline) answers EBUSY even for related_cpus: assume it
+    spans from its own index to the next policy's (policy2 -> CPUs 2-3 when policy4 follows)."""
+    for i, c in enumerate(clusters):
+        if len(c.cpus) != 1 or c.related_known:
+            continue
+        start = c.cpus[0]
+        end = clusters[i + 1].cpus[0] if i + 1 < len(clusters) else (max(present) + 1 if present else start + 1)
+        c.cpus = [cpu for cpu in range(start, end) if not present or cpu in present] or [start]
+
+
 def discover_clusters(sysfs: Sysfs, merge: bool = False) -> list[CpuCluster]:
     clusters = [read_policy(sysfs, p) for p in policy_dirs(sysfs)]
+    present = present_cpus(sysfs)
+    _fill_unreadable_cpu_lists(clusters, present)
     if merge:
         clusters = merge_identical(clusters)
-    if not clusters:
+    if not clusters and present:
         # No cpufreq at all: still one cluster of all CPUs, so task mapping works.
-        cpus = present_cpus(sysfs)
-        if cpus:
-            clusters = [CpuCluster(name="cpu", cpus=cpus)]
+        clusters = [CpuCluster(name="cpu", cpus=present)]
+    online = online_cpus(sysfs)
+    for c in clusters:
+        c.online = [cpu for cpu in c.cpus if online is None or cpu in online]
     name_clusters(clusters)
     return clusters
 
@@ -117,6 +138,12 @@ def dvfs_capability(sysfs: Sysfs, cluster: CpuCluster) -> Capability:
         return Capability(
             MISSING,
             f"no cpufreq policy under {CPUFREQ_DIR} (no cpufreq driver: a VM, a container, or a kernel without it)",
+        )
+    if not cluster.online:
+        return Capability(
+            MISSING,
+            f"all CPUs of {cluster.name} ({', '.join(map(str, cluster.cpus))}) are offline (nvpmodel or CPU "
+            "hotplug); its cpufreq policy is inactive",
         )
     policy = cluster.policies[0]
     if "userspace" in cluster.governors and sysfs.exists(f"{policy}/scaling_setspeed"):

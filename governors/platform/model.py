@@ -33,13 +33,17 @@ class CpuCluster:
     hw_max_khz: int | None = None
     core: str | None = None
     driver: str | None = None
+    online: list[int] = field(default_factory=list)  # CPUs online at detection (nvpmodel may turn some off)
+    related_known: bool = field(default=True, repr=False)  # False when related_cpus was unreadable
 
     @property
     def policy(self) -> str | None:
         return self.policies[0] if self.policies else None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        del d["related_known"]
+        return d
 
 
 @dataclass
@@ -142,8 +146,9 @@ class Platform:
         return None
 
     def pe_names(self) -> list[str]:
-        """Processing elements inference can run on: CPU clusters, plus ``gpu`` for a CUDA GPU."""
-        names = [c.name for c in self.clusters]
+        """Processing elements inference can run on: CPU clusters with an online CPU, plus ``gpu``
+        for a CUDA GPU."""
+        names = [c.name for c in self.clusters if c.online]
         if self.gpu is not None and self.gpu.cuda:
             names.append("gpu")
         return names
@@ -153,12 +158,19 @@ class Platform:
         if pe == "gpu":
             if self.gpu is None or not self.gpu.cuda:
                 raise PlatformError(f"{self.board} has no CUDA GPU; PEs: {', '.join(self.pe_names())}")
-            fastest = max(self.clusters, key=lambda c: (c.hw_max_khz or 0, len(c.cpus)), default=None)
-            return list(fastest.cpus) if fastest else []
-        return list(self.cluster(pe).cpus)
+            usable = [c for c in self.clusters if c.online]
+            fastest = max(usable, key=lambda c: (c.hw_max_khz or 0, len(c.online)), default=None)
+            return list(fastest.online) if fastest else []
+        cluster = self.cluster(pe)
+        if not cluster.online:
+            raise PlatformError(f"every CPU of {pe} ({cluster.cpus}) is offline; PEs now: {', '.join(self.pe_names())}")
+        return list(cluster.online)
 
     def all_cpus(self) -> list[int]:
         return sorted({cpu for c in self.clusters for cpu in c.cpus})
+
+    def online_cpus(self) -> list[int]:
+        return sorted({cpu for c in self.clusters for cpu in c.online})
 
     def capabilities(self) -> dict[str, Capability]:
         return dict(self._caps)

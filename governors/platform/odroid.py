@@ -14,6 +14,11 @@ CORES = {"cpu-little": "Cortex-A7", "cpu-big": "Cortex-A15"}
 
 def build(sysfs: Sysfs, ident: BoardId) -> Platform:
     clusters = cpufreq.discover_clusters(sysfs, merge=False)
+    if len(clusters) == 2:
+        # Exynos 5422: the A7 cluster starts at cpu0, the A15 at cpu4 (named by position, so an
+        # offline cluster whose limits read EBUSY is still named right).
+        for c in clusters:
+            c.name = "cpu-little" if 0 in c.cpus else "cpu-big"
     for c in clusters:
         c.core = CORES.get(c.name)
     gpu = devfreq.find_mali_gpu(sysfs)

@@ -388,6 +388,23 @@ def jetson_xavier_nx(root: str) -> FakeBoard:
     )
 
 
+def jetson_xavier_nx_2core(root: str) -> FakeBoard:
+    """Xavier NX after ``nvpmodel -m 3`` (MODE_10W_2CORE): CPUs 2-5 offline, their policies inactive."""
+    board = jetson_xavier_nx(root)
+    t, k = Tree(root), board.kernel
+    t.file("/sys/devices/system/cpu/online", "0-1")
+    for cpu in range(2, 6):
+        t.file(f"/sys/devices/system/cpu/cpu{cpu}/online", "0", RW)
+        os.unlink(t.host(f"/sys/devices/system/cpu/cpu{cpu}/cpufreq"))  # the kernel drops offline CPUs' links
+    for lead in (2, 4):
+        k.inactive.add(os.path.realpath(t.host(f"/sys/devices/system/cpu/cpufreq/policy{lead}")))
+    set_proc_stat(root, {0: (1000, 8000), 1: (1000, 8000)})  # offline CPUs are not in /proc/stat
+    t.file("/var/lib/nvpmodel/status", "pmode:0003 fmode:quiet")
+    board.name = "jetson-xavier-nx-2core"
+    board.expect.update({"pes": ["cpu-c0", "gpu"], "nvpmodel": {"id": 3, "name": "MODE_10W_2CORE"}})
+    return board
+
+
 def jetson_agx_orin(root: str) -> FakeBoard:
     """AGX Orin, JetPack 5: three A78AE clusters of 4, ga10b at devfreq_dev, two hwmon INA3221 (with NC channels)."""
     t, k = Tree(root), FakeKernel(os.path.abspath(root))

@@ -38,6 +38,8 @@ class FakeKernel:
     natural: dict[str, int] = field(default_factory=dict)
     user_target: dict[str, int] = field(default_factory=dict)
     sensor_values: dict[str, dict[str, str]] = field(default_factory=dict)
+    # cpufreq policies whose CPUs are all offline: every attribute answers EBUSY (cpufreq.c show/store)
+    inactive: set[str] = field(default_factory=set)
 
     # -- helpers -----------------------------------------------------------------------------
     def host(self, path: str) -> str:
@@ -70,9 +72,14 @@ class FakeKernel:
             return bool(mode & stat.S_IROTH)
         return bool(mode & 0o444)
 
+    def _inactive(self, path: str) -> bool:
+        return bool(self.inactive) and os.path.dirname(os.path.realpath(self.host(path))) in self.inactive
+
     def before_read(self, path: str) -> None:
         if path in self.fail_reads:
             raise _err(self.fail_reads[path], path)
+        if self._inactive(path):
+            raise _err(errno.EBUSY, path)
         if self.unprivileged and os.path.exists(self.host(path)) and not self.access(path, write=False):
             raise _err(errno.EACCES, path)
 
@@ -82,6 +89,8 @@ class FakeKernel:
             raise _err(self.fail_writes[path], path)
         if not os.path.exists(host):
             raise _err(errno.ENOENT, path)
+        if self._inactive(path):
+            raise _err(errno.EBUSY, path)
         if self.read_only_fs:
             raise _err(errno.EROFS, path)
         if not self.access(path, write=True):

@@ -418,3 +418,31 @@ def test_snap_to():
     assert snap_to([100, 200, 300], 10**9) == 300
     assert snap_to([], 50, 100, 400) == 100
     assert snap_to([], 500, 100, 400) == 400
+
+
+def test_inactive_policy_is_never_written_and_others_work(tmp_path):
+    from tests.fakes.boards import jetson_xavier_nx_2core
+
+    board = jetson_xavier_nx_2core(str(tmp_path / "nx2"))
+    p = detect_platform(board.root, hook=board.kernel)
+    before = tree_snapshot(board.root)
+    aff = FakeAffinity(p.online_cpus())
+    act = Actuator(p, str(tmp_path / "state"), set_affinity=aff.set, get_affinity=aff.get)
+    assert act.set_cluster_khz("cpu-c1", 1190400) is None  # offline: not written, nothing to read
+    assert act.set_cluster_khz("cpu-c0", 1190400) == 1190400
+    with pytest.raises(PlatformError, match="online CPUs"):
+        act.pin_threads([2, 3], tids=[9])
+    assert act.pin_pe("cpu-c0", tids=[9]) == [0, 1]
+    act.restore()
+    assert tree_snapshot(board.root) == before
+
+
+def test_cluster_going_offline_after_detection_degrades_with_ebusy(tmp_path):
+    board, p = _make("jetson-agx-orin", tmp_path)
+    act = Actuator(p, str(tmp_path / "state"))
+    board.kernel.inactive.add(os.path.realpath(os.path.join(board.root, "sys/devices/system/cpu/cpufreq/policy8")))
+    assert act.set_cluster_khz("cpu-c2", 1190400) is None
+    assert "EBUSY" in p.capability("dvfs:cpu-c2").reason
+    assert act.set_cluster_khz("cpu-c0", 1190400) == 1190400
+    board.kernel.inactive.clear()  # back online: restore puts the untouched policy back too
+    assert act.restore().ok

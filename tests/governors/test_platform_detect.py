@@ -274,3 +274,34 @@ def test_sysfs_layer_paths_and_cpu_lists(tmp_path):
     with pytest.raises(FileNotFoundError):
         s.write("/a/new-file", 1)  # a missing attribute is ENOENT, never created
     assert not os.path.exists(s.real("/a/new-file"))
+
+
+def test_offline_clusters_after_nvpmodel(tmp_path):
+    from tests.fakes.boards import jetson_xavier_nx_2core
+
+    board = jetson_xavier_nx_2core(str(tmp_path / "nx2"))
+    p = detect_platform(board.root, hook=board.kernel)
+    assert {c.name: c.cpus for c in p.clusters} == {"cpu-c0": [0, 1], "cpu-c1": [2, 3], "cpu-c2": [4, 5]}
+    assert {c.name: c.online for c in p.clusters} == {"cpu-c0": [0, 1], "cpu-c1": [], "cpu-c2": []}
+    assert p.pe_names() == ["cpu-c0", "gpu"]
+    assert p.info["nvpmodel"] == {"id": 3, "name": "MODE_10W_2CORE"}
+    cap = p.capability("dvfs:cpu-c1")
+    assert cap.status == MISSING and "offline" in cap.reason
+    assert p.capability("dvfs:cpu-c0").status == AVAILABLE
+    assert p.pe_cpus("gpu") == [0, 1]
+    with pytest.raises(Exception, match="offline"):
+        p.pe_cpus("cpu-c2")
+    assert p.capability("task-mapping").method.endswith("CPUs 0-1")
+
+
+def test_odroid_big_cluster_offline_keeps_its_name(tmp_path):
+    board = build_board("odroid-xu4", str(tmp_path / "xu4"))
+    t = Tree(board.root)
+    t.file("/sys/devices/system/cpu/online", "0-3")
+    board.kernel.inactive.add(os.path.realpath(t.host("/sys/devices/system/cpu/cpufreq/policy4")))
+    p = detect_platform(board.root, hook=board.kernel)
+    assert [(c.name, c.cpus, c.online) for c in p.clusters] == [
+        ("cpu-little", [0, 1, 2, 3], [0, 1, 2, 3]),
+        ("cpu-big", [4, 5, 6, 7], []),
+    ]
+    assert p.pe_names() == ["cpu-little"]
