@@ -153,6 +153,9 @@ def build_catalog(
         eval_device=pe_device(pes[0]),
         say=say,
     )
+    for data, what in ((val, "validation"), (calib, "calibration")):
+        if data is not None:
+            _check_data(family, data, what)
     family.supernet()  # build it and load the weights first: a bad weights file fails before any work
     rng = random.Random(seed)
     pool = _sample(family, candidates, rng, say)
@@ -326,6 +329,20 @@ def _check_counts(candidates: int, measure: int, keep: int) -> None:
         raise CatalogBuildError(f"--measure ({measure}) cannot exceed --candidates ({candidates})")
     if keep < 1 or keep > candidates:
         raise CatalogBuildError(f"--keep must be between 1 and --candidates ({candidates}), got {keep}")
+
+
+def _check_data(family: ModelFamily, data: LabelledArrays, what: str) -> None:
+    """Refuse data the family cannot take before spending minutes on profiling."""
+    shape = tuple(data.x.shape)
+    if len(shape) != 4 or shape[1] != family.in_channels:
+        raise CatalogBuildError(
+            f"{what} images have shape {list(shape)}; {family.name} takes [N, {family.in_channels}, H, W]"
+        )
+    if what == "validation" and len(data.y) and int(data.y.max()) >= family.num_classes:
+        raise CatalogBuildError(
+            f"{what} labels go up to {int(data.y.max())}, but {family.name} predicts {family.num_classes} classes; "
+            "give held-out data of the model's own classes (or the family's n_classes in --family-args)"
+        )
 
 
 def _sample(family: ModelFamily, n: int, rng: random.Random, say: Progress) -> list[_Candidate]:

@@ -137,6 +137,17 @@ def test_accuracy_predictor_marks_predicted_accuracy() -> None:
     assert "predicted" in sources
 
 
+def test_data_the_family_cannot_take_is_refused_up_front() -> None:
+    family = FakeFamily(num_classes=4)
+    wrong_labels = ArrayDataset(np.zeros((4, 3, 8, 8), np.float32), np.array([0, 1, 2, 9]), name="v")
+    with pytest.raises(CatalogBuildError, match="labels go up to 9, but fake-tiny predicts 4 classes"):
+        build_catalog(family, candidates=4, measure=2, keep=2, val=wrong_labels)
+    gray = ArrayDataset(np.zeros((4, 1, 8, 8), np.float32), np.array([0, 1, 2, 3]), name="v")
+    with pytest.raises(CatalogBuildError, match=r"takes \[N, 3, H, W\]"):
+        build_catalog(family, candidates=4, measure=2, keep=2, val=gray)
+    assert family.materialized == 0
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
