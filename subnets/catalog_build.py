@@ -179,6 +179,9 @@ def build_catalog(
             break
         say(f"refining: measuring {len(pending)} kept subnet(s) whose figures were predicted")
         _measure(family, pending, settings, with_accuracy=val is not None)
+    if refine and round_no > 0:  # refitted on the refinement's measurements too
+        for pe, model in models.items():
+            say(f"final latency model [{pe}]: {_model_summary(model, 'ms')}")
     predictions = _predictions(pool, models, acc_model)
     entries = []
     for cand in kept:
@@ -188,7 +191,7 @@ def build_catalog(
     catalog = Catalog(
         family=family.describe(),
         entries=entries,
-        weights=dict(weights or {}),
+        weights=dict(weights) if weights is not None else _weights_of(family),
         provenance=_provenance(pool, kept, settings, candidates, measure, keep, seed, val is not None),
         latency_models={pe: m.to_dict() for pe, m in models.items()},
     )
@@ -329,6 +332,12 @@ def _check_counts(candidates: int, measure: int, keep: int) -> None:
         raise CatalogBuildError(f"--measure ({measure}) cannot exceed --candidates ({candidates})")
     if keep < 1 or keep > candidates:
         raise CatalogBuildError(f"--keep must be between 1 and --candidates ({candidates}), got {keep}")
+
+
+def _weights_of(family: ModelFamily) -> dict[str, Any]:
+    """The catalog's ``weights`` object from a family that can describe its weights, else empty."""
+    info = getattr(family, "weights_info", None)
+    return dict(info()) if callable(info) else {}
 
 
 def _check_data(family: ModelFamily, data: LabelledArrays, what: str) -> None:
