@@ -749,22 +749,50 @@ class OFAResNet50Family(OFAFamily):
         }
 
     def materialize(self, spec: SubnetSpec, bn_stats: Mapping[str, Tensor] | None = None) -> nn.Module:
-        """Stock extraction, then every leading-contiguous weight replaced by a view of the supernet.
+        """A static ResNet whose leading-contiguous weights are views of the supernet's.
 
-        3x3 convs whose input channels are narrowed, and 1x1 convs sliced along their input, stay
-        private copies (correctness first); fixed layers and leading slices are shared.
+        Only the active layer configs are read under the lock (milliseconds); the static network is
+        built and filled outside it, so dynamic-slicing inference is not held up. BN vectors, fixed
+        layers and convs that keep the supernet's input width are views; 3x3 convs and 1x1 convs with
+        narrowed inputs are private copies of the leading slice (exactly what stock extraction copies).
         """
+        from ofa.imagenet_classification.networks import ResNets
+
+        self.validate(spec)
+        net = self._net()
         with self.lock:
-            subnet = self.extract(spec)
-            net: Any = self.supernet()
-            names = {id(m): n for n, m in net.named_modules()}
-            for static, dynamic in _resnet_pairs(net, subnet):
-                share_module(static, dynamic, names[id(dynamic)], bn_stats)
-        return subnet
+            self.activate(spec)
+            config = _plain_config(net.get_active_net_config())
+            active = [
+                idx
+                for stage, block_ids in enumerate(net.grouped_block_index)
+                for idx in block_ids[: len(block_ids) - net.runtime_depth[stage]]
+            ]
+        device = next(net.parameters()).device
+        with torch.random.fork_rng(devices=[]):  # the random init is overwritten; keep the caller's RNG
+            subnet: Any = ResNets.build_from_config(config)
+        subnet = subnet.to(device).eval()
+        names = {id(m): n for n, m in net.named_modules()}
+        with torch.no_grad():
+            for static, dynamic in _resnet_pairs(net, subnet, active):
+                share_module(static, dynamic, names[id(dynamic)], bn_stats, copy_rest=True)
+        result: nn.Module = subnet
+        return result
 
 
-def _resnet_pairs(net: Any, subnet: Any) -> Iterator[tuple[nn.Module, nn.Module]]:
-    """(static module of the extracted subnet, matching supernet module) for every conv, BN and linear."""
+def _plain_config(config: Any) -> Any:
+    """ofa's ResNet net config holds an IdentityLayer object where a config dict belongs (stem shortcut)."""
+    if isinstance(config, dict):
+        return {k: _plain_config(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_plain_config(v) for v in config]
+    if isinstance(config, nn.Module) and hasattr(config, "config"):
+        return _plain_config(config.config)
+    return config
+
+
+def _resnet_pairs(net: Any, subnet: Any, active: Sequence[int]) -> Iterator[tuple[nn.Module, nn.Module]]:
+    """(static module of the subnet, matching supernet module) for every conv, BN and linear."""
 
     def conv_layer(static: Any, dynamic: Any) -> Iterator[tuple[nn.Module, nn.Module]]:
         yield static.conv, dynamic.conv.conv
@@ -776,13 +804,8 @@ def _resnet_pairs(net: Any, subnet: Any) -> Iterator[tuple[nn.Module, nn.Module]
     if len(stem) == 3:
         yield from conv_layer(stem[1].conv, net.input_stem[1].conv)
     yield from conv_layer(stem[-1], net.input_stem[2])
-    active = [
-        idx
-        for stage, block_ids in enumerate(net.grouped_block_index)
-        for idx in block_ids[: len(block_ids) - net.runtime_depth[stage]]
-    ]
     if len(active) != len(subnet.blocks):
-        raise RuntimeError("extracted ResNet subnet does not match the supernet's active blocks")
+        raise RuntimeError("static ResNet subnet does not match the supernet's active blocks")
     for static, idx in zip(subnet.blocks, active, strict=True):
         dynamic = net.blocks[idx]
         for part in ("conv1", "conv2", "conv3"):

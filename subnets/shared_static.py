@@ -39,11 +39,14 @@ def share_module(
     dynamic: nn.Module,
     dynamic_name: str,
     bn_stats: Mapping[str, Tensor] | None = None,
+    copy_rest: bool = False,
 ) -> None:
     """Point ``static``'s tensors at views of ``dynamic``'s (same module type, smaller shapes).
 
-    BatchNorm running statistics come from ``bn_stats`` (keys ``<dynamic_name>.running_mean``/
-    ``.running_var``) when given: those are the subnet's private, recalibrated statistics.
+    Slices that are not contiguous stay ``static``'s own tensors; with ``copy_rest`` they are filled
+    with the leading slice of ``dynamic``'s (what stock extraction copies). BatchNorm running
+    statistics come from ``bn_stats`` (keys ``<dynamic_name>.running_mean``/``.running_var``) when
+    given: those are the subnet's private, recalibrated statistics.
     """
     is_bn = isinstance(static, nn.BatchNorm2d)
     for attr, own in _tensors(static):
@@ -62,6 +65,10 @@ def share_module(
         view = leading_view(source, own.shape)
         if view is not None:
             _replace(static, attr, view)
+        elif copy_rest:
+            if own.dim() != source.dim() or any(n > m for n, m in zip(own.shape, source.shape, strict=True)):
+                raise ValueError(f"{dynamic_name}.{attr}: {tuple(own.shape)} is not a slice of {tuple(source.shape)}")
+            own.copy_(source.detach()[tuple(slice(0, n) for n in own.shape)])
 
 
 def _tensors(module: nn.Module) -> Iterable[tuple[str, Tensor]]:
