@@ -85,6 +85,11 @@ def build(sysfs: Sysfs, ident: BoardId) -> Platform:
         "power", power.power_capability(sysfs, platform.rails, "no INA3221 found under /sys/bus/i2c/devices")
     )
     platform.set_capability("jtop", jtop_capability(sysfs))
+    if platform.info["jetson_clocks"]:
+        # Still usable, but every request reads back at the maximum until `jetson_clocks --restore`.
+        for name, cap in platform.capabilities().items():
+            if name.startswith("dvfs:") and cap.usable:
+                cap.reason = "jetson_clocks is engaged (min = max = hardware max): requests read back at max"
     if platform.info["nvpmodel"] is not None:
         platform.set_capability(
             "nvpmodel",

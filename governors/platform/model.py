@@ -166,6 +166,14 @@ class Platform:
             raise PlatformError(f"every CPU of {pe} ({cluster.cpus}) is offline; PEs now: {', '.join(self.pe_names())}")
         return list(cluster.online)
 
+    def device_for(self, pe: str) -> str:
+        """The torch device a PE's inference runs on: ``cuda`` for ``gpu``, ``cpu`` for a cluster."""
+        if pe == "gpu":
+            self.pe_cpus(pe)  # validates that there is a CUDA GPU
+            return "cuda"
+        self.cluster(pe)
+        return "cpu"
+
     def all_cpus(self) -> list[int]:
         return sorted({cpu for c in self.clusters for cpu in c.cpus})
 

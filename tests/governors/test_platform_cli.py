@@ -50,6 +50,14 @@ def test_human_table(tmp_path, capsys):
     assert "dvfs:gpu" in out and "userspace governor + userspace/set_freq" in out
 
 
+def test_sample_option(tmp_path, capsys):
+    board = build_board("jetson-nano", str(tmp_path / "nano"))
+    d = _run_json(capsys, "--sysfs-root", board.root, "--state-dir", str(tmp_path / "s"), "--sample")
+    snap = d["snapshot"]
+    assert snap["power_w"] == pytest.approx(board.expect["power_w"])
+    assert snap["gpu_load"] == pytest.approx(11.7) and snap["cpu_khz"] == {"cpu": 921600}
+
+
 def test_this_machine_reports_honestly(capsys, tmp_path):
     d = _run_json(capsys, "--state-dir", str(tmp_path))
     has_cpufreq = os.path.isdir("/sys/devices/system/cpu/cpufreq") and any(

@@ -161,6 +161,12 @@ def test_jetson_clocks_engaged_is_noticed(tmp_path):
     t.file(f"{gpu}/min_freq", "921600000", 0o644)
     p = detect_platform(board.root, hook=board.kernel)
     assert p.info["jetson_clocks"] is True
+    assert p.capability("dvfs:cpu").usable and "jetson_clocks" in p.capability("dvfs:cpu").reason
+    from governors.actuators import Actuator
+
+    act = Actuator(p, str(tmp_path / "state"))
+    assert act.set_cluster_khz("cpu", 518400) == 1479000  # the kernel clamps to min = max: read back tells
+    act.restore()
 
 
 def test_xu3_3_10_layout_without_policy_dirs(tmp_path):
@@ -252,6 +258,11 @@ def test_unknown_cluster_and_pe_names_are_clear_errors(tmp_path):
     with pytest.raises(PlatformError, match="no CUDA GPU"):
         p.pe_cpus("gpu")
     assert p.pe_cpus("cpu-big") == [4, 5, 6, 7]
+    assert p.device_for("cpu-big") == "cpu"
+    with pytest.raises(PlatformError):
+        p.device_for("gpu")
+    nano = build_board("jetson-nano", str(tmp_path / "nano"))
+    assert detect_platform(nano.root, hook=nano.kernel).device_for("gpu") == "cuda"
 
 
 def test_to_dict_is_json_ready(board):
