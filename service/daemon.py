@@ -10,6 +10,7 @@ platform is restored, and the sockets and lock are removed.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import fcntl
 import logging
 import os
@@ -73,6 +74,7 @@ def setup_logging(level: str) -> None:
 def run(config: Config) -> int:
     """Run the daemon in the foreground; returns the exit status."""
     setup_logging(config.logging.level)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID` dumps every thread's stack
     notifier = Notifier()
     runtime_dir = ensure_private_dir(config.runtime_dir())
     state_dir = ensure_private_dir(config.state_dir())

@@ -40,7 +40,8 @@ class Notifier:
         try:
             if self._socket is None:
                 self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self._socket.sendto("\n".join(lines).encode(), _sockaddr(self.address))
+            # never block: a receiver that stops reading must not stall the control loop
+            self._socket.sendto("\n".join(lines).encode(), socket.MSG_DONTWAIT, _sockaddr(self.address))
         except OSError as exc:
             if not self._warned:  # once: systemd may be gone during shutdown
                 log.warning("sd_notify to %s failed: %s", self.address, exc)

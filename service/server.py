@@ -355,7 +355,13 @@ class Server:
             log.debug("telemetry dropped: %s", exc)
 
     def finish(self, drain_timeout_s: float) -> None:
-        """Let workers finish in-flight inferences, send their replies, close the sockets."""
+        """Let workers finish in-flight inferences, send their replies, close the sockets.
+
+        Requests that arrived but were not read yet are answered ``shutting_down`` (a clear
+        answer instead of silence); inferences already queued on a worker run to completion.
+        """
+        self._stopping = True
+        self._drain_router(quiet_s=0.2, limit_s=2.0)
         for worker in self.workers.values():
             worker.stop()
         deadline = time.monotonic() + drain_timeout_s
@@ -364,10 +370,19 @@ class Server:
         self._flush_outbox()
         self.close()
 
-    def close(self) -> None:
+    def _drain_router(self, quiet_s: float, limit_s: float) -> None:
+        """Answer requests still arriving (sent before the stop) until the socket stays quiet."""
+        if self.router is None:
+            return
+        end = time.monotonic() + limit_s
+        while time.monotonic() < end and self.router.poll(int(quiet_s * 1000), zmq.POLLIN):
+            self._read_requests(budget=100_000)
+
+    def close(self, linger_ms: int = 1000) -> None:
+        # a short linger lets the last replies leave; it also bounds how long a vanished peer can delay exit
         for sock in (self.router, self.pub):
             if sock is not None:
-                sock.close(linger=0)
+                sock.close(linger=linger_ms)
         self.router = self.pub = None
         if self._auth is not None:
             self._auth.stop()

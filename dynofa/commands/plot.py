@@ -16,6 +16,9 @@ from typing import Any
 from dynofa.errors import DynofaError
 
 
+MAX_APPS = 6
+
+
 class TraceError(DynofaError):
     """A trace file is missing, empty or unreadable."""
 
@@ -93,8 +96,15 @@ def plot_timeline(records: list[dict[str, Any]], output: Path, title: str = "dyn
     import matplotlib.pyplot as plt
 
     t0 = records[0]["t"]
-    apps = sorted({name for r in records for name in (r.get("apps") or {})})
-    fig, (ax_lat, ax_acc, ax_load) = plt.subplots(3, 1, sharex=True, figsize=(10, 8), height_ratios=[3, 1.5, 1.5])
+    runs: dict[str, int] = {}
+    for r in records:
+        for name, a in (r.get("apps") or {}).items():
+            runs[name] = max(runs.get(name, 0), int(a.get("inferences") or 0))
+    # the busiest apps only: a legend of dozens of apps would crush the panels
+    apps = sorted(sorted(runs, key=lambda n: -runs[n])[:MAX_APPS])
+    fig, (ax_lat, ax_acc, ax_load) = plt.subplots(
+        3, 1, sharex=True, figsize=(10, 8), height_ratios=[3, 1.5, 1.5], layout="constrained"
+    )
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, app in enumerate(apps):
         color = colors[i % len(colors)]
@@ -127,7 +137,6 @@ def plot_timeline(records: list[dict[str, Any]], output: Path, title: str = "dyn
         ax_power.set_ylabel("power (W)")
     if pes:
         ax_load.legend(loc="upper left", fontsize="small")
-    fig.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=100)
     plt.close(fig)

@@ -45,7 +45,7 @@ def make_catalog(
     macs = [family.macs(s) for s in specs]
     low, high = min(macs), max(macs)
     entries = []
-    for spec, mac in zip(specs, macs):
+    for spec, mac in zip(specs, macs, strict=True):
         frac = (mac - low) / (high - low) if high > low else 1.0
         entries.append(
             CatalogEntry(

@@ -1,0 +1,343 @@
+"""A real daemon process and real clients over ZeroMQ: every op, bad input, load, notifications, stop."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from dynofa import protocol
+from dynofa.cli import main as cli_main
+from dynofa.client import Telemetry
+from dynofa.protocol import RemoteError
+from tests.service.harness import Daemon, NotifyListener, raw_request
+
+
+def header(**fields: object) -> bytes:
+    return json.dumps({"v": 1, **fields}).encode()
+
+
+def image(resolution: int = 32, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((1, 3, resolution, resolution), dtype=np.float32)
+
+
+def test_ready_status_and_watchdog_notifications(daemon: Daemon, notify: NotifyListener) -> None:
+    notify.wait_for("READY", "1")
+    before = sum(1 for m in notify.snapshot() if m.get("WATCHDOG") == "1")
+    time.sleep(1.5)  # WATCHDOG_USEC=400000: a ping every 0.2 s from the control loop
+    messages = notify.snapshot()
+    assert sum(1 for m in messages if m.get("WATCHDOG") == "1") >= before + 2, messages[-5:]
+    assert any("STATUS" in m for m in messages)
+
+
+def test_every_op(daemon: Daemon, tiny_catalog: Path) -> None:
+    c = daemon.client()
+    hello = c.hello()
+    assert hello["protocol"] == protocol.PROTOCOL_VERSION and "tiny" in hello["models"]
+    assert set(hello["ops"]) == set(protocol.OPS)
+    assert c.ping()["ok"] is True
+    reg = c.register("ops-app", model="tiny", budget={"latency_ms": 1000.0})
+    assert reg["model"] == "tiny" and reg["budget"]["latency_ms"] == 1000.0
+    catalog = json.loads(tiny_catalog.read_text())
+    ids = [s["id"] for s in catalog["subnets"]]
+    subnets = c.subnets()
+    assert [s["id"] for s in subnets["tiny"]] == ids
+    with pytest.raises(RemoteError) as err:
+        c.subnets(model="nope")
+    assert err.value.code == protocol.UNKNOWN_MODEL
+
+    result = c.infer("ops-app", image(32))
+    assert result.output.shape == (1, 10) and result.output.dtype == np.float32
+    assert np.isfinite(result.output).all()
+    assert result.subnet in ids and result.pe == "cpu" and result.latency_ms > 0
+    forced = c.infer("ops-app", image(48), subnet=ids[0])
+    assert forced.subnet == ids[0]
+
+    assert c.set_budget("ops-app", latency_ms=500.0, min_accuracy=0.5)["budget"]["min_accuracy"] == 0.5
+    assert c.budgets()["ops-app"]["budget"]["latency_ms"] == 500.0
+    assert c.feedback("ops-app", 0.75, detail={"note": "fine"})["qoe"] == 0.75
+    state = c.state()
+    app = state["apps"]["ops-app"]
+    assert app["inferences"] == 2 and app["qoe"] == 0.75
+    assert app["operating_point"]["subnet"] in ids
+    assert "cpu" in state["pes"] and state["platform"]["board"]
+    assert state["policy"]["name"]
+    assert c.clear_budget("ops-app")["budget"] is None
+    assert c.budgets()["ops-app"]["budget"] is None
+    assert c.unregister("ops-app")["app"] == "ops-app"
+    with pytest.raises(RemoteError) as err:
+        c.feedback("ops-app", 0.5)
+    assert err.value.code == protocol.UNKNOWN_APP
+
+
+def test_inference_equals_in_process_pool(daemon: Daemon, tiny_catalog: Path) -> None:
+    """The daemon runs the catalog's real subnets: same input, same logits as a local pool."""
+    import torch
+
+    import subnets.ofa_compat
+    from dynofa.catalog import load_catalog
+
+    subnets.ofa_compat.install()
+    from subnets.pool import SubnetPool
+
+    catalog = load_catalog(tiny_catalog)
+    sid = catalog.entries[1].id
+    x = image(catalog.entries[1].resolution, seed=3)
+    c = daemon.client()
+    c.register("same-app")
+    remote = c.infer("same-app", x, subnet=sid)
+    with SubnetPool.from_catalog(catalog, ids=[sid]) as pool:
+        local = pool.infer(torch.from_numpy(x.copy()), subnet=sid).output.numpy()
+    np.testing.assert_allclose(remote.output, local, rtol=1e-4, atol=1e-5)
+    c.unregister("same-app")
+
+
+def test_policy_switches_subnet_when_budget_tightens(daemon: Daemon, tiny_catalog: Path) -> None:
+    catalog = json.loads(tiny_catalog.read_text())
+    by_accuracy = sorted(catalog["subnets"], key=lambda s: s["accuracy"]["top1"])
+    c = daemon.client()
+    c.register("tight-app", budget={"latency_ms": 10_000.0})
+    deadline = time.monotonic() + 30
+    while c.state()["apps"]["tight-app"]["operating_point"]["subnet"] != by_accuracy[-1]["id"]:
+        assert time.monotonic() < deadline, "a loose budget should get the most accurate subnet"
+        time.sleep(0.1)
+    # tighter than any subnet's catalog latency: the policy must fall back to a smaller one
+    c.set_budget("tight-app", latency_ms=0.01)
+    deadline = time.monotonic() + 30
+    while c.state()["apps"]["tight-app"]["operating_point"]["subnet"] == by_accuracy[-1]["id"]:
+        assert time.monotonic() < deadline, "a tight budget should leave the largest subnet"
+        time.sleep(0.1)
+    assert c.state()["apps"]["tight-app"]["switches"] >= 1
+    c.unregister("tight-app")
+
+
+MALFORMED = [
+    ([b"\xff\xfe not utf8"], protocol.BAD_JSON),
+    ([b"{not json"], protocol.BAD_JSON),
+    ([b"[1, 2, 3]"], protocol.BAD_REQUEST),
+    ([b"42"], protocol.BAD_REQUEST),
+    ([json.dumps({"op": "ping"}).encode()], protocol.UNSUPPORTED_VERSION),
+    ([json.dumps({"v": 99, "op": "ping"}).encode()], protocol.UNSUPPORTED_VERSION),
+    ([header(op="launch_missiles")], protocol.UNKNOWN_OP),
+    ([header(op=7)], protocol.UNKNOWN_OP),
+    ([header(op="register")], protocol.BAD_REQUEST),
+    ([header(op="register", app=5)], protocol.BAD_REQUEST),
+    ([header(op="register", app="../../etc")], protocol.BAD_REQUEST),
+    ([header(op="register", app="ok", colour="red")], protocol.BAD_REQUEST),
+    ([header(op="set_budget", app="bad", budget={"latency_ms": -1})], protocol.BAD_BUDGET),
+    ([header(op="set_budget", app="bad", budget={"latency_ms": "fast"})], protocol.BAD_BUDGET),
+    ([header(op="set_budget", app="bad", budget={"min_accuracy": 0.5})], protocol.BAD_BUDGET),
+    ([header(op="set_budget", app="bad", budget=[1])], protocol.BAD_REQUEST),
+    ([header(op="feedback", app="x", qoe=3)], protocol.BAD_REQUEST),
+    ([header(op="feedback", app="nobody", qoe=0.5)], protocol.UNKNOWN_APP),
+    ([header(op="ping"), b"extra"], protocol.BAD_REQUEST),
+    ([header(op="ping", id=[1])], protocol.BAD_REQUEST),
+    # inference: half a multipart, wrong dtype, wrong shape, byte count mismatch
+    ([header(op="infer", app="infer-app", dtype="float32", shape=[1, 3, 32, 32])], protocol.BAD_TENSOR),
+    ([header(op="infer", app="infer-app", dtype="int8", shape=[1, 3, 32, 32]), bytes(3072)], protocol.BAD_TENSOR),
+    ([header(op="infer", app="infer-app", dtype="float32", shape=[1, 3, 32, 32]), bytes(100)], protocol.BAD_TENSOR),
+    ([header(op="infer", app="infer-app", dtype="float32", shape=[1, 1, 32, 32]), bytes(4096)], protocol.BAD_TENSOR),
+    ([header(op="infer", app="infer-app", dtype="float32", shape=[3, 32, 32]), bytes(12288)], protocol.BAD_TENSOR),
+    ([header(op="infer", app="infer-app", dtype="float32", shape=[1, 3, 4, 4]), bytes(192)], protocol.BAD_TENSOR),
+    ([header(op="infer", app="infer-app", dtype="float32", shape=[0, 3]), b""], protocol.BAD_REQUEST),
+    ([header(op="infer", app="infer-app", dtype="float32", shape="big"), b""], protocol.BAD_REQUEST),
+    ([header(op="infer", app="infer-app", dtype="float32", shape=[1, 3, 32, 32], subnet="nope"),
+      bytes(12288)], protocol.UNKNOWN_SUBNET),  # fmt: skip
+    ([header(op="infer", app="stranger", dtype="float32", shape=[1, 3, 32, 32]), bytes(12288)], protocol.UNKNOWN_APP),
+    ([header(op="ping"), b"", b"", b"", b""], protocol.BAD_REQUEST),
+]
+
+
+@pytest.mark.parametrize(("frames", "code"), MALFORMED)
+def test_malformed_requests_get_structured_errors(daemon: Daemon, frames: list[bytes], code: str) -> None:
+    daemon.client().register("infer-app")
+    reply = raw_request(daemon.endpoint, frames)
+    assert reply is not None, "the daemon must answer a malformed request"
+    assert reply["ok"] is False and reply["v"] == protocol.PROTOCOL_VERSION
+    assert reply["error"]["code"] == code, reply
+    assert isinstance(reply["error"]["message"], str) and reply["error"]["message"]
+    assert daemon.client().ping()["ok"] is True
+
+
+def test_oversized_messages(daemon: Daemon) -> None:
+    daemon.client().register("big-app")
+    soft = 1 << 20
+    shape = [1, 3, 300, 300]  # 1.08 MB: above the soft limit, below zmq's hard one
+    frames = [header(op="infer", app="big-app", dtype="float32", shape=shape), bytes(4 * 3 * 300 * 300)]
+    assert sum(len(f) for f in frames) > soft
+    reply = raw_request(daemon.endpoint, frames)
+    assert reply is not None and reply["error"]["code"] == protocol.TOO_LARGE
+    # above MAXMSGSIZE libzmq drops the connection without reading the message: no reply, no harm
+    assert raw_request(daemon.endpoint, [header(op="ping"), bytes(5 << 20)], timeout_ms=1000) is None
+    assert daemon.client().ping()["ok"] is True
+
+
+def test_many_concurrent_clients_lose_no_reply(daemon: Daemon) -> None:
+    n_clients, n_requests = 12, 30
+    errors: list[str] = []
+    counts = [0] * n_clients
+
+    def run(i: int) -> None:
+        c = daemon.client(timeout_s=60.0)
+        app = f"conc-{i}"
+        c.register(app)
+        for k in range(n_requests):
+            try:
+                if k % 3 == 0:
+                    reply = c.infer(app, image(32, seed=k))
+                    assert reply.output.shape == (1, 10)
+                elif k % 3 == 1:
+                    assert c.state()["apps"][app]["app"] == app
+                else:
+                    c.feedback(app, (k % 10) / 10)
+                counts[i] += 1
+            except Exception as exc:  # noqa: BLE001 - collected and reported below
+                errors.append(f"client {i} request {k}: {exc!r}")
+        c.unregister(app)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n_clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors[:5]
+    assert counts == [n_requests] * n_clients
+
+
+def test_vanished_and_slow_clients_do_not_block(daemon: Daemon) -> None:
+    daemon.client().register("gone-app")
+    ctx = zmq.Context.instance()
+    frames = [header(op="infer", app="gone-app", dtype="float32", shape=[1, 3, 32, 32]), image(32).tobytes()]
+    for _ in range(3):  # send a burst of inferences and vanish before the replies
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 1000)
+        dealer.connect(daemon.endpoint)
+        for _ in range(20):
+            dealer.send_multipart([b"", *frames])
+        dealer.close()
+    # a client that never reads its replies
+    slow = ctx.socket(zmq.DEALER)
+    slow.setsockopt(zmq.LINGER, 0)
+    slow.setsockopt(zmq.RCVHWM, 1)
+    slow.connect(daemon.endpoint)
+    for _ in range(200):
+        slow.send_multipart([b"", header(op="state")])
+    c = daemon.client(timeout_s=30)
+    t0 = time.monotonic()
+    for _ in range(20):
+        assert c.ping()["ok"] is True
+    assert c.infer("gone-app", image(32)).output.shape == (1, 10)
+    slow.close()
+    assert time.monotonic() - t0 < 30
+
+
+def test_max_apps(daemon: Daemon) -> None:
+    c = daemon.client()
+    existing = len(c.budgets())
+    names = [f"cap-{i}" for i in range(16 - existing)]
+    for name in names:
+        c.register(name)
+    with pytest.raises(RemoteError) as err:
+        c.register("one-too-many")
+    assert err.value.code == protocol.TOO_MANY_APPS
+    for name in names:
+        c.unregister(name)
+    c.register("one-too-many")
+    c.unregister("one-too-many")
+
+
+def test_telemetry_publishes_budgets_points_and_state(daemon: Daemon) -> None:
+    with Telemetry(daemon.telemetry) as sub:
+        time.sleep(0.3)  # PUB/SUB slow joiner
+        c = daemon.client()
+        c.register("tele-app")
+        c.set_budget("tele-app", latency_ms=0.01)
+        seen: dict[str, dict[str, object]] = {}
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not {"budget", "state", "op"} <= set(seen):
+            item = sub.receive(1.0)
+            if item is None:
+                continue
+            topic, message = item
+            mine = "tele-app" in message["apps"] if topic == "state" else message.get("app") == "tele-app"
+            if mine:
+                seen.setdefault(topic, message)
+        assert seen["budget"]["budget"]["latency_ms"] == 0.01
+        assert seen["op"]["new"]["subnet"] != seen["op"]["old"]["subnet"]
+    c.unregister("tele-app")
+
+
+def test_cli_status_top_budget_and_plot(daemon: Daemon, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    ep = ["--endpoint", daemon.endpoint]
+    assert cli_main(["budget", "set", "cli-app", "--latency-ms", "25", "--min-accuracy", "0.5", *ep]) == 0
+    assert "latency <= 25 ms" in capsys.readouterr().out
+    assert cli_main(["budget", "list", *ep]) == 0
+    assert "cli-app" in capsys.readouterr().out
+    assert cli_main(["budget", "list", "--json", *ep]) == 0
+    assert json.loads(capsys.readouterr().out)["budgets"]["cli-app"]["budget"]["latency_ms"] == 25
+    daemon.client().infer("cli-app", image(32))
+    assert cli_main(["status", *ep]) == 0
+    out = capsys.readouterr().out
+    assert "cli-app" in out and "25 ms" in out and "PE" in out
+    assert cli_main(["status", "--json", *ep]) == 0
+    assert json.loads(capsys.readouterr().out)["apps"]["cli-app"]["inferences"] >= 1
+    assert cli_main(["top", "--iterations", "2", "--interval", "0.1", *ep]) == 0
+    assert capsys.readouterr().out.count("cli-app") == 2
+    assert cli_main(["budget", "clear", "cli-app", *ep]) == 0
+    capsys.readouterr()
+    time.sleep(0.5)  # a few trace records
+    png = tmp_path / "timeline.png"
+    assert cli_main(["plot", "--trace", str(daemon.state_dir / "trace.jsonl"), "-o", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    daemon.client().unregister("cli-app")
+
+
+def test_cli_reports_a_missing_daemon(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    for argv in (["status"], ["top", "--once"], ["budget", "list"]):
+        assert cli_main([*argv, "--endpoint", f"ipc://{tmp_path}/none.sock"]) == 1
+        assert "not running" in capsys.readouterr().err
+
+
+def test_socket_files_are_group_only(daemon: Daemon) -> None:
+    for name in ("control.sock", "telemetry.sock"):
+        assert (daemon.runtime / name).stat().st_mode & 0o777 == 0o660
+
+
+def test_graceful_stop_answers_in_flight_requests(daemon: Daemon, notify: NotifyListener) -> None:
+    """Runs last in this module: SIGTERM with inferences queued; each gets an answer, then a clean exit.
+
+    Inferences a worker already queued finish (ok); requests still unread are answered shutting_down.
+    """
+    daemon.client().register("stop-app")
+    ctx = zmq.Context.instance()
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(daemon.endpoint)
+    frames = [header(op="infer", app="stop-app", dtype="float32", shape=[1, 3, 48, 48]), image(48).tobytes()]
+    n = 20
+    for i in range(n):
+        dealer.send_multipart([b"", header(op="ping", id=f"p{i}")] if i == 0 else [b"", *frames])
+    dealer.recv_multipart()  # the daemon holds the requests: queue them, then stop
+    daemon.proc.send_signal(signal.SIGTERM)
+    replies = 0
+    poller = zmq.Poller()
+    poller.register(dealer, zmq.POLLIN)
+    codes = []
+    while replies < n - 1 and poller.poll(30000):
+        _, head, *_ = dealer.recv_multipart()
+        reply = json.loads(head)
+        codes.append("ok" if reply["ok"] else reply["error"]["code"])
+        replies += 1
+    dealer.close()
+    assert replies == n - 1
+    assert set(codes) <= {"ok", protocol.SHUTTING_DOWN}, codes
+    assert daemon.stop() == 0
+    notify.wait_for("STOPPING", "1")
+    assert not (daemon.runtime / "control.sock").exists()
+    assert not (daemon.runtime / "dynofa.lock").exists()
