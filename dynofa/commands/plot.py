@@ -15,7 +15,6 @@ from typing import Any
 
 from dynofa.errors import DynofaError
 
-
 MAX_APPS = 6
 
 
