@@ -20,8 +20,8 @@ subnet in turn; from its samples the per-phase best static choice (the oracle: t
 accurate subnet whose probed hit rate in that phase is >= 0.99) is derived after the run.
 
 Budgets are set from a calibration of this machine, printed in the JSON: B1 = the larger of
-1.3 x the largest subnet's quiet median and 1.2 x the middle subnet's 95th percentile under
-the background load (so that some subnet can meet it under contention); B2 = 1.15 x the
+1.3 x the largest subnet's quiet median and 1.2 x the middle subnet's median under the
+background load (so that some subnet can meet it under contention); B2 = 1.15 x the
 mean of the two largest subnets' quiet medians, at least 1.3 x the smallest's quiet 95th
 percentile. The 1-minute load average before and after is reported: on a shared machine,
 other users' load changes what any policy can achieve (``hit_rate_oracle`` says what the
@@ -134,7 +134,7 @@ def calibrate(work: Workload, repeats: int) -> tuple[dict[str, float], dict[str,
 
 
 def calibrate_contended(work: Workload, workers: int, seconds: float) -> dict[str, float]:
-    """95th percentile latency of every subnet while the background load runs (budget design only)."""
+    """Median latency of every subnet while the background load runs (budget design only)."""
     if workers <= 0 or seconds <= 0:
         return {}
     now = time.time()
@@ -146,7 +146,7 @@ def calibrate_contended(work: Workload, workers: int, seconds: float) -> dict[st
                 samples[e.id].append(work.run(e.id))
     finally:
         stop_background(procs)
-    return {sid: sorted(v)[max(0, math.ceil(0.95 * len(v)) - 1)] for sid, v in samples.items() if v}
+    return {sid: median(v) for sid, v in samples.items() if v}
 
 
 def start_background(n: int, start_at: float, stop_at: float) -> list[subprocess.Popen[bytes]]:
@@ -290,7 +290,7 @@ def _run(args: argparse.Namespace, work: Workload) -> dict[str, Any]:
     result.update({
         "workload": work.kind, "workload_source": work.source,
         "calibration_ms": {k: round(v, 3) for k, v in quiet.items()},
-        "calibration_under_load_p95_ms": {k: round(v, 3) for k, v in loaded.items()},
+        "calibration_under_load_median_ms": {k: round(v, 3) for k, v in loaded.items()},
         "budgets_ms": {"B1": round(b1, 3), "B2": round(b2, 3)},
         "background_processes": args.workers, "monitors": monitor is not None,
         "load_average_1min": {"start": round(load_before, 2), "end": round(os.getloadavg()[0], 2),

@@ -16,7 +16,9 @@ lowest-energy frequencies that still meet it (:mod:`governors.policies.search`).
 * **Hysteresis**: moving to a more accurate or cheaper point (an upgrade) needs the new
   point to fit with ``up_margin`` more headroom, and to have been the proposal for
   ``hold`` consecutive decisions; moving down (the current point no longer fits) is
-  immediate. Noise around a boundary therefore does not make it oscillate.
+  immediate. Noise around a boundary therefore does not make it oscillate. A step up that
+  fails (a step down within ``probation`` decisions) doubles the hold before that same step
+  up is tried again (up to ``2 ** max_backoff``); one that holds clears its record.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ class ModelBasedPolicy(Policy):
     def __init__(self, latency_model: LatencyModel | None = None, power_model: PowerModel | None = None,
                  min_margin: float = 1.05, up_margin: float = 1.02, hold: int = 5,
                  estimator: ContentionEstimator | None = None, use_monitors: bool = True,
-                 max_margin: float = 1.5, dvfs: bool = True, quantile: float = 0.98) -> None:
+                 max_margin: float = 1.5, dvfs: bool = True, quantile: float = 0.98,
+                 probation: int = 30, max_backoff: int = 4) -> None:
         if min_margin < 1.0 or up_margin < 1.0 or hold < 0:
             raise PolicyError(f"need min_margin >= 1, up_margin >= 1, hold >= 0; got {min_margin}, {up_margin}, {hold}")
         self.latency_model = latency_model or LatencyModel()
@@ -52,6 +55,8 @@ class ModelBasedPolicy(Policy):
         self.use_monitors = use_monitors
         self.dvfs = dvfs
         self.quantile = quantile
+        self.probation = probation
+        self.max_backoff = max_backoff
         self.estimator = estimator or ContentionEstimator()
         self.reset()
 
@@ -68,6 +73,9 @@ class ModelBasedPolicy(Policy):
         self._points: dict[str, OperatingPoint] = {}
         self._switches = 0
         self._urgent = False
+        self._decisions = 0
+        self._last_upgrade: tuple[object, int] | None = None  # (plan key, decision index)
+        self._failures: dict[object, int] = {}  # step ups that failed within probation, per target
 
     def needs_decision(self) -> bool:
         return self._urgent
@@ -135,6 +143,10 @@ class ModelBasedPolicy(Policy):
             self._pending = None
         self._signature = signature
         self._urgent = False
+        self._decisions += 1
+        if self._last_upgrade is not None and self._decisions - self._last_upgrade[1] > self.probation:
+            self._failures.pop(self._last_upgrade[0], None)  # it held: forget its past failures
+            self._last_upgrade = None
         self._adopt(chosen)
         self._inp = inp
         self._measured_power(inp, chosen, power)
@@ -155,6 +167,10 @@ class ModelBasedPolicy(Policy):
         current_unsafe = any(not c.meets_latency for c in current.choices.values()) or not current.cap_ok
         if current_unsafe or cur_status < best_status:
             self._pending = None
+            if self._last_upgrade is not None and self._decisions - self._last_upgrade[1] <= self.probation:
+                failed = self._last_upgrade[0]  # the step up did not hold: wait longer before retrying it
+                self._failures[failed] = min(self.max_backoff, self._failures.get(failed, 0) + 1)
+            self._last_upgrade = None
             return best, "step down: current point no longer meets the budget"
         if plan_key(best) <= plan_key(current):
             self._pending = None
@@ -172,9 +188,11 @@ class ModelBasedPolicy(Policy):
             return current, ""
         key = (tuple(sorted(best.assignment().items())), tuple(sorted(best.freqs.items())))
         count = self._pending[1] + 1 if self._pending is not None and self._pending[0] == key else 1
-        if count > self.hold:
+        hold = self.hold * 2 ** self._failures.get(key, 0)
+        if count > hold:
             self._pending = None
-            return best, f"step up after {self.hold} stable decisions"
+            self._last_upgrade = (key, self._decisions)
+            return best, f"step up after {hold} stable decisions"
         self._pending = (key, count)
         return current, ""
 

@@ -320,3 +320,26 @@ def test_decision_input_from_a_detected_platform() -> None:
     assert i.load is not None and i.load.gpu_load == pytest.approx(0.8) and i.load.other_util == {"cpu0": 0.5}
     d = ModelBasedPolicy().decide(i)
     assert d.points["app"].pe in ("gpu", "cpu0") and d.energy_source == "measured-calibrated"
+
+
+def test_failed_step_up_backs_off() -> None:
+    policy = ModelBasedPolicy(hold=2)
+    i = inp(request(latency_ms=50.0), pes=(CPU,))
+    base = {"small": 10.0, "medium": 20.0, "large": 40.0}
+
+    def run(steps: int, slow_large: float) -> list[str]:
+        out = []
+        for _ in range(steps):
+            point = policy.decide(i).points["app"]
+            out.append(point.subnet)
+            f = 0.1 + 0.9 * 2000000 / point.cpu_freq_khz["cpu-big"]
+            policy.observe("app", base[point.subnet] * f * (slow_large if point.subnet == "large" else 1.0))
+        return out
+
+    policy.decide(i)
+    policy.observe("app", 80.0)  # a miss on "large": step down
+    first = run(150, slow_large=1.5)  # "large" keeps missing whenever it is tried
+    ups = [k for k, (a, b) in enumerate(zip(first, first[1:], strict=False)) if b == "large" and a != "large"]
+    assert len(ups) >= 3, first
+    gaps = [b - a for a, b in zip(ups, ups[1:], strict=False)]
+    assert gaps == sorted(gaps) and gaps[-1] > gaps[0]  # each retry waits longer
