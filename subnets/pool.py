@@ -418,10 +418,23 @@ class SubnetPool:
         return f"unknown subnet {subnet_id!r}; this pool holds: {', '.join(self._specs)}"
 
     def _slot_for(self, subnet_id: str) -> _Slot:
-        slot = self._slots.get(subnet_id) or self._fallback_slots.get(subnet_id)
-        if slot is None:
+        """The slot of a subnet used without switching; in cache mode that use counts (hit, or miss + build)."""
+        if self.mode == "resident":
+            slot = self._slots.get(subnet_id)
+            if slot is None:
+                raise UnknownSubnetError(self._unknown(subnet_id))
+            return slot
+        if subnet_id not in self._specs:
             raise UnknownSubnetError(self._unknown(subnet_id))
-        return slot
+        with self._lock:
+            cached = self._slots.get(subnet_id)
+            if cached is not None:
+                self._modules.move_to_end(subnet_id)
+                self._stats.hits += 1
+                return cached
+            self._stats.misses += 1
+            self._request_build(subnet_id)
+            return self._fallback_slots[subnet_id]
 
     def _dynamic(self, slot: _Slot, x: Tensor) -> Tensor:
         """Serve a cache miss by dynamic slicing of the supernet (serialised by the family's lock)."""

@@ -161,6 +161,12 @@ def test_budgeted_pool_caches_by_use_and_falls_back_to_dynamic_slicing(
         assert_same_output(cached.infer(x).output, expected)
         cached.switch(target)
         assert cached.cache_stats()["hits"] == 2
+        # using a subnet without switching to it counts too
+        other = next(sid for sid in ids if sid not in cached.cache_stats()["cached"])
+        y = cached.infer(_input(specs[other]), subnet=other)
+        assert y.subnet == other and cached.cache_stats()["misses"] == 2
+        assert cached.wait_idle() and other in cached.cache_stats()["cached"]
+        assert cached.active == target
         assert cached.memory()["total_bytes"] <= budget
         with pytest.raises(UnknownSubnetError):
             cached.switch("nope")
