@@ -125,6 +125,13 @@ def format_table(catalog: Catalog) -> str:
     elif catalog.weights.get("init") == "random":
         title += ", RANDOM weights (structure only)"
     notes = []
+    prov = catalog.provenance
+    for pe, info in sorted((prov.get("reprofiled") or {}).items()):
+        if isinstance(info, dict):
+            where = f"{info.get('host')} ({info.get('cpu_model')})"
+            notes.append(f"{pe} latency re-profiled on {where} at {info.get('date')}")
+    if prov.get("host") and not prov.get("reprofiled"):
+        notes.append(f"latency measured on {prov.get('host')} ({prov.get('cpu_model')}) at {prov.get('date')}")
     if all(e.accuracy is None for e in catalog.entries):
         notes.append("no accuracy: the catalog was built without validation data (dynofa catalog build --val DATA)")
     return "\n".join([title, *lines, *notes])
