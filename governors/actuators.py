@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
 import os
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Concatenate, ParamSpec, TypeVar
 
 from dynofa.errors import PlatformError
 from governors.platform.model import CpuCluster, Platform
@@ -64,6 +67,21 @@ def _ordered_limit_writes(target_min: int, target_max: int, cur_min: int | None,
     return [which for which in order if not skip[which]]
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _locked(method: Callable[Concatenate[Actuator, _P], _R]) -> Callable[Concatenate[Actuator, _P], _R]:
+    """Serialise a public method: the control loop and inference workers call in from different threads."""
+
+    @functools.wraps(method)
+    def wrapper(self: Actuator, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class Actuator:
     """Applies DVFS and task mapping on one platform, and rolls everything back.
 
@@ -85,6 +103,7 @@ class Actuator:
         self.store = StateStore(state_dir or default_state_dir())
         self._set_affinity = set_affinity or os.sched_setaffinity
         self._get_affinity = get_affinity or os.sched_getaffinity
+        self._lock = threading.RLock()
         self._state: SavedState | None = None
         self._affinity_saved: dict[int, set[int]] = {}
         self.recovered: RestoreReport | None = None
@@ -95,6 +114,7 @@ class Actuator:
             self.recovered = self.recover()
 
     # -- state ---------------------------------------------------------------------------------
+    @_locked
     def recover(self) -> RestoreReport | None:
         """Restore from a state file left by a process that did not restore (a crash)."""
         leftover = self.store.load()
@@ -159,6 +179,7 @@ class Actuator:
         c = cluster if isinstance(cluster, CpuCluster) else self.platform.cluster(cluster)
         return self.sysfs.try_int(f"{c.policies[0]}/scaling_cur_freq") if c.policies else None
 
+    @_locked
     def set_cluster_khz(self, cluster: str | CpuCluster, khz: int) -> int | None:
         """Pin a CPU cluster's frequency (snapped to an available one); returns the read-back kHz.
 
@@ -193,6 +214,7 @@ class Actuator:
         gpu = self.platform.gpu
         return self.sysfs.try_int(f"{gpu.devfreq}/cur_freq") if gpu and gpu.devfreq else None
 
+    @_locked
     def set_gpu_hz(self, hz: int) -> int | None:
         """Pin the GPU devfreq frequency (snapped to an available one); returns the read-back Hz."""
         gpu = self.platform.gpu
@@ -242,6 +264,7 @@ class Actuator:
         self.store.save_degraded(self.sysfs.root, degraded)
 
     # -- task mapping --------------------------------------------------------------------------
+    @_locked
     def pin_threads(self, cpus: Iterable[int], tids: Iterable[int] | None = None) -> list[int]:
         """Set the CPU affinity of ``tids`` (default: every thread of this process).
 
@@ -318,6 +341,7 @@ class Actuator:
             self.store.clear()
             self._state = None
 
+    @_locked
     def restore(self) -> RestoreReport:
         """Put every touched device back as it was (most recent first) and undo pinning.
 

@@ -97,7 +97,7 @@ def _meminfo(text: str) -> tuple[int | None, int | None]:
 
 
 class Monitor:
-    """Samples a platform. Not thread-safe for concurrent ``sample`` calls; registration is."""
+    """Samples a platform. Call ``sample`` from one thread; thread registration is safe from any."""
 
     def __init__(
         self,
@@ -131,16 +131,22 @@ class Monitor:
     def register_threads(self, tids: Iterable[int]) -> None:
         """Exclude these threads' CPU time from utilisation (the daemon's inference threads).
 
-        Their CPU time is counted from now: the baseline is read at registration.
+        Their CPU time is counted from now: the baseline is read at registration. Safe to call
+        from any thread (the inference workers register themselves): it reads with a one-shot
+        open, never through the sampler's kept-open descriptors.
         """
-        new = [t for t in tids if t not in self._tids]
+        with self._lock:
+            new = [t for t in tids if t not in self._tids]
+        baselines: dict[int, int] = {}
         for tid in new:
-            text = self._reader.try_read(f"/proc/{self.pid}/task/{tid}/stat")
+            text = self.platform.sysfs.try_read(f"/proc/{self.pid}/task/{tid}/stat")
             if text:
                 with contextlib.suppress(IndexError, ValueError):
-                    self._task_prev[tid] = parse_task_stat(text)[0]
+                    baselines[tid] = parse_task_stat(text)[0]
         with self._lock:
             self._tids.update(new)
+            for tid, jiffies in baselines.items():
+                self._task_prev.setdefault(tid, jiffies)
 
     def register_current_thread(self) -> None:
         self.register_threads([threading.get_native_id()])
@@ -177,23 +183,22 @@ class Monitor:
         with self._lock:
             tids = list(self._tids)
         gone = []
+        now: dict[int, tuple[int, int]] = {}
         for tid in tids:
             path = f"/proc/{self.pid}/task/{tid}/stat"
             text = self._reader.try_read(path)
             if not text:
                 gone.append(tid)
                 continue
-            try:
-                jiffies, cpu = parse_task_stat(text)
-            except (IndexError, ValueError):
-                continue
-            prev = self._task_prev.get(tid)
-            self._task_prev[tid] = jiffies
-            if prev is None:
-                continue
-            cluster = self._cpu_cluster.get(cpu)
-            if cluster is not None:
-                per_cluster[cluster] = per_cluster.get(cluster, 0) + max(0, jiffies - prev)
+            with contextlib.suppress(IndexError, ValueError):
+                now[tid] = parse_task_stat(text)
+        with self._lock:
+            for tid, (jiffies, cpu) in now.items():
+                prev = self._task_prev.get(tid)
+                self._task_prev[tid] = jiffies
+                cluster = self._cpu_cluster.get(cpu)
+                if prev is not None and cluster is not None:
+                    per_cluster[cluster] = per_cluster.get(cluster, 0) + max(0, jiffies - prev)
         if gone:
             self.unregister_threads(gone)
             for tid in gone:

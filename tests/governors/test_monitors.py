@@ -284,3 +284,34 @@ def test_jtop_not_used_without_its_service(tmp_path):
     p2 = detect_platform(board.root, hook=board.kernel)
     assert p2.capability("jtop").status == "available"  # jetson-stats is installed here
     assert open_telemetry(p2) is None  # a fake tree is never the live system
+
+
+def test_registration_from_other_threads_while_sampling(tmp_path):
+    import threading
+
+    board, p = _make("odroid-xu4", tmp_path)
+    for tid in range(1000, 1040):
+        add_task(board.root, PID, tid, jiffies=tid, cpu=tid % 8)
+    m = Monitor(p, pid=PID)
+    errors: list[BaseException] = []
+
+    def register(base: int) -> None:
+        try:
+            for tid in range(base, base + 10):
+                m.register_threads([tid])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=register, args=(1000 + 10 * i,)) for i in range(4)]
+    for w in workers:
+        w.start()
+    for _ in range(50):
+        m.sample()
+    for w in workers:
+        w.join()
+    m.sample()
+    assert not errors
+    assert m.excluded_tids == set(range(1000, 1040))
+    task_fds = [path for path in m._reader._fds if "/task/" in path]
+    assert sorted(task_fds) == sorted(f"/proc/{PID}/task/{t}/stat" for t in range(1000, 1040))
+    m.close()
