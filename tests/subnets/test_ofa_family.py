@@ -86,6 +86,14 @@ def test_mbv3_materialized_equals_stock_extraction(mbv3: OFAMobileNetV3Family) -
         assert_same_output(outputs(mbv3.materialize(spec), x), outputs(mbv3.extract(spec), x))
 
 
+def test_mbv3_w12_materialized_equals_stock_extraction() -> None:
+    family = OFAMobileNetV3Family(width_mult=1.2, resolutions=[32], seed=4)
+    randomize_bn(family.supernet(), seed=4)
+    spec = family.sample(random.Random(2))
+    x = torch.randn(1, 3, 32, 32)
+    assert_same_output(outputs(family.materialize(spec), x), outputs(family.extract(spec), x))
+
+
 def test_proxyless_materialized_equals_stock_extraction(proxyless: OFAProxylessFamily) -> None:
     for spec in _specs(proxyless, 2, seed=1):
         x = torch.randn(1, 3, spec.resolution, spec.resolution)
