@@ -151,6 +151,8 @@ class SubnetPool:
         for sid, spec in subnets.items():
             family.validate(spec)
             self._specs[str(sid)] = spec
+        if initial is not None and initial not in self._specs:
+            raise UnknownSubnetError(self._unknown(initial))
         self._bn_stats = {
             sid: {k: v.to(self.device) for k, v in stats.items()} for sid, stats in (bn_stats or {}).items()
         }
@@ -180,11 +182,13 @@ class SubnetPool:
         self._fallback_slots = {sid: _Slot(sid, spec, None) for sid, spec in self._specs.items()}
         self._slots: dict[str, _Slot] = {}
         self.mode = "resident"
-        self._fill()
+        try:
+            self._fill()
+        except BaseException:
+            self._closed = True  # releases the device claim on the family
+            raise
 
         first = initial if initial is not None else next(iter(self._specs))
-        if first not in self._specs:
-            raise UnknownSubnetError(self._unknown(first))
         self._active: _Slot = self._slots.get(first) or self._fallback_slots[first]
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._pending: set[str] = set()
