@@ -58,6 +58,12 @@ def find_mali_gpu(sysfs: Sysfs) -> Gpu | None:
         if "mali" in tags or ".gpu" in tags or tags.startswith("gpu"):
             gpu = read_devfreq(sysfs, node, "mali" if "mali" in tags else name)
             gpu.cuda = False
+            # Samsung/hardkernel Mali drivers (Exynos) expose the load in percent next to the device;
+            # mainline panfrost exposes none.
+            for fname in ("utilization", "utilisation"):
+                if gpu.device and sysfs.exists(f"{gpu.device}/{fname}"):
+                    gpu.load_path, gpu.load_scale = f"{gpu.device}/{fname}", 1.0
+                    break
             return gpu
     return None
 

@@ -513,6 +513,7 @@ def odroid_xu3(root: str) -> FakeBoard:
         "simple_ondemand",
         177000000,
     )
+    t.file("/sys/devices/platform/11800000.mali/utilization", "37")  # percent (Samsung Mali platform driver)
     watts = {"0040": "1.207450", "0041": "0.118920", "0044": "0.240110", "0045": "0.121580"}
     for addr, w in watts.items():
         dev = f"/sys/devices/platform/i2c-gpio.3/i2c-3/3-{addr}"
@@ -538,7 +539,7 @@ def odroid_xu3(root: str) -> FakeBoard:
             "total_rail": None,
             "power_w": sum(float(w) for w in watts.values()),
             "zones": zones,
-            "gpu_load": None,
+            "gpu_load": 37.0,
             "cpu_method": "userspace",
             "gpu_method": "userspace",
             "pes": ["cpu-little", "cpu-big"],

@@ -14,6 +14,7 @@ from governors.actuators import Actuator, snap_to
 from governors.platform import AVAILABLE, DEGRADED, detect_platform
 from governors.state import STATE_FILE, StateStore
 from tests.fakes.boards import BOARDS, Tree, build_board, tree_snapshot
+from tests.fakes.fixtures import fast_tmp_path  # noqa: F401  (tmp_path on tmpfs)
 
 DVFS_BOARDS = sorted(n for n in BOARDS if n != "bare")
 

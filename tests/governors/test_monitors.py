@@ -10,6 +10,7 @@ import pytest
 from governors.monitors import Monitor, parse_proc_stat, parse_task_stat
 from governors.platform import detect_platform
 from tests.fakes.boards import BOARDS, Tree, add_task, build_board, set_proc_stat, tree_snapshot
+from tests.fakes.fixtures import fast_tmp_path  # noqa: F401  (tmp_path on tmpfs)
 
 PID = 4242
 

@@ -14,6 +14,7 @@ from governors.actuators import Actuator
 from governors.platform import detect_platform
 from governors.state import STATE_FILE
 from tests.fakes.boards import BOARDS, build_board, tree_snapshot
+from tests.fakes.fixtures import fast_tmp_path  # noqa: F401  (tmp_path on tmpfs)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

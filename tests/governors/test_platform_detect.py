@@ -9,6 +9,7 @@ import pytest
 from governors.platform import AVAILABLE, MISSING, READ_ONLY, detect_platform
 from governors.sysfs import Sysfs, parse_cpu_list
 from tests.fakes.boards import BOARDS, Tree, build_board, device_tree, proc_files
+from tests.fakes.fixtures import fast_tmp_path  # noqa: F401  (tmp_path on tmpfs)
 
 ALL = sorted(BOARDS)
 

@@ -13,11 +13,9 @@ from governors.actuators import Actuator
 from governors.platform import detect_platform
 from governors.state import STATE_FILE
 from tests.fakes.boards import build_board, tree_snapshot
+from tests.fakes.fixtures import TMP_BASE
 
 BOARD_NAMES = ["jetson-nano", "jetson-xavier-nx", "odroid-xu3", "odroid-xu4", "x86-rapl"]
-
-# Many small trees: build them in memory when the machine has a tmpfs (the disk here is slow).
-TMP_BASE = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
 
 request = st.tuples(st.sampled_from(["cpu0", "cpu1", "cpu2", "gpu"]), st.integers(min_value=1, max_value=5_000_000_000))
 
