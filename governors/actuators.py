@@ -107,9 +107,8 @@ class Actuator:
         self._state: SavedState | None = None
         self._affinity_saved: dict[int, set[int]] = {}
         self.recovered: RestoreReport | None = None
-        # Show degradations a previous run recorded (same boot, same tree).
-        for name, reason in self.store.load_degraded(self.sysfs.root).items():
-            platform.degrade(name, reason)
+        # A new run probes afresh: what a previous run found refused may have been fixed since.
+        self.store.clear_degraded()
         if recover:
             self.recovered = self.recover()
 
@@ -167,7 +166,14 @@ class Actuator:
                 speed=s.try_int(f"{path}/userspace/set_freq") if governor == "userspace" else None,
             )
         self._state.settings.append(setting)
-        self.store.save(self._state)  # raises PlatformError: no change without a way back
+        try:
+            self.store.save(self._state)
+        except PlatformError:
+            # No change without a way back: forget the setting so the next call tries to save again.
+            self._state.settings.remove(setting)
+            if not self._state.settings:
+                self._state = None
+            raise
 
     @property
     def touched(self) -> list[str]:

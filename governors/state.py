@@ -182,6 +182,10 @@ class StateStore:
         with contextlib.suppress(OSError):  # best effort: the daemon's own status still reports them
             atomic_write_json(self.degraded_path, record)
 
+    def clear_degraded(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.degraded_path)
+
     def load_degraded(self, root: str) -> dict[str, str]:
         try:
             with open(self.degraded_path) as fh:

@@ -208,6 +208,13 @@ def test_refused_setspeed_degrades_and_rolls_back(code, label, tmp_path):
     assert tree_snapshot(board.root) == before
     # the degradation is visible to another process (dynofa platform) through the state dir
     assert StateStore(str(tmp_path / "state")).load_degraded(board.root)["dvfs:cpu-big"] == cap.reason
+    # the next daemon start probes afresh (the cause may be gone)
+    board.kernel.fail_writes.clear()
+    p2 = detect_platform(board.root, hook=board.kernel)
+    act2 = Actuator(p2, str(tmp_path / "state"))
+    assert StateStore(str(tmp_path / "state")).load_degraded(board.root) == {}
+    assert act2.set_cluster_khz("cpu-big", 1000000) == 1000000
+    act2.restore()
 
 
 def test_missing_setspeed_file_is_enoent_degradation(tmp_path):
@@ -276,6 +283,9 @@ def test_state_dir_not_writable_refuses_to_change(tmp_path):
     act = Actuator(p, str(blocker / "state"))
     with pytest.raises(PlatformError, match="rollback state file"):
         act.set_cluster_khz("cpu", 518400)
+    with pytest.raises(PlatformError, match="rollback state file"):  # still refused, never half-saved
+        act.set_cluster_khz("cpu", 518400)
+    assert act.touched == []
     assert tree_snapshot(board.root) == before
 
 
