@@ -49,6 +49,7 @@ class Snapshot:
     rails_w: dict[str, float] = field(default_factory=dict)
     power_w: float | None = None
     energy_j: float = 0.0  # integrated since the monitor started
+    rails_energy_j: dict[str, float] = field(default_factory=dict)  # per rail, since the monitor started
 
     @property
     def max_temperature_c(self) -> float | None:
@@ -121,6 +122,8 @@ class Monitor:
         self._last_t: float | None = None
         self._last_power: float | None = None
         self.energy_j = 0.0
+        self._rail_energy: dict[str, float] = {}
+        self._rail_last_w: dict[str, float] = {}
         self._enabled_sensors: list[str] = []
         self._cpu_cluster = {cpu: c.name for c in platform.clusters for cpu in c.cpus}
         self._enable_ina231()
@@ -322,11 +325,17 @@ class Monitor:
             if w is None:
                 continue
             snap.rails_w[rail.name] = w
+            if interval > 0:
+                prev_w = self._rail_last_w.get(rail.name, w)
+                mean_w = w if rail.kind == "rapl" else (prev_w + w) / 2
+                self._rail_energy[rail.name] = self._rail_energy.get(rail.name, 0.0) + mean_w * interval
+            self._rail_last_w[rail.name] = w
             if rail.is_total:
                 total_rail = w
             elif rail.in_sum:
                 summed += w
                 any_summed = True
+        snap.rails_energy_j = dict(self._rail_energy)
         total = total_rail if total_rail is not None else (summed if any_summed else None)
         self._integrate(
             snap, total, interval, counters=bool(self._rails) and all(r.kind == "rapl" for r in self._rails)

@@ -127,6 +127,8 @@ def test_rapl_power_energy_and_wraparound(tmp_path, monkeypatch):
     s2 = m.sample()
     assert s2.power_w == pytest.approx(10.0)
     assert s2.energy_j == pytest.approx(28.0)
+    assert s2.rails_energy_j["psys"] == pytest.approx(28.0)
+    assert s2.rails_energy_j["package-0"] == pytest.approx(5.0)  # unchanged counter in the second interval
 
 
 def test_rapl_unreadable_as_unprivileged_gives_no_power(tmp_path):
@@ -151,6 +153,8 @@ def test_energy_is_integrated_with_trapezoids(tmp_path, monkeypatch):
     t.file(f"{vin}/curr1_input", "3000")  # 15 W
     s2 = m.sample()
     assert s2.energy_j == pytest.approx(5.0 + (5.0 + 15.0) / 2 * 2.0)
+    assert s2.rails_energy_j["VDD_IN"] == pytest.approx(s2.energy_j)
+    assert s2.rails_energy_j["VDD_SOC"] == pytest.approx(5008 * 320 / 1e6 * 3.0)
 
 
 def test_sensor_changes_are_seen_through_kept_open_files(tmp_path):
