@@ -7,7 +7,9 @@ the ratios hold on a noisy shared machine even when absolute times drift:
 
 * ``switch_overhead_ms_p50/p99``: wall time of ``pool.switch`` between random pairs of the K subnets;
 * ``first_inference_excess_ms_median``: first inference after a switch minus that subnet's
-  steady-state median, the steady state measured interleaved with the switches;
+  steady-state median, the steady state measured interleaved with the switches (``_cpu_``: the same
+  in thread CPU time, which other processes' load does not inflate; ``_paired_``: minus the median
+  of the inferences right after it);
 * ``extract_switch_ms_median``: the switch done by stock ``get_active_subnet(preserve_weight=True)``;
 * ``restart_switch_ms_median``: the switch done as the public Dynamic-OFA code does it, a new
   Python process that loads the supernet weights from disk, extracts the subnet and runs the first
@@ -85,25 +87,39 @@ def measure_switch_overhead(pool: SubnetPool, switches: int, rng: random.Random)
     return times
 
 
+def _timed_both(fn: Callable[[], Any]) -> tuple[float, float]:
+    """(wall ms, this thread's CPU ms): with one intra-op thread the CPU time excludes the time the
+    scheduler gave to other processes, so it is far less noisy on a shared machine."""
+    wall, cpu = time.perf_counter_ns(), time.thread_time_ns()
+    fn()
+    return _ms(time.perf_counter_ns() - wall), _ms(time.thread_time_ns() - cpu)
+
+
 def measure_first_inference(
     pool: SubnetPool, inputs: dict[str, torch.Tensor], switches: int, steady_per_switch: int, rng: random.Random
 ) -> dict[str, Any]:
     """First inference after each switch, and the steady state of each subnet measured interleaved."""
-    first: list[tuple[str, float]] = []
-    steady: dict[str, list[float]] = {sid: [] for sid in pool.ids}
+    first: list[tuple[str, tuple[float, float]]] = []
+    steady: dict[str, list[tuple[float, float]]] = {sid: [] for sid in pool.ids}
+    paired: list[float] = []
     for _ in range(switches):
         target = rng.choice([sid for sid in pool.ids if sid != pool.active])
         x = inputs[target]
         pool.switch(target)
-        first.append((target, _timed(lambda x=x: pool.infer(x))))  # type: ignore[misc]
-        for _ in range(steady_per_switch):
-            steady[target].append(_timed(lambda x=x: pool.infer(x)))  # type: ignore[misc]
-    medians = {sid: statistics.median(v) for sid, v in steady.items() if v}
-    excess = [t - medians[sid] for sid, t in first if sid in medians]
+        t_first = _timed_both(lambda x=x: pool.infer(x))  # type: ignore[misc]
+        first.append((target, t_first))
+        after = [_timed_both(lambda x=x: pool.infer(x)) for _ in range(steady_per_switch)]  # type: ignore[misc]
+        steady[target].extend(after)
+        if after:
+            paired.append(t_first[0] - statistics.median(t for t, _ in after))
+    wall_med = {sid: statistics.median(t for t, _ in v) for sid, v in steady.items() if v}
+    cpu_med = {sid: statistics.median(c for _, c in v) for sid, v in steady.items() if v}
     return {
-        "excess": excess,
-        "steady_median_ms": medians,
-        "first_median_ms": statistics.median(t for _, t in first),
+        "excess": [t - wall_med[sid] for sid, (t, _) in first if sid in wall_med],
+        "excess_cpu": [c - cpu_med[sid] for sid, (_, c) in first if sid in cpu_med],
+        "excess_paired": paired,
+        "steady_median_ms": wall_med,
+        "first_median_ms": statistics.median(t for _, (t, _) in first),
     }
 
 
@@ -121,6 +137,8 @@ def measure_latency_ratios(
     fold_t: dict[str, list[float]] = {sid: [] for sid in specs}
     ext_t: dict[str, list[float]] = {sid: [] for sid in specs}
     dyn_t: dict[str, list[float]] = {sid: [] for sid in specs}
+    pool_cpu: dict[str, list[float]] = {sid: [] for sid in specs}
+    ext_cpu: dict[str, list[float]] = {sid: [] for sid in specs}
     with torch.inference_mode():
         for sid in specs:  # warm-up of every path and shape
             extracted[sid](inputs[sid])
@@ -131,14 +149,17 @@ def measure_latency_ratios(
             for sid in order:
                 x, spec, ext = inputs[sid], specs[sid], extracted[sid]
                 runs = [
-                    (pool_t, lambda x=x, sid=sid: pool.infer(x, subnet=sid)),
-                    (fold_t, lambda x=x, sid=sid: folded.infer(x, subnet=sid)),
-                    (ext_t, lambda x=x, ext=ext: ext(x)),
-                    (dyn_t, lambda x=x, spec=spec: family.forward_dynamic(spec, x)),
+                    (pool_t, pool_cpu, lambda x=x, sid=sid: pool.infer(x, subnet=sid)),
+                    (fold_t, None, lambda x=x, sid=sid: folded.infer(x, subnet=sid)),
+                    (ext_t, ext_cpu, lambda x=x, ext=ext: ext(x)),
+                    (dyn_t, None, lambda x=x, spec=spec: family.forward_dynamic(spec, x)),
                 ]
                 rng.shuffle(runs)
-                for store, fn in runs:
-                    store[sid].append(_timed(fn))
+                for store, cpu_store, fn in runs:
+                    wall, cpu = _timed_both(fn)
+                    store[sid].append(wall)
+                    if cpu_store is not None:
+                        cpu_store[sid].append(cpu)
     med = {
         name: {sid: statistics.median(v) for sid, v in t.items()}
         for name, t in (("pool", pool_t), ("pool_fold_bn", fold_t), ("extracted", ext_t), ("dynamic", dyn_t))
@@ -147,6 +168,9 @@ def measure_latency_ratios(
         "pool_vs_extracted": {sid: med["pool"][sid] / med["extracted"][sid] for sid in specs},
         "folded_vs_extracted": {sid: med["pool_fold_bn"][sid] / med["extracted"][sid] for sid in specs},
         "dynamic_vs_extracted": {sid: med["dynamic"][sid] / med["extracted"][sid] for sid in specs},
+        "pool_vs_extracted_cpu": {
+            sid: statistics.median(pool_cpu[sid]) / statistics.median(ext_cpu[sid]) for sid in specs
+        },
         "median_ms": med,
     }
 
@@ -215,6 +239,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "switches": len(switch),
         "first_inference_excess_ms_median": statistics.median(first["excess"]),
         "first_inference_excess_ms_p90": _percentile(first["excess"], 90),
+        "first_inference_excess_cpu_ms_median": statistics.median(first["excess_cpu"]),
+        "first_inference_excess_paired_ms_median": statistics.median(first["excess_paired"]),
         "first_inference_switches": len(first["excess"]),
         "first_inference_ms_median": first["first_median_ms"],
         "extract_switch_ms_median": statistics.median(extract),
@@ -226,6 +252,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "private_tensor_bytes": memory["private_bytes"],
         "latency_ratio_vs_extracted_median": statistics.median(pool_ratio),
         "latency_ratio_vs_extracted_max": max(pool_ratio),
+        "latency_ratio_vs_extracted_cpu_median": statistics.median(ratios["pool_vs_extracted_cpu"].values()),
         "latency_ratio_dynamic_vs_extracted_median": statistics.median(dyn_ratio),
         "fold_bn_latency_ratio_vs_extracted_median": statistics.median(ratios["folded_vs_extracted"].values()),
         "fold_bn_resident_tensor_bytes_ratio": folded_memory["ratio_to_supernet"],
