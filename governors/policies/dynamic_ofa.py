@@ -80,8 +80,14 @@ class DynamicOfaPolicy(Policy):
             return self.pe_option
         if not names:
             raise PolicyError(f"dynamic-ofa: app {app.name!r} has no catalog latency on any PE")
-        # Their deployment runs on the GPU when there is one, else on the CPU.
-        return "gpu" if "gpu" in names else names[-1]
+        # Their deployment runs on the GPU when there is one, else on the (fastest) CPU.
+        if "gpu" in names:
+            return "gpu"
+
+        def mean_ms(pe: str) -> float:
+            lats = [e.latency[pe].ms for e in app.entries if pe in e.latency]
+            return sum(lats) / len(lats)
+        return min(names, key=mean_ms)
 
     def _state(self, app: AppRequest, pes: tuple[PeInfo, ...]) -> _AppState:
         st = self._apps.get(app.name)
