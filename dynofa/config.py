@@ -136,6 +136,18 @@ class Config:
 # loading and validation
 
 
+SYSTEM_CONFIG = Path("/etc/dynofa/config.yaml")
+CONFIG_ENV = "DYNOFA_CONFIG"
+
+
+def default_config_path(env: Mapping[str, str] | None = None) -> Path | None:
+    """``$DYNOFA_CONFIG``, else ``/etc/dynofa/config.yaml`` when it exists, else None (embedded default)."""
+    env = os.environ if env is None else env
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    return SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else None
+
+
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     """Load ``path`` (YAML), or the embedded default when ``path`` is None."""
     if path is None:

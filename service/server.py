@@ -320,8 +320,8 @@ class Server:
             "unregister": lambda: engine.unregister(args["app"]),
             "set_budget": lambda: engine.set_budget(args["app"], args["budget"]),
             "clear_budget": lambda: engine.clear_budget(args["app"]),
-            "budgets": engine.budgets,
-            "state": engine.state,
+            "budgets": lambda: engine.budgets(),
+            "state": lambda: engine.state(),
             "subnets": lambda: engine.subnets(args.get("model")),
             "feedback": lambda: engine.feedback(args["app"], args["qoe"], args.get("detail")),
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import signal
 import threading
 import time
@@ -307,6 +308,133 @@ def test_cli_reports_a_missing_daemon(capsys: pytest.CaptureFixture[str], tmp_pa
 def test_socket_files_are_group_only(daemon: Daemon) -> None:
     for name in ("control.sock", "telemetry.sock"):
         assert (daemon.runtime / name).stat().st_mode & 0o777 == 0o660
+
+
+# --- fuzz: thousands of random messages, each answered with a well-formed reply -----------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12)
+_json_values = _scalars | st.lists(_scalars, max_size=3) | st.dictionaries(st.text(max_size=6), _scalars, max_size=3)
+_fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "app": st.sampled_from(["fuzz-a", "fuzz-b", "", "x" * 100, 5]) | _json_values,
+        "budget": st.fixed_dictionaries({}, optional={
+            "latency_ms": _json_values | st.floats(0.01, 1e4), "min_accuracy": _json_values | st.floats(0, 1),
+            "power_cap_w": _json_values, "priority": _json_values,
+        }) | _json_values,  # fmt: skip
+        "model": st.sampled_from(["tiny", "other"]) | _json_values,
+        "qoe": st.floats(-1, 2) | _json_values,
+        "dtype": st.sampled_from(["float32", "float16", "int64", "bogus"]) | _json_values,
+        "shape": st.lists(st.integers(-2, 70), max_size=5) | _json_values,
+        "subnet": _json_values,
+        "id": _json_values,
+        "extra": _json_values,
+    },
+)
+_headers = st.builds(
+    lambda v, op, fields: json.dumps({"v": v, "op": op, **fields}).encode(),
+    st.sampled_from([1, 1, 1, 2, "1", None]),
+    st.sampled_from([*protocol.OPS, "", "INFER", "shutdown"]) | st.text(max_size=10),
+    _fields,
+)
+_frames = st.lists(_headers | st.binary(max_size=64), min_size=1, max_size=5).map(
+    lambda frames: frames if frames[0] else [b"{}", *frames[1:]]  # an empty first frame is REQ's delimiter
+)
+
+
+def _check_reply(frames: list[bytes], sock: zmq.Socket) -> bool:  # type: ignore[type-arg]
+    sock.send_multipart(frames)
+    reply = json.loads(sock.recv_multipart()[0])
+    assert reply["v"] == protocol.PROTOCOL_VERSION and isinstance(reply["ok"], bool)
+    if not reply["ok"]:
+        assert reply["error"]["code"] in protocol.ERROR_CODES, (frames[:1], reply)
+        assert reply["error"]["code"] != protocol.INTERNAL, (frames[:1], reply)
+    return bool(reply["ok"])
+
+
+def _valid_corpus() -> list[list[bytes]]:
+    tensor = image(32).tobytes()
+    infer = header(op="infer", app="fuzz-a", dtype="float32", shape=[1, 3, 32, 32])
+    return [
+        [header(op="hello", app="fuzz-a")], [header(op="ping")], [header(op="register", app="fuzz-a")],
+        [header(op="set_budget", app="fuzz-b", budget={"latency_ms": 5, "min_accuracy": 0.5})],
+        [header(op="clear_budget", app="fuzz-b")], [header(op="budgets")], [header(op="state")],
+        [header(op="subnets", model="tiny")], [header(op="feedback", app="fuzz-a", qoe=0.5)], [infer, tensor],
+    ]  # fmt: skip
+
+
+_POOL = [None, True, -1, 0, 1, 2**70, 1e308, -0.5, "", "tiny", "fuzz-a", "x" * 300, [], [1, 3, 32, 32], {}, {"a": 1}]
+
+
+def _mutate(rng: random.Random, frames: list[bytes]) -> list[bytes]:
+    frames = list(frames)
+    kind = rng.randrange(7)
+    if kind == 0:  # flip bytes
+        i = rng.randrange(len(frames))
+        data = bytearray(frames[i] or b"x")
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        frames[i] = bytes(data)
+    elif kind == 1:  # truncate
+        i = rng.randrange(len(frames))
+        frames[i] = frames[i][: rng.randrange(len(frames[i]) + 1)] or b"{"
+    elif kind == 2:  # add or drop frames
+        frames = frames[:-1] or [b"{}"] if rng.random() < 0.5 else [*frames, rng.randbytes(rng.randrange(64))]
+    else:  # rewrite a JSON field (if the header is still a JSON object)
+        try:
+            head = json.loads(frames[0])
+        except ValueError:
+            return frames
+        if not isinstance(head, dict):
+            return frames
+        key = rng.choice([*head, "v", "op", "id", "app", "budget", "shape", "dtype", "zzz"])
+        if kind == 3:
+            head.pop(key, None)
+        else:
+            head[key] = rng.choice(_POOL)
+        frames[0] = json.dumps(head).encode()
+    return frames if frames[0] else [b"{}", *frames[1:]]
+
+
+def test_fuzz_random_messages_never_crash_the_daemon(daemon: Daemon) -> None:
+    """Thousands of mutated requests plus hypothesis-built ones: each gets a well-formed reply."""
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, 20000)
+    sock.connect(daemon.endpoint)
+    answered = 0
+    try:
+        rng = random.Random(1234)
+        corpus = _valid_corpus()
+        for _ in range(3000):
+            frames = rng.choice(corpus)
+            for _ in range(rng.randint(1, 3)):
+                frames = _mutate(rng, frames)
+            _check_reply(frames, sock)
+            answered += 1
+
+        @settings(max_examples=60, deadline=None, derandomize=True, database=None,
+                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+        @given(batch=st.lists(_frames, min_size=5, max_size=5))
+        def structured(batch: list[list[bytes]]) -> None:
+            nonlocal answered
+            for frames in batch:
+                _check_reply(frames, sock)
+                answered += 1
+
+        structured()
+    finally:
+        sock.close()
+    assert answered >= 3000
+    c = daemon.client()
+    assert c.ping()["ok"] is True
+    for app in ("fuzz-a", "fuzz-b"):
+        if app in c.budgets():
+            c.unregister(app)
 
 
 def test_graceful_stop_answers_in_flight_requests(daemon: Daemon, notify: NotifyListener) -> None:
