@@ -28,7 +28,7 @@ from dynofa.errors import CatalogError, CheckpointError
 from subnets.checkpoint import load_state_dict, weights_sha256
 from subnets.family import ModelFamily, SubnetSpec
 from subnets.ofa_compat import install as _install_ofa_shim
-from subnets.shared_mbconv import build_shared_mbconv, make_divisible, plan_blocks
+from subnets.shared_mbconv import build_shared_mbconv, make_divisible, plan_blocks, transformed_kernel
 from subnets.shared_static import share_module
 
 __all__ = [
@@ -341,6 +341,8 @@ class _MBConvFamily(OFAFamily):
         if min(self.depth_list) < 1:
             raise ValueError(f"depth_list values must be >= 1, got {list(self.depth_list)}")
         self.dropout_rate = float(dropout_rate)
+        self._kernels: dict[tuple[int, int], tuple[tuple[tuple[int, int], ...], Tensor]] = {}
+        self._kernel_lock = threading.Lock()
         super().__init__(
             weights=weights,
             seed=seed,
@@ -419,7 +421,26 @@ class _MBConvFamily(OFAFamily):
     def materialize(self, spec: SubnetSpec, bn_stats: Mapping[str, Tensor] | None = None) -> nn.Module:
         self.validate(spec)
         c = spec.config
-        return build_shared_mbconv(self.supernet(), c["ks"], c["e"], c["d"], self.head_kind, bn_stats)
+        return build_shared_mbconv(
+            self.supernet(), c["ks"], c["e"], c["d"], self.head_kind, bn_stats, kernels=self._kernel
+        )
+
+    def _kernel(self, index: int, kernel_size: int) -> Tensor:
+        """Full-width transformed depthwise kernel, computed once per (block, kernel size) and shared by
+        every subnet as a leading view. Recomputed when the supernet's weights change (training bumps
+        the tensors' version counters) or move to another device."""
+        conv = self._net().blocks[index].conv.depth_conv.conv
+        sources = [conv.conv.weight] + [p for name, p in conv.named_parameters(recurse=False) if "matrix" in name]
+        stamp = tuple((t.data_ptr(), t._version) for t in sources)
+        with self._kernel_lock:
+            cached = self._kernels.get((index, kernel_size))
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+        with torch.no_grad():
+            kernel = transformed_kernel(self._net(), index, kernel_size)
+        with self._kernel_lock:
+            self._kernels[(index, kernel_size)] = (stamp, kernel)
+        return kernel
 
     def params(self, spec: SubnetSpec) -> int:
         """Parameters of the stock-extracted subnet (conv/linear weights and biases, BN affine)."""

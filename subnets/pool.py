@@ -99,17 +99,63 @@ def _supernet_storages(supernet: nn.Module) -> dict[int, int]:
     return out
 
 
-def _split_bytes(module: nn.Module, supernet_ptrs: Mapping[int, int]) -> tuple[int, int]:
-    """(bytes of tensors viewing the supernet, bytes of private storages) of one materialisation."""
+@dataclass(frozen=True)
+class _Footprint:
+    """Where one materialisation's tensors live."""
+
+    shared_view_bytes: int  # bytes of the views it reads from the supernet's storages
+    storages: dict[int, int]  # its other storages: data pointer -> bytes (private, or shared with other subnets)
+
+
+def _footprint(module: nn.Module, supernet_ptrs: Mapping[int, int]) -> _Footprint:
     shared = 0
-    private: dict[int, int] = {}
+    storages: dict[int, int] = {}
     for _, t in module_tensors(module):
         ptr, nbytes = _storage_key(t)
         if ptr in supernet_ptrs:
             shared += t.numel() * t.element_size()
         else:
-            private[ptr] = max(private.get(ptr, 0), nbytes)
-    return shared, sum(private.values())
+            storages[ptr] = max(storages.get(ptr, 0), nbytes)
+    return _Footprint(shared, storages)
+
+
+class _Ledger:
+    """Tensor bytes held beyond the supernet, by storage, with the subnets that use each one.
+
+    Subnets may share derived tensors (e.g. a transformed kernel used as a leading view by several),
+    so a subnet's cost is what it adds to the pool, and evicting it frees only what it alone uses.
+    """
+
+    def __init__(self) -> None:
+        self._storages: dict[int, tuple[int, set[str]]] = {}
+        self.shared_view: dict[str, int] = {}
+
+    def marginal(self, fp: _Footprint) -> int:
+        return sum(n for ptr, n in fp.storages.items() if ptr not in self._storages)
+
+    def add(self, sid: str, fp: _Footprint) -> None:
+        self.remove(sid)
+        for ptr, nbytes in fp.storages.items():
+            _, owners = self._storages.setdefault(ptr, (nbytes, set()))
+            owners.add(sid)
+        self.shared_view[sid] = fp.shared_view_bytes
+
+    def remove(self, sid: str) -> None:
+        for ptr in [p for p, (_, owners) in self._storages.items() if sid in owners]:
+            owners = self._storages[ptr][1]
+            owners.discard(sid)
+            if not owners:
+                del self._storages[ptr]
+        self.shared_view.pop(sid, None)
+
+    def total(self) -> int:
+        return sum(n for n, _ in self._storages.values())
+
+    def exclusive(self, sid: str) -> int:
+        return sum(n for n, owners in self._storages.values() if owners == {sid})
+
+    def shared_between_subnets(self) -> int:
+        return sum(n for n, owners in self._storages.values() if len(owners) > 1)
 
 
 def _claim(family: ModelFamily, pool: SubnetPool) -> None:
@@ -176,8 +222,7 @@ class SubnetPool:
         self._lock = threading.Lock()  # guards the cache and the active slot in cache mode
         self._stats = _CacheStats()
         self._modules: OrderedDict[str, nn.Module] = OrderedDict()  # LRU order, most recent last
-        self._private: dict[str, int] = {}
-        self._shared: dict[str, int] = {}
+        self._ledger = _Ledger()
         self._optimizations: dict[str, list[str]] = {}
         self._fallback_slots = {sid: _Slot(sid, spec, None) for sid, spec in self._specs.items()}
         self._slots: dict[str, _Slot] = {}
@@ -218,17 +263,17 @@ class SubnetPool:
         used = self.supernet_bytes
         for sid in self._specs:
             module = self._materialize(sid)
-            shared, private = _split_bytes(module, self._supernet_ptrs)
-            if budget is not None and used + private > budget:
+            fp = _footprint(module, self._supernet_ptrs)
+            if budget is not None and used + self._ledger.marginal(fp) > budget:
                 self.mode = "cache"
                 del module
                 break
-            used += private
-            self._admit(sid, module, shared, private)
+            self._admit(sid, module, fp)
+            used = self.supernet_bytes + self._ledger.total()
         if self.mode == "resident":
-            self._optimize_resident(used)
+            self._optimize_resident()
 
-    def _optimize_resident(self, used: int) -> None:
+    def _optimize_resident(self) -> None:
         """Fold BN into the convs of the subnets whose folded copies still fit the budget."""
         budget = self.memory_budget_bytes
         if self.optimize == "none" or (self.optimize == "auto" and budget is None):
@@ -241,19 +286,17 @@ class SubnetPool:
             if self._warmup:
                 with torch.inference_mode():
                     folded(torch.zeros(self.family.input_shape(self._specs[sid]), device=self.device))
-            shared, private = _split_bytes(folded, self._supernet_ptrs)
-            grown = used - self._private[sid] + private
+            fp = _footprint(folded, self._supernet_ptrs)
+            grown = self.supernet_bytes + self._ledger.total() - self._ledger.exclusive(sid) + self._ledger.marginal(fp)
             if budget is not None and grown > budget:
                 continue
-            used = grown
-            self._admit(sid, folded, shared, private)
+            self._admit(sid, folded, fp)
 
-    def _admit(self, sid: str, module: nn.Module, shared: int, private: int) -> None:
+    def _admit(self, sid: str, module: nn.Module, fp: _Footprint) -> None:
         self._optimizations[sid] = list(getattr(module, "optimizations", []))
         self._modules[sid] = module
         self._modules.move_to_end(sid)
-        self._private[sid] = private
-        self._shared[sid] = shared
+        self._ledger.add(sid, fp)
         self._slots[sid] = _Slot(sid, self._specs[sid], module)
 
     # ------------------------------------------------------------------ public API
@@ -309,26 +352,31 @@ class SubnetPool:
         return InferenceResult(out, slot.id, (time.perf_counter() - start) * 1e3)
 
     def memory(self) -> dict[str, Any]:
-        """Tensor bytes: the supernet, views into it, private materialisations, per subnet."""
+        """Tensor bytes: the supernet, views into it, what the materialisations add, per subnet."""
         with self._lock:
-            private = dict(self._private)
-            shared = dict(self._shared)
-        private_total = sum(private.values())
+            ledger = self._ledger
+            resident = list(self._modules)
+            private_total = ledger.total()
+            per_subnet = {sid: ledger.exclusive(sid) for sid in resident}
+            views = {sid: ledger.shared_view.get(sid, 0) for sid in resident}
+            between = ledger.shared_between_subnets()
+            optimizations = {sid: list(self._optimizations.get(sid, [])) for sid in resident}
         total = self.supernet_bytes + private_total
         return {
             "mode": self.mode,
             "device": str(self.device),
             "supernet_bytes": self.supernet_bytes,
-            "shared_view_bytes": sum(shared.values()),
+            "shared_view_bytes": sum(views.values()),
             "private_bytes": private_total,
+            "shared_between_subnets_bytes": between,
             "total_bytes": total,
             "ratio_to_supernet": total / self.supernet_bytes if self.supernet_bytes else float("nan"),
-            "per_subnet_private_bytes": private,
-            "per_subnet_shared_view_bytes": shared,
+            "per_subnet_private_bytes": per_subnet,
+            "per_subnet_shared_view_bytes": views,
             "budget_bytes": self.memory_budget_bytes,
-            "resident_subnets": sorted(private),
+            "resident_subnets": sorted(resident),
             "optimize": self.optimize,
-            "optimizations": {sid: list(v) for sid, v in self._optimizations.items() if sid in private},
+            "optimizations": optimizations,
         }
 
     def cache_stats(self) -> dict[str, Any]:
@@ -476,7 +524,7 @@ class SubnetPool:
                 return
             try:
                 module = self._materialize(sid)
-                shared, private = _split_bytes(module, self._supernet_ptrs)
+                fp = _footprint(module, self._supernet_ptrs)
             except Exception as exc:  # noqa: BLE001 - a failed build must not kill the builder; misses keep serving
                 with self._lock:
                     self._pending.discard(sid)
@@ -485,27 +533,27 @@ class SubnetPool:
                 continue
             with self._lock:
                 self._pending.discard(sid)
-                if private > self._capacity():
+                alone = sum(fp.storages.values())
+                if alone > self._capacity():
                     self._stats.build_failures += 1
-                    self._stats.last_error = f"{sid}: needs {private} private bytes, budget leaves {self._capacity()}"
+                    self._stats.last_error = f"{sid}: needs {alone} private bytes, budget leaves {self._capacity()}"
                     continue
-                self._evict_for(private, keep=sid)
-                self._admit(sid, module, shared, private)
+                self._evict_for(fp, keep=sid)
+                self._admit(sid, module, fp)
                 self._stats.builds += 1
                 if self._active.id == sid and self._active.module is None:
                     self._active = self._slots[sid]
 
-    def _evict_for(self, incoming: int, keep: str) -> None:
-        """Drop least-recently-used materialisations until ``incoming`` bytes fit (caller holds the lock)."""
-        while self._modules and sum(self._private.values()) + incoming > self._capacity():
+    def _evict_for(self, incoming: _Footprint, keep: str) -> None:
+        """Drop least-recently-used materialisations until ``incoming`` fits (caller holds the lock)."""
+        while self._modules and self._ledger.total() + self._ledger.marginal(incoming) > self._capacity():
             victim = next((sid for sid in self._modules if sid not in (keep, self._active.id)), None)
             if victim is None:
                 victim = next(iter(self._modules))
             del self._modules[victim]
             del self._slots[victim]
             self._optimizations.pop(victim, None)
-            self._private.pop(victim, None)
-            self._shared.pop(victim, None)
+            self._ledger.remove(victim)
             self._stats.evictions += 1
             if self._active.id == victim:
                 self._active = self._fallback_slots[victim]

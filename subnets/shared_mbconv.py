@@ -18,7 +18,7 @@ prepared tensors, which also has less Python overhead than ofa's module tree.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -28,7 +28,15 @@ from torch import Tensor, nn
 
 from dynofa.errors import CheckpointError
 
-__all__ = ["BatchNorm", "Conv", "MBBlock", "BlockPlan", "SharedMBConvNet", "build_shared_mbconv"]
+__all__ = [
+    "BatchNorm",
+    "Conv",
+    "MBBlock",
+    "BlockPlan",
+    "SharedMBConvNet",
+    "build_shared_mbconv",
+    "transformed_kernel",
+]
 
 CHANNEL_DIVISIBLE = 8  # ofa.utils.MyNetwork.CHANNEL_DIVISIBLE
 SE_REDUCTION = 4  # ofa.utils.SEModule.REDUCTION
@@ -383,8 +391,29 @@ def _static_mbconv(
     )
 
 
+#: (block index, kernel size) -> depthwise kernel transformed for *all* of the block's channels
+KernelSource = Callable[[int, int], Tensor]
+
+
+def transformed_kernel(supernet: Any, index: int, kernel_size: int) -> Tensor:
+    """The depthwise kernel of ``supernet.blocks[index]`` at ``kernel_size``, for all its channels.
+
+    ofa's kernel transform acts on each channel independently, so the kernel of a subnet with
+    ``mid`` channels is the leading slice ``[:mid]`` of this one: subnets can share it as a view.
+    For the largest kernel it is the supernet's weight itself.
+    """
+    conv = supernet.blocks[index].conv.depth_conv.conv
+    full = int(conv.conv.weight.shape[0])
+    return conv.get_active_filter(full, kernel_size).detach().contiguous()
+
+
 def _dynamic_mbconv(
-    supernet: Any, plan: BlockPlan, names: _Names, stats: Mapping[str, Tensor] | None, dev: torch.device
+    supernet: Any,
+    plan: BlockPlan,
+    names: _Names,
+    stats: Mapping[str, Tensor] | None,
+    dev: torch.device,
+    kernels: KernelSource | None,
 ) -> MBBlock:
     block = supernet.blocks[plan.index]
     layer = block.conv
@@ -397,7 +426,10 @@ def _dynamic_mbconv(
             _bn(layer.inverted_bottleneck.bn.bn, mid, names, stats, dev),
         )
     # largest kernel: a leading slice (view); smaller kernels: ofa's kernel transform (private)
-    dw_w = layer.depth_conv.conv.get_active_filter(mid, plan.kernel_size).detach().contiguous()
+    if kernels is not None:
+        dw_w = kernels(plan.index, plan.kernel_size)[:mid]
+    else:
+        dw_w = layer.depth_conv.conv.get_active_filter(mid, plan.kernel_size).detach().contiguous()
     se = None
     if layer.use_se:
         fc = layer.depth_conv.se.fc
@@ -456,9 +488,13 @@ def build_shared_mbconv(
     d: Sequence[int],
     head_kind: str,
     bn_stats: Mapping[str, Tensor] | None = None,
+    kernels: KernelSource | None = None,
 ) -> SharedMBConvNet:
     """Materialise subnet (ks, e, d) of an OFAMobileNetV3 (``head_kind="mbv3"``) or
     OFAProxylessNASNets (``"proxyless"``) supernet, sharing its tensors.
+
+    ``kernels`` (see :func:`transformed_kernel`) supplies full-width transformed depthwise kernels
+    that subnets share as leading views; without it each subnet transforms its own (private) copy.
 
     Reads the supernet's tensors only: it never changes the supernet's active subnet, so it is
     safe while other threads run the supernet.
@@ -476,7 +512,7 @@ def build_shared_mbconv(
                 first_block.conv, first_block.shortcut is not None, names(first_block), names, bn_stats, dev
             )
         ]
-        blocks += [_dynamic_mbconv(supernet, p, names, bn_stats, dev) for p in plan_blocks(supernet, ks, e, d)]
+        blocks += [_dynamic_mbconv(supernet, p, names, bn_stats, dev, kernels) for p in plan_blocks(supernet, ks, e, d)]
         if head_kind == "mbv3":
             head = Head(
                 pre_pool=(_conv_layer_pre_pool(supernet.final_expand_layer, names, bn_stats, dev),),

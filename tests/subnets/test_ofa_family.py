@@ -149,6 +149,10 @@ def test_materialized_mbv3_shares_supernet_tensors(mbv3: OFAMobileNetV3Family) -
     assert se_names and all(shared(tensors[n]) for n in se_names)
     private = {n for n, t in tensors.items() if not shared(t)}
     assert private and all(n.endswith("depthwise.weight") for n in private)
+    # ...and shared between subnets: one full-width transformed kernel per (block, kernel size)
+    other = mbv3.materialize(SubnetSpec(config={**spec.config, "e": [6] * 20}, resolution=48))
+    mine, theirs = tensors["blocks.2.depthwise.weight"], dict(module_tensors(other))["blocks.2.depthwise.weight"]
+    assert mine.data_ptr() == theirs.data_ptr() and mine.shape[0] < theirs.shape[0]
 
 
 def test_materialized_forward_copies_no_weights(mbv3: OFAMobileNetV3Family) -> None:
