@@ -11,8 +11,10 @@ are, wherever the layout allows, *views* of the supernet's own tensors:
   are computed as matrix products (``torch.mm``/``F.linear``), which BLAS runs on a strided
   matrix directly, so neither the pool nor any forward copies them.
 
-Private tensors are only the kernel-transformed k=5/k=3 depthwise weights and per-subnet BN
-running statistics (when the subnet was recalibrated). The forward is a flat loop over
+Tensors outside the supernet are only the kernel-transformed k=5/k=3 depthwise weights (computed
+once per block and kernel size at full width, then shared by subnets as leading views; see
+:func:`transformed_kernel`) and per-subnet BN running statistics (when the subnet was recalibrated).
+:meth:`SharedMBConvNet.fold_batchnorm` optionally trades memory for speed. The forward is a flat loop over
 prepared tensors, which also has less Python overhead than ofa's module tree.
 """
 
