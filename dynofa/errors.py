@@ -67,3 +67,7 @@ class CatalogBuildError(DynofaError):
 
 class CheckpointError(DynofaError):
     """A local weight file exists but cannot be read or does not fit the model family it was given to."""
+
+
+class InputError(DynofaError, ValueError):
+    """An inference input has the wrong rank, channel count or dtype; the message says what is expected."""
