@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dynofa.errors import ConfigError, UnknownSubnetError
+from dynofa.errors import ConfigError, InputError, UnknownSubnetError
 from subnets.family import ModelFamily, SubnetSpec
 
 __all__ = ["InferenceResult", "SubnetPool", "tensor_bytes", "module_tensors", "OPTIMIZE_MODES"]
@@ -342,6 +342,14 @@ class SubnetPool:
         if self._closed:
             raise ConfigError("this subnet pool is closed")
         slot = self._active if subnet is None else self._slot_for(subnet)
+        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != self.family.in_channels:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            channels = self.family.in_channels
+            raise InputError(f"{self.family.name} takes tensors of shape (N, {channels}, H, W); got {got}")
+        if not x.is_floating_point():
+            raise InputError(f"{self.family.name} takes floating-point images; got dtype {x.dtype}")
+        if x.dtype != torch.float32:
+            x = x.float()
         if x.device != self.device:
             x = x.to(self.device)
         start = time.perf_counter()

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dynofa.catalog import Catalog, CatalogEntry, sha256_file
-from dynofa.errors import CatalogError, ConfigError, UnknownSubnetError
+from dynofa.errors import CatalogError, ConfigError, InputError, UnknownSubnetError
 from subnets.checkpoint import save_bn_stats
 from subnets.family import SubnetSpec
 from subnets.ofa_family import OFAMobileNetV3Family
@@ -78,6 +78,16 @@ def test_switch_is_a_reference_swap(pool: SubnetPool) -> None:
         assert pool._active is pool._slots[sid]
         assert pool._active.module is modules[sid]  # nothing rebuilt, nothing reloaded
     assert pool.memory() == memory
+
+
+def test_malformed_inputs_are_refused_clearly(pool: SubnetPool) -> None:
+    with pytest.raises(InputError, match=r"shape \(N, 3, H, W\); got \(3, 32, 32\)"):
+        pool.infer(torch.zeros(3, 32, 32))
+    with pytest.raises(InputError, match=r"got \(1, 1, 32, 32\)"):
+        pool.infer(torch.zeros(1, 1, 32, 32))
+    with pytest.raises(InputError, match="floating-point"):
+        pool.infer(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+    assert pool.infer(torch.zeros(1, 3, 32, 32, dtype=torch.float64)).output.dtype == torch.float32
 
 
 def test_unknown_subnet_errors(pool: SubnetPool) -> None:
