@@ -24,6 +24,12 @@ from dynofa.errors import CatalogBuildError
 
 DEFAULT_RIDGES = (1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 MODEL_KIND = "ridge-poly/1"
+#: a feature joins the model only if it lowers the leave-one-out error by this fraction
+FEATURE_GAIN = 0.10
+#: measured points needed per model term (without the intercept): 6 points fit one term, 10 two, 20 four
+POINTS_PER_TERM = 4
+#: the simplest model form within this fraction of the best form's leave-one-out error is kept
+FORM_SLACK = 0.05
 
 
 @dataclass(frozen=True)
@@ -158,12 +164,20 @@ def fit(
     lower: float | None = None,
     upper: float | None = None,
     select_features: bool = True,
+    start_with: Sequence[str] | None = None,
 ) -> RegressionModel:
-    """Fit the candidate models and keep the one with the lowest leave-one-out mean absolute error.
+    """Fit candidate models and keep a simple one with a low leave-one-out mean absolute error.
 
-    With ``select_features`` the features are chosen by greedy forward selection on that same
-    criterion (a feature joins only if it lowers the error by at least 1 %): with a handful of
-    measured subnets, a model over every feature overfits, and MACs alone often predict as well.
+    With a handful of measured subnets and timing noise, the leave-one-out winner is often a
+    lucky, overfitted model (a quadratic over many features that extrapolates badly), so the
+    choice leans on simplicity, Occam-style:
+
+    * at most one model term per :data:`POINTS_PER_TERM` measured points;
+    * features by greedy forward selection, starting from ``start_with`` (default: the first
+      feature named ``macs*``, latency's first-order cause); a feature joins only if it lowers
+      the error by at least :data:`FEATURE_GAIN`;
+    * for a feature set, the simplest form (degree 1 before 2, identity before log, stronger
+      ridge first) whose error is within :data:`FORM_SLACK` of the best form's.
     """
     y = np.asarray(targets, dtype=float)
     if len(rows) != y.size:
@@ -179,19 +193,24 @@ def fit(
         if degree not in (1, 2):
             raise CatalogBuildError(f"regression degree must be 1 or 2, got {degree}")
     x_all = _matrix(rows, names)
-    grid = _Grid(y, tuple(degrees), tuple(ridges), tuple(log_target), lower, upper)
+    # a handful of noisy points supports few terms: at least POINTS_PER_TERM measurements each
+    # (without selection the caller asked for every feature: no limit)
+    max_terms = max(1, (y.size - 1) // POINTS_PER_TERM) if select_features else 1 << 30
+    grid = _Grid(y, tuple(degrees), tuple(ridges), tuple(log_target), lower, upper, max_terms)
     if select_features:
-        chosen: list[int] = []
-        best: _Fit | None = None
-        remaining = [j for j in range(len(names)) if np.ptp(x_all[:, j]) > 0] or [0]
+        varying = [j for j in range(len(names)) if np.ptp(x_all[:, j]) > 0] or [0]
+        if start_with is None:
+            start_with = [n for n in names if n.lower().startswith("macs")][:1]
+        chosen = [names.index(n) for n in start_with if n in names and names.index(n) in varying]
+        best = grid.search(x_all[:, chosen]) if chosen else None
+        remaining = [j for j in varying if j not in chosen]
         while remaining:
             trials = [(grid.search(x_all[:, [*chosen, j]]), j) for j in remaining]
-            trials = [(t, j) for t, j in trials if t is not None]
-            if not trials:
+            scored = [(t, j) for t, j in trials if t is not None]
+            if not scored:
                 break
-            trial, j = min(trials, key=lambda tj: tj[0].score)  # type: ignore[union-attr]
-            assert trial is not None
-            if best is not None and trial.score >= best.score * 0.99:
+            trial, j = min(scored, key=lambda tj: tj[0].score)
+            if best is not None and trial.score >= best.score * (1.0 - FEATURE_GAIN):
                 break
             best, chosen = trial, [*chosen, j]
             remaining.remove(j)
@@ -240,27 +259,34 @@ class _Grid:
     log_target: tuple[bool, ...]
     lower: float | None
     upper: float | None
+    max_terms: int
 
     def search(self, x: np.ndarray) -> _Fit | None:
+        """The simplest form within FORM_SLACK of the best leave-one-out error (None if none fits)."""
         mean = x.mean(axis=0)
         scale = x.std(axis=0)
         scale[scale < 1e-12] = 1.0
-        best: _Fit | None = None
-        for use_log in self.log_target:
-            if use_log and np.any(self.y <= 0):
+        fits: list[_Fit] = []  # in order of increasing complexity
+        for degree in sorted(self.degrees):
+            design = _design(x, mean, scale, degree)
+            if design.shape[1] - 1 > self.max_terms:
                 continue
-            yt = np.log(self.y) if use_log else self.y
-            for degree in self.degrees:
-                design = _design(x, mean, scale, degree)
-                for ridge in self.ridges:
+            for use_log in sorted(self.log_target):
+                if use_log and np.any(self.y <= 0):
+                    continue
+                yt = np.log(self.y) if use_log else self.y
+                for ridge in sorted(self.ridges):
                     coef, loo_pred = _ridge_with_loo(design, yt, ridge)
                     pred = np.exp(np.clip(loo_pred, -50.0, 50.0)) if use_log else loo_pred
                     if self.lower is not None or self.upper is not None:
                         pred = np.clip(pred, self.lower, self.upper)
                     score = float(np.mean(np.abs(pred - self.y)))
-                    if math.isfinite(score) and (best is None or score < best.score - 1e-12):
-                        best = _Fit(score, degree, ridge, use_log, mean, scale, coef)
-        return best
+                    if math.isfinite(score):
+                        fits.append(_Fit(score, degree, ridge, use_log, mean, scale, coef))
+        if not fits:
+            return None
+        best = min(f.score for f in fits)
+        return next(f for f in fits if f.score <= best * (1.0 + FORM_SLACK) + 1e-12)
 
 
 def fit_with_holdout(

@@ -111,3 +111,14 @@ def test_error_report() -> None:
     assert report.mae == pytest.approx(1.5)
     assert report.mape_pct == pytest.approx(10.0)
     assert report.max_abs == pytest.approx(2.0)
+
+
+def test_few_noisy_points_do_not_buy_an_overfitted_model() -> None:
+    rng = random.Random(7)
+    rows = [{"macs": rng.uniform(1, 10), **{f"noise{j}": rng.uniform(0, 1) for j in range(8)}} for _ in range(6)]
+    model = fit_latency(rows, [2.0 * r["macs"] * rng.uniform(0.92, 1.08) for r in rows])
+    assert model.features == ["macs"] and model.degree == 1  # 6 points buy one term
+    # enough points and a real second cause: it is found
+    many = [{"macs": rng.uniform(1, 10), "res": rng.uniform(1, 10), "junk": rng.uniform(0, 1)} for _ in range(30)]
+    model = fit_latency(many, [2.0 * r["macs"] + 3.0 * r["res"] for r in many])
+    assert set(model.features) == {"macs", "res"}
