@@ -69,7 +69,7 @@ class RawEcho:
         self.endpoint = f"ipc://{path}"
         self.proc = subprocess.Popen([sys.executable, "-c", _ECHO, self.endpoint], stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
-        self.req = zmq.Context.instance().socket(zmq.REQ)
+        self.req: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.REQ)
         self.req.connect(self.endpoint)
         self.msg = protocol.encode(protocol.request("budgets", id=1))
 
@@ -96,7 +96,7 @@ def _interleaved(calls: dict[str, Any], n: int, block: int = 100) -> dict[str, l
 
 def _throughput(endpoint: str, n: int, window: int = 64) -> float:
     """Requests per second with ``window`` requests in flight on one DEALER (pipelined)."""
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     dealer = ctx.socket(zmq.DEALER)
     dealer.setsockopt(zmq.LINGER, 0)
     dealer.connect(endpoint)

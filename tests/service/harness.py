@@ -117,7 +117,7 @@ def start_daemon(config_path: Path, env: dict[str, str] | None = None, log_name:
 
 def raw_request(endpoint: str, frames: list[bytes], timeout_ms: int = 20000) -> dict[str, Any] | None:
     """Send frames on a fresh REQ socket; the decoded reply header, or None when nothing came back."""
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVTIMEO, timeout_ms)

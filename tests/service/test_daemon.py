@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -213,7 +214,7 @@ def test_many_concurrent_clients_lose_no_reply(daemon: Daemon) -> None:
 
 def test_vanished_and_slow_clients_do_not_block(daemon: Daemon) -> None:
     daemon.client().register("gone-app")
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     frames = [header(op="infer", app="gone-app", dtype="float32", shape=[1, 3, 32, 32]), image(32).tobytes()]
     for _ in range(3):  # send a burst of inferences and vanish before the replies
         dealer = ctx.socket(zmq.DEALER)
@@ -259,7 +260,7 @@ def test_telemetry_publishes_budgets_points_and_state(daemon: Daemon) -> None:
         c = daemon.client()
         c.register("tele-app")
         c.set_budget("tele-app", latency_ms=0.01)
-        seen: dict[str, dict[str, object]] = {}
+        seen: dict[str, dict[str, Any]] = {}
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not {"budget", "state", "op"} <= set(seen):
             item = sub.receive(1.0)
@@ -401,7 +402,7 @@ def _mutate(rng: random.Random, frames: list[bytes]) -> list[bytes]:
 
 def test_fuzz_random_messages_never_crash_the_daemon(daemon: Daemon) -> None:
     """Thousands of mutated requests plus hypothesis-built ones: each gets a well-formed reply."""
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVTIMEO, 20000)
@@ -443,7 +444,7 @@ def test_graceful_stop_answers_in_flight_requests(daemon: Daemon, notify: Notify
     Inferences a worker already queued finish (ok); requests still unread are answered shutting_down.
     """
     daemon.client().register("stop-app")
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     dealer = ctx.socket(zmq.DEALER)
     dealer.setsockopt(zmq.LINGER, 0)
     dealer.connect(daemon.endpoint)

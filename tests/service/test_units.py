@@ -289,7 +289,7 @@ def test_tcp_endpoints_require_curve_and_reject_clients_without_the_key(tmp_path
     server = Server(config, engine=None, outbox=Outbox(), workers={})  # type: ignore[arg-type]
     server.bind()
     assert server.router is not None
-    endpoint = server.router.getsockopt(zmq.LAST_ENDPOINT).decode()
+    endpoint = server.router.getsockopt_string(zmq.LAST_ENDPOINT)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
