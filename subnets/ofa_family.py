@@ -29,7 +29,7 @@ from subnets.checkpoint import load_state_dict, weights_sha256
 from subnets.family import ModelFamily, SubnetSpec
 from subnets.ofa_compat import install as _install_ofa_shim
 from subnets.shared_mbconv import build_shared_mbconv, make_divisible, plan_blocks, transformed_kernel
-from subnets.shared_static import share_module
+from subnets.shared_static import share_module, strided_pointwise
 
 __all__ = [
     "OFAFamily",
@@ -770,12 +770,13 @@ class OFAResNet50Family(OFAFamily):
         }
 
     def materialize(self, spec: SubnetSpec, bn_stats: Mapping[str, Tensor] | None = None) -> nn.Module:
-        """A static ResNet whose leading-contiguous weights are views of the supernet's.
+        """A static ResNet whose weights are views of the supernet's wherever the layout allows.
 
         Only the active layer configs are read under the lock (milliseconds); the static network is
         built and filled outside it, so dynamic-slicing inference is not held up. BN vectors, fixed
-        layers and convs that keep the supernet's input width are views; 3x3 convs and 1x1 convs with
-        narrowed inputs are private copies of the leading slice (exactly what stock extraction copies).
+        layers and convs that keep the supernet's input width are views; 1x1 convs over narrowed
+        inputs become matrix products on row-strided views (:class:`StridedPointwise`); only 3x3 convs
+        with narrowed inputs are private copies of the leading slice (what stock extraction copies).
         """
         from ofa.imagenet_classification.networks import ResNets
 
@@ -795,8 +796,13 @@ class OFAResNet50Family(OFAFamily):
         subnet = subnet.to(device).eval()
         names = {id(m): n for n, m in net.named_modules()}
         with torch.no_grad():
-            for static, dynamic in _resnet_pairs(net, subnet, active):
-                share_module(static, dynamic, names[id(dynamic)], bn_stats, copy_rest=True)
+            for owner, attr, dynamic in _resnet_pairs(net, subnet, active):
+                static = getattr(owner, attr)
+                strided = strided_pointwise(static, dynamic)
+                if strided is not None:  # a 1x1 conv over narrowed inputs: matrix product on a view
+                    setattr(owner, attr, strided)
+                else:
+                    share_module(static, dynamic, names[id(dynamic)], bn_stats, copy_rest=True)
         result: nn.Module = subnet
         return result
 
@@ -812,13 +818,13 @@ def _plain_config(config: Any) -> Any:
     return config
 
 
-def _resnet_pairs(net: Any, subnet: Any, active: Sequence[int]) -> Iterator[tuple[nn.Module, nn.Module]]:
-    """(static module of the subnet, matching supernet module) for every conv, BN and linear."""
+def _resnet_pairs(net: Any, subnet: Any, active: Sequence[int]) -> Iterator[tuple[nn.Module, str, nn.Module]]:
+    """(owner, attribute, matching supernet module) for every conv, BN and linear of the static subnet."""
 
-    def conv_layer(static: Any, dynamic: Any) -> Iterator[tuple[nn.Module, nn.Module]]:
-        yield static.conv, dynamic.conv.conv
+    def conv_layer(static: Any, dynamic: Any) -> Iterator[tuple[nn.Module, str, nn.Module]]:
+        yield static, "conv", dynamic.conv.conv
         if getattr(static, "bn", None) is not None:
-            yield static.bn, dynamic.bn.bn
+            yield static, "bn", dynamic.bn.bn
 
     stem = list(subnet.input_stem)
     yield from conv_layer(stem[0], net.input_stem[0])
@@ -830,12 +836,12 @@ def _resnet_pairs(net: Any, subnet: Any, active: Sequence[int]) -> Iterator[tupl
     for static, idx in zip(subnet.blocks, active, strict=True):
         dynamic = net.blocks[idx]
         for part in ("conv1", "conv2", "conv3"):
-            yield getattr(static, part).conv, getattr(dynamic, part).conv.conv
-            yield getattr(static, part).bn, getattr(dynamic, part).bn.bn
+            yield getattr(static, part), "conv", getattr(dynamic, part).conv.conv
+            yield getattr(static, part), "bn", getattr(dynamic, part).bn.bn
         if hasattr(static.downsample, "conv") and hasattr(dynamic.downsample, "conv"):
-            yield static.downsample.conv, dynamic.downsample.conv.conv
-            yield static.downsample.bn, dynamic.downsample.bn.bn
-    yield subnet.classifier.linear, net.classifier.linear.linear
+            yield static.downsample, "conv", dynamic.downsample.conv.conv
+            yield static.downsample, "bn", dynamic.downsample.bn.bn
+    yield subnet.classifier, "linear", net.classifier.linear.linear
 
 
 # ==================================================================== factories (subnets.registry)

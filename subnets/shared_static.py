@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from dynofa.errors import CheckpointError
 
-__all__ = ["leading_view", "share_module"]
+__all__ = ["leading_view", "share_module", "StridedPointwise", "strided_pointwise"]
 
 
 def leading_view(source: Tensor, shape: torch.Size) -> Tensor | None:
@@ -25,6 +25,38 @@ def leading_view(source: Tensor, shape: torch.Size) -> Tensor | None:
         return None
     view = source.detach()[tuple(slice(0, n) for n in shape)]
     return view if view.is_contiguous() else None
+
+
+class StridedPointwise(nn.Module):
+    """A bias-free 1x1, stride-1 convolution over a row-strided view ``W[:out, :in]`` of a supernet
+    weight, computed as a matrix product (no copy of the weight, once or per forward)."""
+
+    def __init__(self, weight: Tensor) -> None:
+        super().__init__()
+        if weight.dim() != 2 or weight.stride(1) != 1:
+            raise ValueError("StridedPointwise needs a 2-D weight view with unit column stride")
+        self.register_buffer("weight", weight, persistent=False)
+        self.weight: Tensor
+
+    def forward(self, x: Tensor) -> Tensor:
+        from subnets.shared_mbconv import Conv
+
+        return Conv(self.weight).pointwise(x.contiguous())
+
+
+def strided_pointwise(static: nn.Module, dynamic: nn.Module) -> StridedPointwise | None:
+    """A :class:`StridedPointwise` replacing ``static`` (a 1x1 conv whose weight is a non-contiguous
+    leading slice of ``dynamic``'s), or None when ``static`` is not such a conv."""
+    if not isinstance(static, nn.Conv2d) or not isinstance(dynamic, nn.Conv2d):
+        return None
+    plain = static.kernel_size == (1, 1) and static.stride == (1, 1) and static.padding == (0, 0)
+    if not plain or static.groups != 1 or static.bias is not None or static.dilation != (1, 1):
+        return None
+    out_c, in_c = static.weight.shape[:2]
+    if leading_view(dynamic.weight, static.weight.shape) is not None:
+        return None  # contiguous: share_module shares it as it is
+    view = dynamic.weight.detach()[:out_c, :in_c, 0, 0]
+    return StridedPointwise(view) if view.stride(1) == 1 else None
 
 
 def _replace(module: nn.Module, attr: str, view: Tensor) -> None:
@@ -63,6 +95,10 @@ def share_module(
         if not isinstance(source, Tensor):
             continue
         view = leading_view(source, own.shape)
+        if view is None and isinstance(static, nn.Linear) and attr == "weight":
+            # F.linear multiplies by the transposed weight: BLAS takes a row-strided view as it is
+            rows = source.detach()[: own.shape[0], : own.shape[1]]
+            view = rows if rows.stride(1) == 1 else None
         if view is not None:
             _replace(static, attr, view)
         elif copy_rest:
