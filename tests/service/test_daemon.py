@@ -438,6 +438,31 @@ def test_fuzz_random_messages_never_crash_the_daemon(daemon: Daemon) -> None:
             c.unregister(app)
 
 
+def test_c_client_example(daemon: Daemon, tmp_path: Path) -> None:
+    """examples/dynofa_client.c speaks the protocol with nothing but libzmq."""
+    import shutil
+    import subprocess
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    pkg = shutil.which("pkg-config")
+    if cc is None or pkg is None:
+        pytest.skip("no C compiler or pkg-config")
+    flags = subprocess.run([pkg, "--cflags", "--libs", "libzmq"], capture_output=True, text=True)
+    if flags.returncode != 0:
+        pytest.skip("libzmq development files are not installed (apt-get install libzmq3-dev)")
+    source = Path(__file__).resolve().parents[2] / "examples" / "dynofa_client.c"
+    binary = tmp_path / "dynofa_client"
+    build = subprocess.run([cc, "-O2", "-Wall", "-o", str(binary), str(source), *flags.stdout.split()],
+                           capture_output=True, text=True)  # fmt: skip
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(binary), daemon.endpoint, "c-app", "40"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert '"ok":true' in run.stdout and '"subnet":' in run.stdout
+    assert "outputs: 10," in run.stdout
+    assert daemon.client().state()["apps"]["c-app"]["inferences"] == 1
+    daemon.client().unregister("c-app")
+
+
 def test_graceful_stop_answers_in_flight_requests(daemon: Daemon, notify: NotifyListener) -> None:
     """Runs last in this module: SIGTERM with inferences queued; each gets an answer, then a clean exit.
 
