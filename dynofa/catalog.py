@@ -12,13 +12,13 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dynofa.errors import CatalogError, UnknownSubnetError
+from dynofa.paths import write_json_atomic
 
 SCHEMA = "dynofa.catalog/1"
 LATENCY_SOURCES = ("measured", "predicted")
@@ -144,27 +144,13 @@ class Catalog:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write atomically (temp file + rename) so that a crash never leaves half a catalog."""
         target = Path(path)
-        write_json_atomic(target, self.to_dict())
+        # 0644: the daemon may run as another user than the one who built the catalog
+        write_json_atomic(target, self.to_dict(), mode=0o644, sort_keys=False)
         self.path = target
         return target
 
     def _where(self) -> str:
         return f"catalog {self.path}" if self.path is not None else "catalog"
-
-
-def write_json_atomic(target: Path, data: Any) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, sort_keys=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

@@ -5,8 +5,8 @@ The runtime directory holds the IPC sockets and the lock file; it is systemd's
 ``$XDG_RUNTIME_DIR/dynofa`` for a desktop user, else ``/tmp/dynofa-$UID``. The state
 directory holds what must survive a restart (budgets, the actuator's rollback data):
 ``$DYNOFA_STATE_DIR`` or ``$STATE_DIRECTORY`` (systemd), else ``/var/lib/dynofa`` for root,
-else ``$XDG_STATE_HOME/dynofa`` (``~/.local/state/dynofa``) -- the same rule as
-:func:`governors.state.default_state_dir`. Files there are written atomically (temp file in
+else ``$XDG_STATE_HOME/dynofa`` (``~/.local/state/dynofa``) -- the rule
+:func:`governors.state.default_state_dir` uses too. Files there are written atomically (temp file in
 the same directory, fsync, rename) so a crash never leaves half a file.
 """
 
@@ -65,25 +65,32 @@ def ensure_private_dir(path: Path, mode: int = 0o750) -> Path:
     return path
 
 
-def write_bytes_atomic(target: Path, data: bytes, mode: int = 0o640) -> None:
-    """Replace ``target`` with ``data`` so that readers see the old or the new file, never half."""
+def write_bytes_atomic(target: Path, data: bytes, mode: int = 0o640, durable: bool = True) -> None:
+    """Replace ``target`` with ``data`` so that readers see the old or the new file, never half.
+
+    ``durable`` adds the fsyncs that make the new content survive a kernel crash; files that a
+    reboot makes stale anyway (the DVFS rollback file) skip them.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(target.parent)
+    if durable:
+        _fsync_dir(target.parent)
 
 
-def write_json_atomic(target: Path, data: Any, mode: int = 0o640) -> None:
-    write_bytes_atomic(target, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode(), mode)
+def write_json_atomic(target: Path, data: Any, mode: int = 0o640, durable: bool = True, sort_keys: bool = True) -> None:
+    text = json.dumps(data, indent=1, sort_keys=sort_keys) + "\n"
+    write_bytes_atomic(target, text.encode(), mode, durable)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dynofa.errors import PlatformError
+from dynofa.paths import state_dir, write_json_atomic
 
 STATE_FILE = "dvfs-state.json"
 DEGRADED_FILE = "capabilities.json"
@@ -97,43 +98,17 @@ def current_boot_id() -> str | None:
 
 
 def default_state_dir() -> str:
-    """Where the daemon keeps its rollback file.
-
-    ``$DYNOFA_STATE_DIR``; else systemd's ``$STATE_DIRECTORY`` (``StateDirectory=dynofa``);
-    else ``/var/lib/dynofa`` for root and ``$XDG_STATE_HOME/dynofa`` (``~/.local/state/dynofa``) otherwise.
-    """
-    for var in ("DYNOFA_STATE_DIR", "STATE_DIRECTORY"):
-        value = os.environ.get(var)
-        if value:
-            return value.split(":")[0]
-    if os.geteuid() == 0:
-        return "/var/lib/dynofa"
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(base, "dynofa")
+    """The daemon's state directory (one rule for every component: :func:`dynofa.paths.state_dir`)."""
+    return str(state_dir())
 
 
-def atomic_write_json(path: str, data: dict[str, Any], durable: bool = False) -> None:
+def atomic_write_json(path: str, data: dict[str, Any]) -> None:
     """Write JSON so that readers see the old or the new file, never half of one.
 
-    ``durable`` adds an fsync. The rollback file does not need it: a crashed *process* leaves
-    the page cache intact, and a crashed *kernel* reboots, which resets every clock and makes
-    the file stale (it is discarded by boot id) -- so a 10 ms fsync per change buys nothing.
+    No fsync: a crashed *process* leaves the page cache intact, and a crashed *kernel* reboots,
+    which resets every clock and makes the file stale (it is discarded by boot id).
     """
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            if durable:
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_json_atomic(Path(path), data, mode=0o640, durable=False)
 
 
 class StateStore:
