@@ -244,9 +244,12 @@ class _FlakyServer(threading.Thread):
         self.sock.bind(endpoint)
         self.drop = drop
         self.seen = 0
+        self.stopped = threading.Event()
 
     def run(self) -> None:
-        while self.sock.poll(3000):
+        while not self.stopped.is_set():
+            if not self.sock.poll(50):
+                continue
             envelope_and_body = self.sock.recv_multipart()
             self.seen += 1
             if self.seen <= self.drop:
@@ -255,6 +258,7 @@ class _FlakyServer(threading.Thread):
             self.sock.send_multipart([*envelope_and_body[:-1], protocol.encode(protocol.ok(head.get("id")))])
 
     def close(self) -> None:
+        self.stopped.set()
         self.join(5)
         self.sock.close()
         self.ctx.term()
