@@ -14,6 +14,9 @@ the ratios hold on a noisy shared machine even when absolute times drift:
 * ``restart_switch_ms_median``: the switch done as the public Dynamic-OFA code does it, a new
   Python process that loads the supernet weights from disk, extracts the subnet and runs the first
   inference (timed from spawn to exit);
+* ``cache_*``: a pool whose memory budget holds only a few materialisations (SUSHI-style cache):
+  switch overhead, hits/misses over random switches, first inference on a hit vs on a miss (served
+  at once by dynamic slicing while the materialisation is built in the background);
 * ``resident_tensor_bytes_ratio``: tensor bytes of the pool with K resident / the supernet alone;
 * ``latency_ratio_vs_extracted_median``: median over the K of pool latency / stock extracted
   (eager) latency, interleaved; ``latency_ratio_dynamic_vs_extracted_median`` is the same for
@@ -175,6 +178,50 @@ def measure_latency_ratios(
     }
 
 
+def measure_cache_mode(
+    family: OFAMobileNetV3Family,
+    specs: dict[str, SubnetSpec],
+    inputs: dict[str, torch.Tensor],
+    switches: int,
+    resident: int,
+    rng: random.Random,
+) -> dict[str, Any]:
+    """A pool whose budget holds only ``resident`` materialisations: switches between random subnets
+    (no locality: the cache's worst case), first inference after each, hit or miss."""
+    first_ids = list(specs)[:resident]
+    with SubnetPool(family, {sid: specs[sid] for sid in first_ids}, optimize="none") as sizing:
+        budget = sizing.memory()["total_bytes"]
+    pool = SubnetPool(family, specs, memory_budget_bytes=budget, optimize="none")
+    switch_ms: list[float] = []
+    hit_first: list[float] = []
+    miss_first: list[float] = []
+    for _ in range(switches):
+        target = rng.choice([sid for sid in pool.ids if sid != pool.active])
+        misses = pool.cache_stats()["misses"]
+        start = time.perf_counter_ns()
+        pool.switch(target)
+        switch_ms.append(_ms(time.perf_counter_ns() - start))
+        missed = pool.cache_stats()["misses"] > misses
+        x = inputs[target]
+        (miss_first if missed else hit_first).append(_timed(lambda x=x: pool.infer(x)))  # type: ignore[misc]
+        pool.infer(x)
+    pool.wait_idle()
+    stats = pool.cache_stats()
+    ratio = pool.memory()["ratio_to_supernet"]
+    pool.close()
+    return {
+        "cache_budget_bytes": budget,
+        "cache_resident_tensor_bytes_ratio": ratio,
+        "cache_switch_overhead_ms_p99": _percentile(switch_ms, 99),
+        "cache_hits": stats["hits"],
+        "cache_misses": stats["misses"],
+        "cache_evictions": stats["evictions"],
+        "cache_hit_first_inference_ms_median": statistics.median(hit_first) if hit_first else None,
+        "cache_miss_first_inference_ms_median": statistics.median(miss_first) if miss_first else None,
+        "cache_build_ms_median": stats["build_ms_median"],
+    }
+
+
 def measure_extract_switch(family: OFAMobileNetV3Family, specs: list[SubnetSpec], switches: int) -> list[float]:
     return [_timed(lambda spec=spec: family.extract(spec)) for spec in (specs * switches)[:switches]]  # type: ignore[misc]
 
@@ -217,6 +264,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     switch = measure_switch_overhead(pool, args.switches, rng)
     first = measure_first_inference(pool, inputs, args.first, args.steady, rng)
     ratios = measure_latency_ratios(pool, folded, family, specs, inputs, args.rounds, rng)
+    cache = measure_cache_mode(family, specs, inputs, args.cache_switches, args.cache_resident, rng)
     extract = measure_extract_switch(family, list(specs.values()), args.extract)
     with tempfile.TemporaryDirectory() as tmp:
         restart = measure_restart_switch(family, list(specs.values()), args.restarts, Path(tmp))
@@ -257,6 +305,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "fold_bn_latency_ratio_vs_extracted_median": statistics.median(ratios["folded_vs_extracted"].values()),
         "fold_bn_resident_tensor_bytes_ratio": folded_memory["ratio_to_supernet"],
         "latency_ms_median": {name: statistics.median(v.values()) for name, v in ratios["median_ms"].items()},
+        **cache,
         "latency_rounds": args.rounds,
         "pool_build_s": pool_build_s,
         "torch": torch.__version__,
@@ -283,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--first", type=int, default=200, help="switches timed for the first inference (>= 200)")
     parser.add_argument("--steady", type=int, default=2, help="steady-state inferences after each of those")
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds for the latency ratio")
+    parser.add_argument("--cache-switches", type=int, default=100, help="switches timed in the budgeted pool")
+    parser.add_argument("--cache-resident", type=int, default=3, help="materialisations the budget holds")
     parser.add_argument("--extract", type=int, default=20, help="stock extractions timed")
     parser.add_argument("--restarts", type=int, default=3, help="process restarts timed")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")

@@ -337,6 +337,19 @@ class SubnetPool:
                 self._request_build(subnet_id)
             self._active = slot
 
+    def prefetch(self, subnet_id: str) -> bool:
+        """Ask for ``subnet_id``'s materialisation in the background (cache mode) without switching,
+        e.g. when a policy expects to switch there soon. Returns True when it is already resident."""
+        if subnet_id not in self._specs:
+            raise UnknownSubnetError(self._unknown(subnet_id))
+        if self.mode == "resident":
+            return True
+        with self._lock:
+            if subnet_id in self._slots:
+                return True
+            self._request_build(subnet_id)
+            return False
+
     def infer(self, x: Tensor, subnet: str | None = None) -> InferenceResult:
         """Run one inference on the active subnet (or on ``subnet``, without switching)."""
         if self._closed:

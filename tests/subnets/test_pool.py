@@ -181,6 +181,13 @@ def test_budgeted_pool_caches_by_use_and_falls_back_to_dynamic_slicing(
         assert y.subnet == other and cached.cache_stats()["misses"] == 2
         assert cached.wait_idle() and other in cached.cache_stats()["cached"]
         assert cached.active == target
+        # a prefetch builds in the background without switching or counting a use
+        missing = next(sid for sid in ids if sid not in cached.cache_stats()["cached"])
+        before = cached.cache_stats()
+        assert cached.prefetch(missing) is False
+        assert cached.wait_idle() and missing in cached.cache_stats()["cached"]
+        assert cached.prefetch(missing) is True and cached.active == target
+        assert (cached.cache_stats()["hits"], cached.cache_stats()["misses"]) == (before["hits"], before["misses"])
         assert cached.memory()["total_bytes"] <= budget
         with pytest.raises(UnknownSubnetError):
             cached.switch("nope")
