@@ -328,3 +328,15 @@ def test_build_on_two_processing_elements() -> None:
     assert all(set(e.latency) == {"cpu-big", "cpu-little"} for e in cat)
     assert set(cat.latency_models) == {"cpu-big", "cpu-little"}
     assert cat.provenance["build"]["primary_pe"] == "cpu-big"
+
+
+def test_saved_catalogs_are_readable_by_other_users(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = build_catalog(FakeFamily(), candidates=4, measure=2, keep=2, **FAST).save(tmp_path / "c.json")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not mkstemp's 0600: the daemon's user reads it
