@@ -100,10 +100,10 @@ class Controller:
         self.last_step_error: str | None = None
 
     # called from other threads -------------------------------------------------------------
-    def observe(self, app: str, pe: str, subnet: str, latency_ms: float, budget: Any) -> None:
+    def observe(self, app: str, point: OperatingPoint, latency_ms: float) -> None:
         with self._lock:
             try:
-                self.policy.observe(app, latency_ms)
+                self.policy.observe(app, latency_ms, point)
             except Exception as exc:  # noqa: BLE001 - a policy bug must not fail the inference reply
                 log.warning("policy %s failed to observe %s: %s", self.policy_name, app, exc)
 

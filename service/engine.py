@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -248,13 +248,16 @@ class Engine:
         except (RuntimeError, ValueError) as exc:  # torch reports shape/device problems this way
             log.warning("inference for %s on %s failed: %s", job.app, job.subnet, exc)
             raise RequestError(protocol.INFERENCE_FAILED, f"inference failed: {exc}") from None
+        point: OperatingPoint | None = None
         with self._lock:
             record = self._apps.get(job.app)
             if record is not None:
                 record.latency.add(outcome.latency_ms, record.budget)
-                budget = record.budget
-        if record is not None and self.controller is not None:
-            self.controller.observe(job.app, job.pe, outcome.subnet, outcome.latency_ms, budget)
+                # the point this inference really ran at (a forced subnet is not the decided one)
+                base = record.point or OperatingPoint(subnet=outcome.subnet, pe=job.pe)
+                point = replace(base, subnet=outcome.subnet, pe=job.pe, threads=job.threads)
+        if point is not None and self.controller is not None:
+            self.controller.observe(job.app, point, outcome.latency_ms)
         return InferenceDone(
             output=outcome.output,
             subnet=outcome.subnet,
