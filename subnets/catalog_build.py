@@ -184,6 +184,8 @@ def build_catalog(
             say(f"final latency model [{pe}]: {_model_summary(model, 'ms')}")
     predictions = _predictions(pool, models, acc_model)
     entries = []
+    # fastest first on the primary PE, by the final (refined) figures
+    kept.sort(key=lambda c: _final_ms(c, settings.pes[0], predictions))
     for cand in kept:
         if calib is not None and cand.bn is None:
             cand.bn = _calibrate(family, cand, settings)
@@ -532,6 +534,11 @@ def _select(
     if all(top1(c) is not None for c in pool):
         return pareto.select_across(pool, keep, lambda c: float(top1(c) or 0.0), [latency_on(pe) for pe in pes])
     return pareto.select_across(pool, keep, lambda c: float(c.macs), [latency_on(pe) for pe in pes])
+
+
+def _final_ms(cand: _Candidate, pe: str, predictions: Mapping[str, Mapping[str, float]]) -> float:
+    lat = cand.latency.get(pe)
+    return lat.ms if lat is not None and lat.source == "measured" else float(predictions[cand.id][pe])
 
 
 def _entry(

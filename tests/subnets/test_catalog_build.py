@@ -94,6 +94,7 @@ def test_build_with_validation_and_calibration(tmp_path: Path) -> None:
     )
     assert len(cat) == 4
     assert any("latency model [cpu]" in m and "held-out" in m for m in messages)
+    assert [e.latency["cpu"].ms for e in cat] == sorted(e.latency["cpu"].ms for e in cat)  # fastest first
     # refine: every kept subnet carries measured figures
     for e in cat:
         assert e.latency["cpu"].source == "measured"
