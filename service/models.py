@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def default_catalog_path() -> Path:
-    """The bundled demo catalog (``subnets.demo``)."""
+    """The bundled demo catalog (``subnets.demo``): the OFA supernet's, else the group-pruned net's."""
     try:
         from subnets.demo import demo_catalog_path
     except ImportError as exc:
@@ -32,7 +32,14 @@ def default_catalog_path() -> Path:
             "no catalog configured and the bundled demo catalog is not available "
             f"({exc}); set models.<name>.catalog in the config file"
         ) from None
-    return Path(demo_catalog_path())
+    candidates = [Path(demo_catalog_path(kind)) for kind in ("ofa", "grouped")]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise ConfigError(
+        f"no catalog configured and no bundled demo catalog at {' or '.join(map(str, candidates))}; "
+        "set models.<name>.catalog in the config file"
+    )
 
 
 @dataclass(frozen=True)

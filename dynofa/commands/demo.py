@@ -65,15 +65,12 @@ def register(subparsers: Any) -> None:
 
 
 def _default_catalog() -> Path:
+    from service.models import default_catalog_path
+
     try:
-        from subnets.demo import demo_catalog_path
-    except ImportError as exc:
-        raise DemoError(f"the bundled demo catalog is not available ({exc}); pass --catalog FILE") from None
-    for kind in ("ofa", "grouped"):  # the OFA supernet's catalog first
-        path = Path(demo_catalog_path(kind))
-        if path.exists():
-            return path
-    raise DemoError(f"no bundled demo catalog under {Path(demo_catalog_path()).parent}; pass --catalog FILE")
+        return default_catalog_path()
+    except DynofaError as exc:
+        raise DemoError(f"{exc} (or pass --catalog FILE)") from None
 
 
 @dataclass
