@@ -315,7 +315,8 @@ def _predict_from_reference(
             lower=0.5 * min(measured.values()),
         )
         info["model"] = model.to_dict()
-        if model.error["loo"].get("mae") is not None and model.error["loo"]["mae"] < info["loo"]["mae"]:
+        model_mae, ratio_mae = model.error["loo"].get("mae"), info["loo"].get("mae")
+        if model_mae is not None and (ratio_mae is None or model_mae < ratio_mae):
             info["method"] = "regression"
             info["loo"] = model.error["loo"]
             predicted = model.predict([{ref_name: reference[e.id]} for e in entries])

@@ -53,7 +53,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--output", default="dynofa-demo.png", metavar="PNG", help="timeline plot (default %(default)s)"
     )
-    parser.add_argument("--phase-seconds", type=float, default=8.0, metavar="S", help="length of each phase")
+    parser.add_argument("--phase-seconds", type=float, default=7.0, metavar="S", help="length of each phase")
     parser.add_argument("--fps", type=float, default=50.0, help="the app's frame rate (default %(default)s)")
     parser.add_argument("--policy", default="model-based", help="policy the daemon runs (default %(default)s)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (config, logs, trace)")
