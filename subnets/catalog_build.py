@@ -285,6 +285,24 @@ def reprofile(
     )
 
 
+def measured_elsewhere(catalog: Catalog) -> bool:
+    """Whether the catalog's latency figures were taken on another machine than this one.
+
+    The daemon and ``dynofa subnets`` re-profile such a catalog, so that the latency they act on
+    and show is this machine's.
+    """
+    import socket
+
+    from subnets.profiling import cpu_model
+
+    prov = catalog.provenance
+    latest = [info for info in (prov.get("reprofiled") or {}).values() if isinstance(info, dict)]
+    where = latest[-1] if latest else prov
+    if not where.get("host") and not where.get("cpu_model"):
+        return True  # unknown origin: this machine's figures are the honest ones
+    return bool(where.get("host") != socket.gethostname() or where.get("cpu_model") != cpu_model())
+
+
 def _predict_from_reference(
     entries: list[CatalogEntry], reference: Mapping[str, float], ref_name: str, measured: Mapping[str, float]
 ) -> tuple[list[float], dict[str, Any]]:

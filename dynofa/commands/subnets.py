@@ -55,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     catalog = load_catalog(path)
     reprofiled = False
     auto = args.reprofile is None
+    from subnets.catalog_build import measured_elsewhere
+
     if args.reprofile or (auto and measured_elsewhere(catalog)):
         from dynofa.errors import DynofaError
         from subnets.catalog_build import family_for_catalog, reprofile
@@ -75,20 +77,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_table(catalog))
     return 0
-
-
-def measured_elsewhere(catalog: Catalog) -> bool:
-    """Whether the catalog's latency figures were taken on another machine than this one."""
-    import socket
-
-    from subnets.profiling import cpu_model
-
-    prov = catalog.provenance
-    latest = [info for info in (prov.get("reprofiled") or {}).values() if isinstance(info, dict)]
-    where = latest[-1] if latest else prov
-    if not where.get("host") and not where.get("cpu_model"):
-        return True  # unknown origin: this machine's figures are the honest ones
-    return where.get("host") != socket.gethostname() or where.get("cpu_model") != cpu_model()
 
 
 def catalog_summary(catalog: Catalog, reprofiled: bool = False) -> dict[str, Any]:
