@@ -309,8 +309,10 @@ def _demo(args: argparse.Namespace) -> int:
             app = App(daemon.endpoint, images, labels, args.fps)
             say(f"app {APP}: digits at {args.fps:g} fps; phases of {args.phase_seconds:g} s\n")
             app.start()
+            marks: list[tuple[float, str]] = []
             for phase in phases:
                 assert phase.budget_ms is not None
+                marks.append((time.time(), phase.name))
                 client.set_budget(APP, latency_ms=phase.budget_ms)
                 if phase.name == "contention":
                     n = os.cpu_count() or 1
@@ -336,7 +338,7 @@ def _demo(args: argparse.Namespace) -> int:
         every = [s for p in phases for s in p.samples]
         overall = PhaseStats("overall", None, every).summary(accuracy_of)
         overall["hit_rate"] = _overall_hits(phases)
-        plot = _plot(daemon.trace, Path(args.output))
+        plot = _plot(daemon.trace, Path(args.output), marks)
         result = {"catalog": str(catalog_path), "phases": summaries, "overall": overall, "plot": str(plot)}
         if args.json:
             json.dump(result, sys.stdout, indent=2)
@@ -369,10 +371,11 @@ def _digits(resolution: int) -> tuple[Any, Any]:
     return data.x, data.y
 
 
-def _plot(trace: Path, output: Path) -> Path:
+def _plot(trace: Path, output: Path, marks: list[tuple[float, str]]) -> Path:
     from dynofa.commands.plot import plot_timeline, read_trace
 
-    return plot_timeline(read_trace(trace), output, title="dynofa demo: budget, CPU contention, tighter budget")
+    title = "dynofa demo: budget, CPU contention, tighter budget"
+    return plot_timeline(read_trace(trace), output, title=title, marks=marks)
 
 
 def _summary_table(rows: list[dict[str, Any]]) -> str:

@@ -88,7 +88,13 @@ def read_trace(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def plot_timeline(records: list[dict[str, Any]], output: Path, title: str = "dynofa timeline") -> Path:
+def plot_timeline(
+    records: list[dict[str, Any]],
+    output: Path,
+    title: str = "dynofa timeline",
+    marks: list[tuple[float, str]] | None = None,
+) -> Path:
+    """Draw the trace; ``marks`` are (wall-clock time, label) events drawn as labelled lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,6 +122,11 @@ def plot_timeline(records: list[dict[str, Any]], output: Path, title: str = "dyn
         for t in switches:
             ax_lat.axvline(t, color=color, alpha=0.25, linewidth=1)
         ax_acc.step(ts, [a.get("accuracy") for _, a in rows], where="post", color=color, label=f"{app} subnet accuracy")
+    for when, label in marks or []:
+        for ax in (ax_lat, ax_acc, ax_load):
+            ax.axvline(when - t0, color="grey", linestyle=":", linewidth=1)
+        ax_lat.annotate(label, xy=(when - t0, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                        textcoords="offset points", fontsize="small", color="dimgrey")  # fmt: skip
     ax_lat.set_ylabel("latency (ms)")
     ax_lat.set_title(title)
     if apps:
