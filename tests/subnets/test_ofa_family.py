@@ -18,7 +18,8 @@ from torch import nn
 
 from dynofa.errors import CatalogError, CheckpointError, WeightsNotFoundError
 from subnets.family import SubnetSpec
-from subnets.ofa_family import OFAMobileNetV3Family, OFAProxylessFamily, OFAResNet50Family
+from subnets.ofa_family import OFAMobileNetV3Family, OFAProxylessFamily
+from subnets.ofa_resnet import OFAResNet50Family
 from subnets.pool import module_tensors
 from subnets.registry import family_from_description
 from subnets.shared_static import StridedPointwise
