@@ -24,7 +24,7 @@ from dynofa.operating_point import OperatingPoint
 from dynofa.protocol import RequestError
 from service.apps import AppRecord
 from service.models import ModelRuntime
-from service.store import BudgetStore, SavedApp
+from service.store import BackgroundSync, BudgetStore, SavedApp
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ class Engine:
         self.started = time.time()
         self.wake = threading.Event()  # set when a budget changes: the control loop decides at once
         self._restore_saved()
+        self._sync = BackgroundSync(store.path)
 
     # persistence ---------------------------------------------------------------------------
     def _restore_saved(self) -> None:
@@ -92,10 +93,13 @@ class Engine:
             log.info("restored %d app(s) and their budgets from %s", len(self._apps), self.store.path)
 
     def _save(self) -> None:
+        # atomic rename now (a crash right after the reply keeps it), fsync on a thread (power loss)
         try:
-            self.store.save({n: SavedApp(a.model, a.budget) for n, a in self._apps.items()})
+            self.store.save({n: SavedApp(a.model, a.budget) for n, a in self._apps.items()}, durable=False)
         except OSError as exc:
             log.error("cannot save budgets to %s: %s", self.store.path, exc)
+            return
+        self._sync.request()
 
     def _new_app(self, name: str, model: str, budget: Budget | None) -> AppRecord:
         runtime = self.models[model]
@@ -321,6 +325,7 @@ class Engine:
             return sorted(self._apps)
 
     def close(self) -> None:
+        self._sync.close()  # every acknowledged budget is on the disk before the daemon exits
         for runtime in self.models.values():
             runtime.close()
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dynofa.budget import Budget
 from dynofa.errors import DynofaError
-from dynofa.paths import write_json_atomic
+from dynofa.paths import fsync_path, write_json_atomic
 
 log = logging.getLogger(__name__)
 SCHEMA = "dynofa.budgets/1"
@@ -50,7 +51,7 @@ class BudgetStore:
                 log.warning("ignoring saved budget of app %r in %s: %s", name, self.path, exc)
         return apps
 
-    def save(self, apps: dict[str, SavedApp]) -> None:
+    def save(self, apps: dict[str, SavedApp], durable: bool = True) -> None:
         data: dict[str, Any] = {
             "schema": SCHEMA,
             "apps": {
@@ -58,10 +59,57 @@ class BudgetStore:
                 for name, a in sorted(apps.items())
             },
         }
-        write_json_atomic(self.path, data, mode=0o640)
+        write_json_atomic(self.path, data, mode=0o640, durable=durable)
 
     def _quarantine(self, why: str) -> None:
         aside = self.path.with_suffix(".json.corrupt")
         log.warning("budgets file %s is %s; moved to %s, starting with no budgets", self.path, why, aside)
         with contextlib.suppress(OSError):
             self.path.replace(aside)
+
+
+class BackgroundSync:
+    """fsyncs the budgets file on a thread, so that a ``set_budget`` reply never waits for the disk.
+
+    The request path writes the file atomically without fsync (temp file + rename: a SIGKILL right
+    after the reply still finds the new budgets); this thread then makes it survive a power loss.
+    Requests coalesce; ``close`` (at stop) waits for the last one.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._wanted = 0
+        self._done = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="dynofa-fsync", daemon=True)
+        self._thread.start()
+
+    def request(self) -> None:
+        with self._cond:
+            self._wanted += 1
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._wanted == self._done and not self._closed:
+                    self._cond.wait()
+                if self._wanted == self._done:
+                    return
+                target = self._wanted
+            fsync_path(self.path)
+            with self._cond:
+                self._done = target
+                self._cond.notify_all()
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._done == self._wanted, timeout_s)
+
+    def close(self) -> None:
+        self.flush()
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout=5)

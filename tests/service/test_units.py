@@ -139,6 +139,20 @@ def test_budget_store_round_trip_and_corrupt_file(tmp_path: Path) -> None:
     assert (tmp_path / "budgets.json.corrupt").exists() and not store.path.exists()
 
 
+def test_budgets_are_renamed_into_place_then_synced_in_the_background(tmp_path: Path) -> None:
+    from service.store import BackgroundSync
+
+    store = BudgetStore(tmp_path)
+    sync = BackgroundSync(store.path)
+    for ms in range(1, 21):
+        store.save({"cam": SavedApp("demo", Budget(float(ms)))}, durable=False)
+        assert store.load()["cam"].budget == Budget(float(ms))  # visible at once, before any fsync
+        sync.request()
+    assert sync.flush(10)
+    sync.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["budgets.json"]
+
+
 # --- protocol ---------------------------------------------------------------------------------
 
 
