@@ -32,7 +32,6 @@ class ModelConfig:
     device: str = "cpu"  # torch device of CPU processing elements' pool
     gpu_device: str = "cuda"  # torch device used for the "gpu" processing element
     pes: tuple[str, ...] = ()  # processing elements to serve on; empty = every one the catalog and platform share
-    resident: int | None = None  # subnets kept materialised (None = all in the catalog)
 
 
 @dataclass(frozen=True)
@@ -206,14 +205,12 @@ def _model(v: _Fields, data: Any, at: str) -> ModelConfig:
     pes = obj.get("pes", [])
     if not isinstance(pes, list):
         raise v.fail(f"{at}.pes", "a list of processing element names (e.g. [cpu, gpu])", pes)
-    resident = v.optional(obj.get("resident"), f"{at}.resident", lambda x, a: v.integer(x, a, low=1, high=100000))
     return ModelConfig(
         catalog=v.optional(obj.get("catalog"), f"{at}.catalog", v.string),
         weights=v.optional(obj.get("weights"), f"{at}.weights", v.string),
         device=v.device(obj.get("device", "cpu"), f"{at}.device"),
         gpu_device=v.device(obj.get("gpu_device", "cuda"), f"{at}.gpu_device"),
         pes=tuple(v.string(pe, f"{at}.pes[{i}]") for i, pe in enumerate(pes)),
-        resident=resident,
     )
 
 

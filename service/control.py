@@ -97,6 +97,7 @@ class Controller:
         self._thread: threading.Thread | None = None
         self._last_state_pub = 0.0
         self.steps = 0
+        self.last_step_ms: float | None = None
         self.last_step_error: str | None = None
 
     # called from other threads -------------------------------------------------------------
@@ -165,6 +166,7 @@ class Controller:
                 "state": policy_state,
                 "decision": None if decision is None else _safe(decision.to_dict),
                 "steps": self.steps,
+                "last_step_ms": None if self.last_step_ms is None else round(self.last_step_ms, 3),
                 "last_error": self.last_step_error,
             },
             "capabilities": {k: v.to_dict() for k, v in sorted(self.platform.capabilities().items())},
@@ -199,6 +201,7 @@ class Controller:
 
     def step(self) -> None:
         """One control period. Never raises."""
+        started = time.perf_counter()
         try:
             self._step()
             self.last_step_error = None
@@ -206,6 +209,7 @@ class Controller:
             if self.last_step_error != str(exc):
                 log.exception("control step failed: %s", exc)
             self.last_step_error = str(exc)
+        self.last_step_ms = (time.perf_counter() - started) * 1e3
         self.steps += 1
 
     def _step(self) -> None:
