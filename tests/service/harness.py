@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -82,7 +83,9 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            return self.proc.wait(timeout=timeout)
+            code = self.proc.wait(timeout=timeout)
+            shutil.rmtree(self.runtime, ignore_errors=True)  # a mkdtemp dir; a restart recreates it
+            return code
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
@@ -173,4 +176,4 @@ class NotifyListener:
         self._stop.set()
         self._thread.join(2)
         self.sock.close()
-        os.unlink(self.path)
+        shutil.rmtree(Path(self.path).parent, ignore_errors=True)

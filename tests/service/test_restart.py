@@ -6,6 +6,7 @@ file writes that the test can compare with the tree as it was built.
 
 from __future__ import annotations
 
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -76,5 +77,6 @@ def test_second_daemon_on_same_runtime_dir_is_refused(tmp_path: Path, tiny_catal
             [sys.executable, "-m", "dynofa", "serve", "--config", str(config)],
             capture_output=True, text=True, cwd=REPO, timeout=60,
         )  # fmt: skip
+    shutil.rmtree(runtime, ignore_errors=True)
     assert result.returncode == 1
     assert "another dynofa daemon (pid 4242)" in result.stderr
