@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -81,6 +82,7 @@ class RawEcho:
         self.req.close(0)
         self.proc.kill()
         self.proc.wait()
+        shutil.rmtree(Path(self.endpoint[len("ipc://") :]).parent, ignore_errors=True)
 
 
 def _interleaved(calls: dict[str, Any], n: int, block: int = 100) -> dict[str, list[float]]:
@@ -226,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     finally:
         daemon.stop()
+        shutil.rmtree(work, ignore_errors=True)
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
     return 0
