@@ -88,7 +88,10 @@ class ModelBasedPolicy(Policy):
     def _predictor(self, inp: DecisionInput) -> Predictor:
         slow = {}
         for pe in inp.pes:
-            prior = prior_slowdown(pe.name, pe.kind, pe.cpus, 1, inp.load) if self.use_monitors else 1.0
+            # our runnable threads on this PE: what the app would run there (the catalog's figure)
+            threads = max((e.latency[pe.name].threads for a in inp.apps for e in a.entries if pe.name in e.latency),
+                          default=1)
+            prior = prior_slowdown(pe.name, pe.kind, pe.cpus, threads, inp.load) if self.use_monitors else 1.0
             slow[pe.name] = self.estimator.slowdown(pe.name, prior)
 
         def predict(app: AppRequest, entry: CatalogEntry, pe: PeInfo, freq: int | None) -> float | None:
