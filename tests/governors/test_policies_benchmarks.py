@@ -56,7 +56,8 @@ def test_contention_harness_runs_policies_and_plots(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(contention, "start_background", lambda n, a, b: slow.update(x=2.5) or [])
     monkeypatch.setattr(contention, "stop_background", lambda procs: slow.update(x=1.0))
     args = argparse.Namespace(scale=0.002, workers=0, budget_ms=10.0, tight_budget_ms=7.0, reaction_window=3,
-                              calibration_repeats=3, calibration_load_s=0.0, monitor=False, trace=str(tmp_path / "t.jsonl"))
+                              calibration_repeats=3, calibration_load_s=0.0, monitor=False,
+                              trace=str(tmp_path / "t.jsonl"))
     result = contention._run(args, _fake_workload(slow))
     assert set(result["policies"]) == {"model-based", "dynamic-ofa", "static-largest", "static-smallest"}
     for key in ("hit_rate", "hit_rate_dynamic_ofa", "hit_rate_static_largest", "mean_accuracy",
