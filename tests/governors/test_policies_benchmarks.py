@@ -77,3 +77,11 @@ def test_simulated_soc_quick_run_has_the_keys() -> None:
         assert isinstance(out[key], float)
     assert out["dynamic_range_time"] > 10 and out["dynamic_range_energy"] > 2
     assert set(out["policies"]) >= {"model-based", "dynamic-ofa", "performance", "schedutil", "oracle"}
+
+
+def test_model_based_beats_the_baselines_on_the_simulated_xavier_nx() -> None:
+    out = simulated_soc.run("xavier-nx", scale=0.15, seed=0)  # deterministic: seeded simulation
+    mb, dofa = out["policies"]["model-based"], out["policies"]["dynamic-ofa"]
+    assert out["miss_rate"] <= 0.02 and mb["misses"] < dofa["misses"]
+    assert out["energy_vs_performance_governor"] < 0.85  # DVFS saves energy at equal subnet choice
+    assert out["energy_vs_oracle"] < 1.10 and out["accuracy_gap_vs_oracle_pp"] < 1.0
