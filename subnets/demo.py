@@ -3,7 +3,7 @@
 Two families trained by us on scikit-learn's handwritten digits (no download anywhere):
 
 * the demo supernet, a small elastic OFA MobileNetV3 (``ofa-mbv3``, width 0.35, 10 classes,
-  resolutions 32-64), trained by :mod:`subnets.train_demo`;
+  resolutions 24-64), trained by :mod:`subnets.train_demo`;
 * a group-pruned incremental net (``grouped``, arch "small", 4 groups), trained by
   :mod:`subnets.train_grouped`.
 
@@ -35,10 +35,10 @@ GROUPED_CATALOG = "catalog-grouped.json"
 OFA_DEMO_ARGS: dict[str, Any] = {
     "width_mult": 0.35,
     "ks_list": (3, 5, 7),
-    "expand_ratio_list": (3, 4, 6),
-    "depth_list": (2, 3, 4),
+    "expand_ratio_list": (2, 3, 4, 6),
+    "depth_list": (1, 2, 3, 4),
     "n_classes": 10,
-    "resolutions": (32, 40, 48, 56, 64),
+    "resolutions": (24, 32, 40, 48, 56, 64),
     "dropout_rate": 0.0,
     "seed": 0,
     "name": "ofa-mbv3-w0.35-digits",

@@ -39,9 +39,10 @@ Log = Callable[[str], None]
 class DemoTrainConfig:
     width_mult: float = 0.35
     ks_list: tuple[int, ...] = (3, 5, 7)
-    expand_ratio_list: tuple[int, ...] = (3, 4, 6)
-    depth_list: tuple[int, ...] = (2, 3, 4)
-    resolutions: tuple[int, ...] = (32, 40, 48, 56, 64)
+    # a wide elastic range (e 2..6, d 1..4, 24..64 px) so that subnets span a real accuracy range
+    expand_ratio_list: tuple[int, ...] = (2, 3, 4, 6)
+    depth_list: tuple[int, ...] = (1, 2, 3, 4)
+    resolutions: tuple[int, ...] = (24, 32, 40, 48, 56, 64)
     epochs: int = 30
     batch_size: int = 64
     lr: float = 0.05
