@@ -154,3 +154,22 @@ def test_trains_end_to_end_on_a_cifar10_directory(tmp_path: Path) -> None:
     result = train_incremental(splits, config, log=lines.append)
     assert result.net.trained_levels == 4 and len(result.test_top1) == 4
     assert any("level 4/4" in line for line in lines)
+
+
+def test_calibrate_bn_gives_private_stats_that_materialize_uses() -> None:
+    family = GroupedFamily("small", groups=4, num_classes=10, resolution=16)
+    spec = family.spec(2)
+    torch.manual_seed(0)
+    batches = [torch.randn(8, 3, 16, 16) * 2 + 1 for _ in range(3)]
+    stats = family.calibrate_bn(spec, batches)
+    net = family.supernet()
+    assert set(stats) == {f"running_{s}_{i}" for s in ("mean", "var") for i in range(net.num_layers)}
+    assert stats["running_mean_0"].shape == (net.cout(0, 2),)
+    sub = family.materialize(spec, stats)
+    assert sub.running_mean_0.data_ptr() == stats["running_mean_0"].data_ptr()
+    with torch.inference_mode():
+        assert not torch.equal(sub(batches[0]), family.materialize(spec)(batches[0]))
+    with pytest.raises(CheckpointError, match="running_var_1"):
+        family.materialize(spec, {k: v for k, v in stats.items() if k != "running_var_1"})
+    with pytest.raises(ValueError):
+        family.calibrate_bn(spec, [])
