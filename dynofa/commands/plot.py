@@ -130,7 +130,7 @@ def plot_timeline(
     ax_lat.set_ylabel("latency (ms)")
     ax_lat.set_title(title)
     if apps:
-        ax_lat.legend(loc="upper left", fontsize="small")
+        ax_lat.legend(loc="best", fontsize="small")
         ax_acc.legend(loc="lower left", fontsize="small")
     ax_acc.set_ylabel("top-1 accuracy")
     pes = sorted({pe for r in records for pe in (r.get("cpu_util_others") or {})})
