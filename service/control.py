@@ -249,9 +249,7 @@ class Controller:
             requests.append(AppRequest(app.name, app.budget, tuple(self.engine.models[app.model].catalog.entries)))
         if not requests or not self.pes:
             return None
-        load = load_from_snapshot(
-            {"other_util": snap.cpu_util, "gpu_load": snap.gpu_load, "power_w": snap.power_w, "energy_j": snap.energy_j}
-        )
+        load = load_from_snapshot(snap)  # the Snapshot itself: its units (gpu_load in %) are unambiguous
         inp = DecisionInput(apps=tuple(requests), pes=self.pes, board=str(self.platform.board), load=load)
         with self._lock:
             return self.policy.decide(inp)

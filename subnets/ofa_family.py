@@ -257,6 +257,7 @@ class OFAFamily(ModelFamily):
         self.validate(spec)
         with self.lock:
             if self._flops_model is None:
+                _install_ofa_shim()  # _flops() imports ofa.nas, maybe before the supernet exists
                 self._flops_model = self._flops()
             mflops = self._flops_model.get_efficiency({**dict(spec.config), "image_size": spec.resolution})
         return int(round(float(mflops) * 1e6))
