@@ -32,6 +32,7 @@ class ModelConfig:
     device: str = "cpu"  # torch device of CPU processing elements' pool
     gpu_device: str = "cuda"  # torch device used for the "gpu" processing element
     pes: tuple[str, ...] = ()  # processing elements to serve on; empty = every one the catalog and platform share
+    reprofile: bool = True  # re-time a few subnets at start when the catalog was measured on another machine
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,7 @@ def _model(v: _Fields, data: Any, at: str) -> ModelConfig:
         device=v.device(obj.get("device", "cpu"), f"{at}.device"),
         gpu_device=v.device(obj.get("gpu_device", "cuda"), f"{at}.gpu_device"),
         pes=tuple(v.string(pe, f"{at}.pes[{i}]") for i, pe in enumerate(pes)),
+        reprofile=v.boolean(obj.get("reprofile", True), f"{at}.reprofile"),
     )
 
 
@@ -340,6 +342,11 @@ class _Fields:
     def string(self, value: Any, at: str) -> str:
         if not isinstance(value, str) or not value:
             raise self.fail(at, "a non-empty string", value)
+        return value
+
+    def boolean(self, value: Any, at: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(at, "true or false", value)
         return value
 
     def device(self, value: Any, at: str) -> str:

@@ -105,8 +105,12 @@ class Controller:
         with self._lock:
             try:
                 self.policy.observe(app, latency_ms, point)
+                urgent = self.policy.needs_decision()
             except Exception as exc:  # noqa: BLE001 - a policy bug must not fail the inference reply
                 log.warning("policy %s failed to observe %s: %s", self.policy_name, app, exc)
+                return
+        if urgent:  # a deadline miss: decide before the app's next inference, not at the next tick
+            self.engine.wake.set()
 
     def feedback(self, app: str, qoe: float) -> None:
         with self._lock:

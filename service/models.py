@@ -42,6 +42,29 @@ def default_catalog_path() -> Path:
     )
 
 
+def _reprofile_here(catalog: Catalog, pools: dict[str, Any], devices: dict[str, str], name: str) -> Catalog:
+    """Re-time a few subnets per PE when the catalog's latency was measured on another machine.
+
+    A shipped catalog's figures are another machine's; policies act on latency, so they must be
+    this machine's. Three measured subnets plus the catalog's regression take about a second.
+    """
+    from subnets.catalog_build import measured_elsewhere, reprofile
+
+    if not measured_elsewhere(catalog):
+        return catalog
+    for pe, device in sorted(devices.items()):
+        if device != "cpu" and pe not in catalog.pes():
+            continue  # no reference figure to scale: the policy's fallback applies
+        try:
+            catalog = reprofile(catalog, pools[device].family, pe, measure=3)
+        except Exception as exc:  # noqa: BLE001 - stale figures are better than no daemon
+            log.warning("model %s: could not re-profile %s on %s (%s); keeping the catalog's figures", name, pe,
+                        device, exc)  # fmt: skip
+        else:
+            log.info("model %s: latency on %s re-profiled on this machine", name, pe)
+    return catalog
+
+
 @dataclass(frozen=True)
 class InferenceOutcome:
     output: np.ndarray
@@ -81,6 +104,8 @@ class ModelRuntime:
         pools: dict[str, Any] = {}
         for device in sorted(set(devices.values())):
             pools[device] = SubnetPool.from_catalog(catalog, weights=config.weights, device=device)
+        if config.reprofile:
+            catalog = _reprofile_here(catalog, pools, devices, name)
         missing = [pe for pe in pes if pe not in catalog.pes()]
         if missing:
             log.warning(

@@ -1,0 +1,44 @@
+"""A catalog measured on another machine is re-timed when the daemon loads it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from dynofa.catalog import load_catalog
+from dynofa.config import ModelConfig
+from service.models import ModelRuntime
+from subnets.demo import demo_catalog_path
+
+
+def _copy_from_elsewhere(tmp_path):  # type: ignore[no-untyped-def]
+    catalog = load_catalog(demo_catalog_path("ofa"))
+    catalog.provenance = {**catalog.provenance, "host": "another-board", "cpu_model": "Cortex-A57", "reprofiled": {}}
+    # BN sidecars and weights are resolved relative to the catalog file: keep them next to the copy
+    shipped = demo_catalog_path("ofa").parent
+    for item in shipped.iterdir():
+        if item.name.startswith("catalog-ofa.json.bn") or item.suffix == ".pt":
+            (tmp_path / item.name).symlink_to(item)
+    target = tmp_path / "catalog-ofa.json"
+    catalog.save(target)
+    return target
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_reprofile_when_measured_elsewhere(tmp_path, enabled: bool) -> None:  # type: ignore[no-untyped-def]
+    path = _copy_from_elsewhere(tmp_path)
+    config = dataclasses.replace(ModelConfig(), catalog=str(path), reprofile=enabled)
+    runtime = ModelRuntime.load("demo", config, ["cpu"])
+    try:
+        reprofiled = runtime.catalog.provenance.get("reprofiled") or {}
+        sources = {e.latency["cpu"].source for e in runtime.catalog.entries}
+        if enabled:
+            assert "cpu" in reprofiled
+            assert sources == {"measured", "predicted"}
+            assert sum(e.latency["cpu"].source == "measured" for e in runtime.catalog.entries) == 3
+        else:
+            assert reprofiled == {}
+            assert runtime.catalog.to_dict()["subnets"] == load_catalog(path).to_dict()["subnets"]
+    finally:
+        runtime.close()
