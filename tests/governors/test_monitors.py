@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import importlib.util
 import os
 
 import pytest
@@ -280,15 +281,27 @@ def test_monitor_uses_jtop_telemetry_when_given(tmp_path, monkeypatch):
     assert client.closed
 
 
-def test_jtop_not_used_without_its_service(tmp_path):
+def test_jtop_not_used_without_its_service(tmp_path, monkeypatch):
     from governors.platform.jtop_telemetry import open_telemetry
 
     board, p = _make("jetson-nano", tmp_path)
     assert open_telemetry(p) is None
     Tree(board.root).file("/run/jtop.sock", "")
-    p2 = detect_platform(board.root, hook=board.kernel)
-    assert p2.capability("jtop").status == "available"  # jetson-stats is installed here
-    assert open_telemetry(p2) is None  # a fake tree is never the live system
+    # jetson-stats is an optional extra: check both sides whatever this venv has
+    real_find_spec = importlib.util.find_spec
+    for installed in (True, False):
+        monkeypatch.setattr(
+            importlib.util,
+            "find_spec",
+            lambda name, *a, _i=installed: (object() if _i else None) if name == "jtop" else real_find_spec(name, *a),
+        )
+        p2 = detect_platform(board.root, hook=board.kernel)
+        cap = p2.capability("jtop")
+        if installed:
+            assert cap.status == "available"
+        else:
+            assert cap.status == "missing" and "jetson-stats package is not installed" in cap.reason
+        assert open_telemetry(p2) is None  # a fake tree is never the live system
 
 
 def test_registration_from_other_threads_while_sampling(tmp_path):
