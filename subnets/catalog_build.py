@@ -124,8 +124,14 @@ def build_catalog(
     val_limit: int | None = None,
     calib_limit: int = 2000,
     batch_size: int = 64,
+    fill_dominated: bool = False,
 ) -> Catalog:
     """Pre-sample, profile and select subnets of ``family``; see the module docstring.
+
+    Only Pareto-optimal subnets are kept (at most ``keep``), as Dynamic-OFA does: a dominated
+    subnet is never the right choice and it misleads level-stepping policies. ``fill_dominated``
+    tops a short front up to ``keep`` with the best dominated ones (e.g. to keep every level of a
+    group-pruned net whatever timing noise says).
 
     ``out`` is where the catalog will be saved (needed for BN statistics sidecar files; the
     catalog itself is saved by the caller). ``weights`` becomes the catalog's ``weights`` object
@@ -171,7 +177,7 @@ def build_catalog(
         models = {pe: _latency_model(pool, pe, seed, say if round_no == 0 else None) for pe in settings.pes}
         acc_model = _accuracy_model(pool, seed, say if round_no == 0 else None) if val is not None else None
         predictions = _predictions(pool, models, acc_model)
-        kept = _select(pool, keep, settings.pes, predictions)
+        kept = _select(pool, keep, settings.pes, predictions, fill_dominated)
         if not refine:
             break
         pending = [c for c in kept if _needs_measuring(c, settings.pes, val is not None)]
@@ -183,6 +189,8 @@ def build_catalog(
         for pe, model in models.items():
             say(f"final latency model [{pe}]: {_model_summary(model, 'ms')}")
     predictions = _predictions(pool, models, acc_model)
+    if not fill_dominated:  # the last refinement's measurements may show a kept subnet dominated
+        kept = _select(kept, keep, settings.pes, predictions, fill=False)
     entries = []
     # fastest first on the primary PE, by the final (refined) figures
     kept.sort(key=lambda c: _final_ms(c, settings.pes[0], predictions))
@@ -534,7 +542,11 @@ def _predictions(
 
 
 def _select(
-    pool: list[_Candidate], keep: int, pes: Sequence[str], predictions: Mapping[str, Mapping[str, float]]
+    pool: list[_Candidate],
+    keep: int,
+    pes: Sequence[str],
+    predictions: Mapping[str, Mapping[str, float]],
+    fill: bool,
 ) -> list[_Candidate]:
     """K subnets spread over the Pareto front(s); see :func:`subnets.pareto.select_across`."""
 
@@ -551,8 +563,8 @@ def _select(
         return predictions[c.id].get("top1")
 
     if all(top1(c) is not None for c in pool):
-        return pareto.select_across(pool, keep, lambda c: float(top1(c) or 0.0), [latency_on(pe) for pe in pes])
-    return pareto.select_across(pool, keep, lambda c: float(c.macs), [latency_on(pe) for pe in pes])
+        return pareto.select_across(pool, keep, lambda c: float(top1(c) or 0.0), [latency_on(pe) for pe in pes], fill)
+    return pareto.select_across(pool, keep, lambda c: float(c.macs), [latency_on(pe) for pe in pes], fill)
 
 
 def _final_ms(cand: _Candidate, pe: str, predictions: Mapping[str, Mapping[str, float]]) -> float:

@@ -65,15 +65,19 @@ def spread(items: Sequence[T], k: int, cost: Callable[[T], float]) -> list[T]:
     return [ordered[i] for i in sorted(chosen)]
 
 
-def select(items: Sequence[T], k: int, value: Callable[[T], float], cost: Callable[[T], float]) -> list[T]:
+def select(
+    items: Sequence[T], k: int, value: Callable[[T], float], cost: Callable[[T], float], fill: bool = True
+) -> list[T]:
     """Keep ``k`` items spread across the Pareto front, sorted by cost.
 
-    When the front holds fewer than ``k`` items, the next layers fill in (the best of what is
-    dominated), each layer spread in cost too, so the caller gets ``min(k, len(items))`` items
-    and every item of a layer is taken before any of the next.
+    When the front holds fewer than ``k`` items and ``fill`` is set, the next layers fill in (the
+    best of what is dominated), each layer spread in cost too, so the caller gets
+    ``min(k, len(items))`` items and every item of a layer is taken before any of the next.
+    Without ``fill`` only the front is kept (Dynamic-OFA's rule), possibly fewer than ``k``.
     """
     kept: list[T] = []
-    for layer in pareto_layers(items, value, cost):
+    layers = pareto_layers(items, value, cost)
+    for layer in layers if fill else layers[:1]:
         room = k - len(kept)
         if room <= 0:
             break
@@ -82,19 +86,20 @@ def select(items: Sequence[T], k: int, value: Callable[[T], float], cost: Callab
 
 
 def select_across(
-    items: Sequence[T], k: int, value: Callable[[T], float], costs: Sequence[Callable[[T], float]]
+    items: Sequence[T], k: int, value: Callable[[T], float], costs: Sequence[Callable[[T], float]], fill: bool = True
 ) -> list[T]:
     """Keep ``k`` items spread over the Pareto fronts of several costs (``costs[0]`` is the primary).
 
     One cost: :func:`select`. Several (latency on several processing elements): the union of every
     cost's front (an item worth keeping for some PE), spread evenly in the primary cost; when the
-    union holds fewer than ``k``, the primary's next layers fill in. Sorted by the primary cost.
+    union holds fewer than ``k`` and ``fill`` is set, the primary's next layers fill in. Sorted by
+    the primary cost.
     """
     if not costs:
         raise ValueError("select_across needs at least one cost")
     primary = costs[0]
     if len(costs) == 1:
-        return select(items, k, value, primary)
+        return select(items, k, value, primary, fill)
     union: list[T] = []
     seen: set[int] = set()
     for cost in costs:
@@ -104,5 +109,7 @@ def select_across(
                 union.append(item)
     if len(union) >= k:
         return spread(union, k, primary)
+    if not fill:
+        return sorted(union, key=primary)
     extra = [it for it in select(items, len(items), value, primary) if id(it) not in seen]
     return sorted(union + extra[: k - len(union)], key=primary)

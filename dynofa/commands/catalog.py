@@ -65,7 +65,14 @@ def register(subparsers: Any) -> None:
     )
     b.add_argument("--candidates", type=int, default=100, metavar="N", help="candidate subnets sampled (default 100)")
     b.add_argument("--measure", type=int, default=20, metavar="M", help="candidates timed per PE (default 20)")
-    b.add_argument("--keep", type=int, default=10, metavar="K", help="subnets kept in the catalog (default 10)")
+    b.add_argument(
+        "--keep", type=int, default=10, metavar="K", help="most subnets kept: the Pareto front, spread (default 10)"
+    )
+    b.add_argument(
+        "--fill-dominated",
+        action="store_true",
+        help="when the Pareto front has fewer than K subnets, top it up with the best dominated ones",
+    )
     b.add_argument(
         "--seed",
         type=int,
@@ -165,6 +172,7 @@ def run_build(args: argparse.Namespace) -> int:
         candidates=args.candidates,
         measure=args.measure,
         keep=args.keep,
+        fill_dominated=args.fill_dominated,
         val=val,
         calib=calib,
         seed=args.seed,

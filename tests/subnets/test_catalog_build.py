@@ -341,3 +341,26 @@ def test_saved_catalogs_are_readable_by_other_users(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not mkstemp's 0600: the daemon's user reads it
+
+
+def _dominated(cat: Catalog) -> list[str]:
+    def fig(e: Any) -> tuple[float, float]:
+        return (e.accuracy.top1, e.latency["cpu"].ms)
+
+    return [
+        e.id
+        for e in cat.entries
+        for o in cat.entries
+        if o is not e and fig(o)[0] >= fig(e)[0] and fig(o)[1] <= fig(e)[1] and fig(o) != fig(e)
+    ]
+
+
+def test_only_the_pareto_front_is_kept_unless_asked_to_fill() -> None:
+    family = FakeFamily()
+    front_only = build_catalog(family, ["cpu"], candidates=20, measure=20, keep=12, val=_data(), seed=3, **FAST)
+    assert _dominated(front_only) == []
+    filled = build_catalog(
+        family, ["cpu"], candidates=20, measure=20, keep=12, val=_data(), seed=3, fill_dominated=True, **FAST
+    )
+    assert len(filled) == 12
+    assert len(front_only) <= len(filled)

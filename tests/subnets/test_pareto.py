@@ -101,3 +101,13 @@ def test_selection_across_two_pes_keeps_subnets_worth_it_on_some_pe(pts: list[Po
     else:  # the whole union is kept
         assert union <= {id(p) for p in kept}
     assert [on_a(p) for p in kept] == sorted(on_a(p) for p in kept)
+
+
+@settings(max_examples=100, deadline=None)
+@given(points, st.integers(1, 12))
+def test_selection_without_fill_keeps_only_the_front(pts: list[Point], k: int) -> None:
+    kept = select(pts, k, acc, lat, fill=False)
+    front = pareto_front(pts, acc, lat)
+    assert len(kept) == min(k, len(front))
+    for p in kept:
+        assert not any(dominates(q, p) for q in pts)
