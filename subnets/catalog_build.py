@@ -611,10 +611,17 @@ def _entry(
 def _write_bn_sidecars(kept: list[_Candidate], out: Path, catalog: Catalog) -> None:
     from subnets.checkpoint import save_bn_stats
 
+    written = set()
     for cand in kept:
         entry = catalog.get(cand.id)
         if cand.bn is not None and entry.bn_stats is not None:
             save_bn_stats(out.parent / entry.bn_stats, cand.bn)
+            written.add(out.parent / entry.bn_stats)
+    # a rebuild into the same place must not leave the previous build's statistics behind
+    for directory in {path.parent for path in written}:
+        for stale in directory.glob("*.pt"):
+            if stale not in written:
+                stale.unlink()
 
 
 def _load_bn(catalog: Catalog, entry: CatalogEntry) -> dict[str, Any] | None:

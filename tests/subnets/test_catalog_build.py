@@ -88,9 +88,12 @@ def test_build_with_validation_and_calibration(tmp_path: Path) -> None:
     family = FakeFamily()
     out = tmp_path / "cat.json"
     messages: list[str] = []
+    stale = tmp_path / "cat.json.bn" / "from-an-earlier-build.pt"
+    stale.parent.mkdir()
+    stale.write_bytes(b"old")
     cat = build_catalog(
         family, ["cpu"], candidates=16, measure=6, keep=4, val=_data(), calib=_data(seed=1), seed=3,
-        progress=messages.append, out=out, weights={"init": "random", "seed": 0}, **FAST,
+        progress=messages.append, out=out, weights={"init": "random", "seed": 0}, fill_dominated=True, **FAST,
     )
     assert len(cat) == 4
     assert any("latency model [cpu]" in m and "held-out" in m for m in messages)
@@ -115,6 +118,8 @@ def test_build_with_validation_and_calibration(tmp_path: Path) -> None:
     assert model.predict_one(family.features(spec)) > 0
     assert back.provenance["build"]["distinct_candidates"] == 16
     assert back.provenance["cpu_model"]
+    assert not stale.exists()
+    assert sorted(p.name for p in stale.parent.iterdir()) == sorted(f"{e.id}.pt" for e in cat)
 
 
 def test_without_validation_no_accuracy_is_claimed_and_predictions_are_marked() -> None:
@@ -131,7 +136,10 @@ def test_without_validation_no_accuracy_is_claimed_and_predictions_are_marked() 
 
 def test_accuracy_predictor_marks_predicted_accuracy() -> None:
     family = FakeFamily()
-    cat = build_catalog(family, ["cpu"], candidates=20, measure=4, keep=8, val=_data(), seed=2, refine=False, **FAST)
+    cat = build_catalog(
+        family, ["cpu"], candidates=20, measure=4, keep=8, val=_data(), seed=2, refine=False,
+        fill_dominated=True, **FAST,
+    )  # fmt: skip
     sources = {e.accuracy.source for e in cat if e.accuracy is not None}
     assert sources <= {"measured", "predicted"}
     assert all(e.accuracy is not None for e in cat)
@@ -200,7 +208,10 @@ def _cli_build(tmp_path: Path, *extra: str) -> Path:
 
 def test_cli_build_show_and_subnets_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     np.savez(tmp_path / "val.npz", x=_data().x, y=_data().y)
-    out = _cli_build(tmp_path, "--random-init", "--val", str(tmp_path / "val.npz"), "--normalize", "none")
+    # random weights: accuracy is noise, so the front alone may be one subnet; fill up to K
+    out = _cli_build(
+        tmp_path, "--random-init", "--val", str(tmp_path / "val.npz"), "--normalize", "none", "--fill-dominated"
+    )
     captured = capsys.readouterr()
     assert "sampled 10 distinct candidate subnets" in captured.err
     assert "RANDOM weights" in captured.out

@@ -30,7 +30,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     rc = main(
         ["catalog", "build", "--family", "ofa-mbv3-w1.0", "--family-args", FAMILY_ARGS, "--random-init",
          "--val", str(val), "--calib", str(val), "--candidates", "8", "--measure", "4", "--keep", "3",
-         "--repeats", "2", "--warmup", "1", "--seed", "1", "--out", str(out)]
+         "--repeats", "2", "--warmup", "1", "--seed", "1", "--fill-dominated", "--out", str(out)]
     )
     assert rc == 0
     return out, val
