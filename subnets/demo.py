@@ -97,8 +97,8 @@ def _weights_object(weights: Path, out: Path) -> dict[str, Any]:
 def build_ofa_catalog(
     out: str | os.PathLike[str],
     weights: str | os.PathLike[str] | None = None,
-    candidates: int = 60,
-    measure: int = 20,
+    candidates: int = 200,
+    measure: int = 40,
     keep: int = 8,
     repeats: int = 10,
     seed: int = 0,
