@@ -93,22 +93,8 @@ def write_json_atomic(target: Path, data: Any, mode: int = 0o640, durable: bool 
     write_bytes_atomic(target, text.encode(), mode, durable)
 
 
-def _fsync_dir(directory: Path) -> None:
-    # the rename is durable only once the directory entry is flushed
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def fsync_path(path: Path) -> None:
-    """Flush a file written with ``durable=False``, and its directory entry, to the disk."""
+def _fsync(path: Path) -> None:
+    # best effort: a filesystem that cannot fsync (tmpfs, some FUSE) must not fail the write
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -119,4 +105,14 @@ def fsync_path(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # the rename is durable only once the directory entry is flushed
+    _fsync(directory)
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file written with ``durable=False``, and its directory entry, to the disk."""
+    _fsync(path)
     _fsync_dir(path.parent)

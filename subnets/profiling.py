@@ -76,15 +76,7 @@ def measure_latency(
     """
     import torch
 
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    if warmup < 0:
-        raise ValueError(f"warmup must be >= 0, got {warmup}")
-    if threads is not None and threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
-    is_cuda = str(device).startswith("cuda")
-    if is_cuda and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
+    is_cuda = _check_timing_args(device, repeats, threads, warmup)
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -184,13 +176,7 @@ def measure_interleaved(
 
     import torch
 
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    if threads is not None and threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
-    is_cuda = str(device).startswith("cuda")
-    if is_cuda and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
+    is_cuda = _check_timing_args(device, repeats, threads, warmup)
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -249,3 +235,19 @@ def cpu_freq_khz(cpus: Sequence[int] | None = None, root: str | os.PathLike[str]
         if text.isdigit() and int(text) > 0:
             readings.append(int(text))
     return max(readings) if readings else None
+
+
+def _check_timing_args(device: str, repeats: int, threads: int | None, warmup: int) -> bool:
+    """Validate timing arguments; returns whether ``device`` is a CUDA device."""
+    import torch
+
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    is_cuda = str(device).startswith("cuda")
+    if is_cuda and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
+    return is_cuda
