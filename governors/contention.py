@@ -22,7 +22,10 @@ import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from governors.monitors import Snapshot
 
 #: z-score of the 99th percentile of a normal distribution: the safety margin covers
 #: 2.33 standard deviations of the observed latency ratio.
@@ -55,74 +58,20 @@ class LoadView:
         }
 
 
-def _fraction(value: Any) -> float | None:
-    """Accept 0..1 fractions or 0..100 percentages."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    v = float(value)
-    if v > 1.0:
-        v /= 100.0
-    return min(1.0, max(0.0, v))
+def load_from_snapshot(snapshot: Snapshot | None) -> LoadView:
+    """The policy's view of a monitor :class:`~governors.monitors.Snapshot`.
 
-
-def _first(data: Mapping[str, Any], *names: str) -> Any:
-    for name in names:
-        if name in data and data[name] is not None:
-            return data[name]
-    return None
-
-
-def load_from_snapshot(snapshot: Any) -> LoadView:
-    """Build a :class:`LoadView` from a monitor snapshot (its ``to_dict()`` or a plain mapping).
-
-    Reads ``governors.monitors.Snapshot`` (``cpu_util``: others' load per cluster as
-    fractions, ``gpu_load`` in percent, ``power_w``, ``energy_j``) and plain mappings
-    (``other_util`` fractions, ``gpu_load`` as a fraction, or a percentage when above 1);
-    anything missing is simply left out.
+    ``cpu_util`` is other processes' load per cluster (fractions; None where unknown) and
+    ``gpu_load`` is in percent; the view holds fractions.
     """
     if snapshot is None:
         return LoadView()
-    data = snapshot.to_dict() if hasattr(snapshot, "to_dict") else snapshot
-    if not isinstance(data, Mapping):
-        return LoadView()
-    # governors.monitors.Snapshot: cpu_util = others' load per cluster (fractions), gpu_load in percent
-    is_snapshot = "cpu_util_total" in data or "interval_s" in data
-    other: dict[str, float] = {}
-    raw_other = _first(data, "other_util", "cpu_util", "cluster_other_util", "other_utilisation", "util_other")
-    if isinstance(raw_other, Mapping):
-        for name, value in raw_other.items():
-            frac = _fraction(value)
-            if frac is not None:
-                other[str(name)] = frac
-    clusters = data.get("clusters")
-    if isinstance(clusters, Mapping):  # {"cpu-big": {"other_util": .., ...}}
-        for name, info in clusters.items():
-            if isinstance(info, Mapping):
-                frac = _fraction(_first(info, "other_util", "util_other", "others", "other"))
-                if frac is not None:
-                    other.setdefault(str(name), frac)
-    gpu = data.get("gpu")
-    gpu_raw = _first(data, "gpu_load", "gpu_util")
-    if is_snapshot and isinstance(gpu_raw, (int, float)) and not isinstance(gpu_raw, bool):
-        gpu_raw = gpu_raw / 100.0
-    if gpu_raw is None and isinstance(data.get("gpu_load_pct"), (int, float)):
-        gpu_raw = data["gpu_load_pct"] / 100.0
-    if gpu_raw is None and isinstance(gpu, Mapping):
-        gpu_raw = _first(gpu, "other_load", "load", "load_pct", "util")
-    throttled_raw = _first(data, "throttled", "throttled_pes")
-    throttled: frozenset[str] = frozenset()
-    if isinstance(throttled_raw, Mapping):
-        throttled = frozenset(str(k) for k, v in throttled_raw.items() if v)
-    elif isinstance(throttled_raw, (list, tuple, set, frozenset)):
-        throttled = frozenset(str(x) for x in throttled_raw)
-    power = _first(data, "power_w", "total_power_w")
-    energy = _first(data, "energy_j", "total_energy_j")
     return LoadView(
-        other_util=other,
-        gpu_load=_fraction(gpu_raw),
-        throttled=throttled,
-        power_w=float(power) if isinstance(power, (int, float)) and not isinstance(power, bool) else None,
-        energy_j=float(energy) if isinstance(energy, (int, float)) and not isinstance(energy, bool) else None,
+        other_util={name: min(1.0, max(0.0, u)) for name, u in snapshot.cpu_util.items() if u is not None},
+        gpu_load=None if snapshot.gpu_load is None else min(1.0, max(0.0, snapshot.gpu_load / 100.0)),
+        throttled=frozenset(snapshot.throttled),
+        power_w=snapshot.power_w,
+        energy_j=snapshot.energy_j,
     )
 
 

@@ -112,7 +112,7 @@ class DecisionInput:
     def from_platform(cls, platform: Any, apps: Iterable[AppRequest], snapshot: Any = None) -> DecisionInput:
         """Build from a ``governors.platform.Platform`` and a ``governors.monitors.Snapshot``."""
         return cls(apps=tuple(apps), pes=tuple(pes_from_platform(platform)), board=str(platform.board),
-                   load=load_from_snapshot(snapshot) if snapshot is not None else None)
+                   load=None if snapshot is None else load_from_snapshot(snapshot))
 
 
 def pes_from_platform(platform: Any) -> list[PeInfo]:

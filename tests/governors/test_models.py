@@ -123,21 +123,15 @@ def test_prior_slowdown_from_monitors() -> None:
     assert prior_slowdown("cpu", "cpu", 2, 1, None) == 1.0
 
 
-def test_load_from_snapshot_is_lenient() -> None:
-    class Snap:
-        def to_dict(self) -> dict:
-            return {"clusters": {"cpu-big": {"other_util": 40.0}}, "gpu": {"load": 75.0}, "power_w": 5.5,
-                    "energy_j": 100.0, "throttled": ["gpu"]}
-    view = load_from_snapshot(Snap())
-    assert view.other_util == {"cpu-big": pytest.approx(0.4)}
-    assert view.gpu_load == pytest.approx(0.75)
-    assert view.power_w == 5.5 and view.energy_j == 100.0 and view.throttled == frozenset({"gpu"})
-    assert load_from_snapshot(None) == LoadView()
-    from governors.monitors import Snapshot  # the platforms engineer's record: gpu_load is percent
-    snap = Snapshot(t=0.0, interval_s=1.0, cpu_util={"cpu": 0.25, "gpu-x": None}, gpu_load=0.5, power_w=3.0)
+def test_load_from_snapshot_converts_units() -> None:
+    from governors.monitors import Snapshot  # gpu_load in percent, cpu_util in fractions
+
+    snap = Snapshot(t=0.0, interval_s=1.0, cpu_util={"cpu": 0.25, "gpu-x": None}, gpu_load=50.0, power_w=3.0,
+                    energy_j=12.0, throttled=["cpu"])  # fmt: skip
     view = load_from_snapshot(snap)
-    assert view.other_util == {"cpu": 0.25} and view.gpu_load == pytest.approx(0.005) and view.power_w == 3.0
-    assert load_from_snapshot("garbage") == LoadView()
+    assert view.other_util == {"cpu": 0.25} and view.gpu_load == pytest.approx(0.5)
+    assert view.power_w == 3.0 and view.energy_j == 12.0 and view.throttled == frozenset({"cpu"})
+    assert load_from_snapshot(None) == LoadView()
 
 
 def test_power_model_energy_and_voltage() -> None:

@@ -313,7 +313,9 @@ def test_decision_input_from_a_detected_platform() -> None:
         clusters=[SimpleNamespace(name="cpu0", cpus=[0, 1], available_khz=[1190400, 1907200])],
         gpu=SimpleNamespace(cuda=True, available_hz=[510000000, 1109250000]),
     )
-    snap = {"cpu_util": {"cpu0": 0.5}, "cpu_util_total": {}, "gpu_load": 80.0, "power_w": 7.0}
+    from governors.monitors import Snapshot
+
+    snap = Snapshot(t=0.0, interval_s=1.0, cpu_util={"cpu0": 0.5}, gpu_load=80.0, power_w=7.0)
     i = DecisionInput.from_platform(platform, [request(entries=(make_entry("x", 0.7, {"gpu": 10.0, "cpu0": 50.0}),))],
                                     snapshot=snap)
     assert [p.name for p in i.pes] == ["cpu0", "gpu"] and i.pes[1].freqs == (510000000, 1109250000)
