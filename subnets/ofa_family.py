@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import random
 import threading
+from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,8 +88,9 @@ class OFAFamily(ModelFamily):
 
     # ---------------------------------------------------------------- construction
 
+    @abstractmethod
     def _construct(self) -> nn.Module:
-        raise NotImplementedError
+        """Build the ofa supernet (random init; weights are loaded by :meth:`supernet`)."""
 
     def supernet(self) -> nn.Module:
         with self.lock:
@@ -249,8 +251,9 @@ class OFAFamily(ModelFamily):
 
     # ---------------------------------------------------------------- cost model
 
+    @abstractmethod
     def _flops(self) -> Any:
-        raise NotImplementedError
+        """ofa's analytic FLOPs model for this supernet."""
 
     def macs(self, spec: SubnetSpec) -> int:
         """MACs from ofa's analytic FLOPs model (a few ms; exact on extracted subnets)."""
@@ -353,12 +356,14 @@ class _MBConvFamily(OFAFamily):
         )
 
     @property
+    @abstractmethod
     def n_stages(self) -> int:
-        raise NotImplementedError
+        """Elastic stages (each with its own depth choice)."""
 
     @property
+    @abstractmethod
     def n_blocks(self) -> int:
-        raise NotImplementedError
+        """Elastic blocks of the deepest subnet."""
 
     def describe(self) -> dict[str, Any]:
         return {
