@@ -8,7 +8,7 @@ An app runs inference in a loop from the demo catalog (``subnets.demo`` + ``Subn
 with a latency budget. Phases, by wall-clock time:
 
 1. ``quiet``: no extra load, budget B1 (the largest subnet fits);
-2. ``contention``: background processes (``--workers``, default half the CPUs; bounded in
+2. ``contention``: background processes (``--workers``, default one per CPU; bounded in
    time, killed at the end) busy-loop at the same priority, same budget;
 3. ``release``: the background processes stop;
 4. ``tight``: the budget tightens to B2 (only smaller subnets fit).
@@ -487,8 +487,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=32,
                         help="images per inference (default 32: an inference longer than a scheduler time slice, "
                              "so that contention stretches it rather than only delaying its start)")
-    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2),
-                        help="background busy-loop processes (default: half the CPUs)")
+    parser.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 2),
+                        help="background busy-loop processes (default: one per CPU, so that the inference core is contended too)")
     parser.add_argument("--budget-ms", type=float, help="budget of the first phases (default: from calibration)")
     parser.add_argument("--tight-budget-ms", type=float, help="budget of the last phase (default: from calibration)")
     parser.add_argument("--reaction-window", type=int, default=3, help="inferences after an event not counted")
