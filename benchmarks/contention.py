@@ -488,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="images per inference (default 32: an inference longer than a scheduler time slice, "
                              "so that contention stretches it rather than only delaying its start)")
     parser.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 2),
-                        help="background busy-loop processes (default: one per CPU, so that the inference core is contended too)")
+                        help="background busy-loop processes (default: one per CPU)")
     parser.add_argument("--budget-ms", type=float, help="budget of the first phases (default: from calibration)")
     parser.add_argument("--tight-budget-ms", type=float, help="budget of the last phase (default: from calibration)")
     parser.add_argument("--reaction-window", type=int, default=3, help="inferences after an event not counted")
