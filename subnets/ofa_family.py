@@ -316,23 +316,24 @@ class _MBConvFamily(OFAFamily):
     """Shared logic of the two MBConv supernets (kernel/expand/depth spaces, shared materialisation)."""
 
     head_kind = ""
+    #: width multiplier of the published supernet of this kind (used when none is given)
+    default_width_mult = 1.0
 
     def __init__(
         self,
-        *,
-        width_mult: float,
-        ks_list: Sequence[int] | int,
-        expand_ratio_list: Sequence[float] | float,
-        depth_list: Sequence[int] | int,
-        n_classes: int,
-        resolutions: Sequence[int],
-        dropout_rate: float,
-        weights: str | Path | None,
-        seed: int,
-        name: str | None,
-        id_prefix: str,
-        default_name: str,
+        width_mult: float | None = None,
+        ks_list: Sequence[int] | int = (3, 5, 7),
+        expand_ratio_list: Sequence[float] | float = (3, 4, 6),
+        depth_list: Sequence[int] | int = (2, 3, 4),
+        n_classes: int = 1000,
+        resolutions: Sequence[int] = DEFAULT_RESOLUTIONS,
+        dropout_rate: float = 0.1,
+        weights: str | Path | None = None,
+        seed: int = 0,
+        name: str | None = None,
     ) -> None:
+        if width_mult is None:
+            width_mult = self.default_width_mult
         if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or width_mult <= 0:
             raise ValueError(f"width_mult must be a positive number, got {width_mult!r}")
         self.width_mult = _number(width_mult)
@@ -351,8 +352,8 @@ class _MBConvFamily(OFAFamily):
             seed=seed,
             resolutions=resolutions,
             n_classes=n_classes,
-            name=name or default_name,
-            id_prefix=id_prefix,
+            name=name or _mbconv_name(self.kind, width_mult, ks_list, expand_ratio_list, depth_list, n_classes),
+            id_prefix=type(self).id_prefix,
         )
 
     @property
@@ -495,34 +496,7 @@ class OFAMobileNetV3Family(_MBConvFamily):
 
     kind = "ofa-mbv3"
     head_kind = "mbv3"
-
-    def __init__(
-        self,
-        width_mult: float = 1.0,
-        ks_list: Sequence[int] | int = (3, 5, 7),
-        expand_ratio_list: Sequence[float] | float = (3, 4, 6),
-        depth_list: Sequence[int] | int = (2, 3, 4),
-        n_classes: int = 1000,
-        resolutions: Sequence[int] = DEFAULT_RESOLUTIONS,
-        dropout_rate: float = 0.1,
-        weights: str | Path | None = None,
-        seed: int = 0,
-        name: str | None = None,
-    ) -> None:
-        super().__init__(
-            width_mult=width_mult,
-            ks_list=ks_list,
-            expand_ratio_list=expand_ratio_list,
-            depth_list=depth_list,
-            n_classes=n_classes,
-            resolutions=resolutions,
-            dropout_rate=dropout_rate,
-            weights=weights,
-            seed=seed,
-            name=name,
-            id_prefix="mbv3",
-            default_name=_mbconv_name("ofa-mbv3", width_mult, ks_list, expand_ratio_list, depth_list, n_classes),
-        )
+    id_prefix = "mbv3"
 
     @property
     def n_stages(self) -> int:
@@ -555,34 +529,8 @@ class OFAProxylessFamily(_MBConvFamily):
 
     kind = "ofa-proxyless"
     head_kind = "proxyless"
-
-    def __init__(
-        self,
-        width_mult: float = 1.3,
-        ks_list: Sequence[int] | int = (3, 5, 7),
-        expand_ratio_list: Sequence[float] | float = (3, 4, 6),
-        depth_list: Sequence[int] | int = (2, 3, 4),
-        n_classes: int = 1000,
-        resolutions: Sequence[int] = DEFAULT_RESOLUTIONS,
-        dropout_rate: float = 0.1,
-        weights: str | Path | None = None,
-        seed: int = 0,
-        name: str | None = None,
-    ) -> None:
-        super().__init__(
-            width_mult=width_mult,
-            ks_list=ks_list,
-            expand_ratio_list=expand_ratio_list,
-            depth_list=depth_list,
-            n_classes=n_classes,
-            resolutions=resolutions,
-            dropout_rate=dropout_rate,
-            weights=weights,
-            seed=seed,
-            name=name,
-            id_prefix="proxyless",
-            default_name=_mbconv_name("ofa-proxyless", width_mult, ks_list, expand_ratio_list, depth_list, n_classes),
-        )
+    id_prefix = "proxyless"
+    default_width_mult = 1.3
 
     @property
     def n_stages(self) -> int:
