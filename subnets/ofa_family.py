@@ -318,6 +318,9 @@ class _MBConvFamily(OFAFamily):
     head_kind = ""
     #: width multiplier of the published supernet of this kind (used when none is given)
     default_width_mult = 1.0
+    #: class names in ofa.imagenet_classification.elastic_nn.networks / ofa.nas.efficiency_predictor
+    ofa_network = ""
+    flops_model = ""
 
     def __init__(
         self,
@@ -355,6 +358,23 @@ class _MBConvFamily(OFAFamily):
             name=name or _mbconv_name(self.kind, width_mult, ks_list, expand_ratio_list, depth_list, n_classes),
             id_prefix=type(self).id_prefix,
         )
+
+    def _construct(self) -> nn.Module:
+        from ofa.imagenet_classification.elastic_nn import networks
+
+        return getattr(networks, self.ofa_network)(
+            n_classes=self.num_classes,
+            dropout_rate=self.dropout_rate,
+            width_mult=self.width_mult,
+            ks_list=list(self.ks_list),
+            expand_ratio_list=list(self.expand_ratio_list),
+            depth_list=list(self.depth_list),
+        )
+
+    def _flops(self) -> Any:
+        from ofa.nas import efficiency_predictor
+
+        return getattr(efficiency_predictor, self.flops_model)(self.supernet())
 
     @property
     @abstractmethod
@@ -497,6 +517,8 @@ class OFAMobileNetV3Family(_MBConvFamily):
     kind = "ofa-mbv3"
     head_kind = "mbv3"
     id_prefix = "mbv3"
+    ofa_network = "OFAMobileNetV3"
+    flops_model = "Mbv3FLOPsModel"
 
     @property
     def n_stages(self) -> int:
@@ -506,22 +528,6 @@ class OFAMobileNetV3Family(_MBConvFamily):
     def n_blocks(self) -> int:
         return 5 * max(self.depth_list)
 
-    def _construct(self) -> nn.Module:
-        from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
-
-        return OFAMobileNetV3(
-            n_classes=self.num_classes,
-            dropout_rate=self.dropout_rate,
-            width_mult=self.width_mult,
-            ks_list=list(self.ks_list),
-            expand_ratio_list=list(self.expand_ratio_list),
-            depth_list=list(self.depth_list),
-        )
-
-    def _flops(self) -> Any:
-        from ofa.nas.efficiency_predictor import Mbv3FLOPsModel
-
-        return Mbv3FLOPsModel(self.supernet())
 
 
 class OFAProxylessFamily(_MBConvFamily):
@@ -531,6 +537,8 @@ class OFAProxylessFamily(_MBConvFamily):
     head_kind = "proxyless"
     id_prefix = "proxyless"
     default_width_mult = 1.3
+    ofa_network = "OFAProxylessNASNets"
+    flops_model = "ProxylessNASFLOPsModel"
 
     @property
     def n_stages(self) -> int:
@@ -544,22 +552,6 @@ class OFAProxylessFamily(_MBConvFamily):
         # the last stage holds a single block; OFA's sampler always sets its depth to 1
         return [1] if stage == self.n_stages - 1 else list(self.depth_list)
 
-    def _construct(self) -> nn.Module:
-        from ofa.imagenet_classification.elastic_nn.networks import OFAProxylessNASNets
-
-        return OFAProxylessNASNets(
-            n_classes=self.num_classes,
-            dropout_rate=self.dropout_rate,
-            width_mult=self.width_mult,
-            ks_list=list(self.ks_list),
-            expand_ratio_list=list(self.expand_ratio_list),
-            depth_list=list(self.depth_list),
-        )
-
-    def _flops(self) -> Any:
-        from ofa.nas.efficiency_predictor import ProxylessNASFLOPsModel
-
-        return ProxylessNASFLOPsModel(self.supernet())
 
 
 def _mbconv_name(prefix: str, w: float, ks: Any, e: Any, d: Any, n_classes: int) -> str:
