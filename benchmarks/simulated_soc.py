@@ -2,7 +2,7 @@
 
     python -m benchmarks.simulated_soc --board xavier-nx|odroid-xu3 [--scale 0.5] [--seed 0]
 
-This is **not a measurement on hardware**: the board is :mod:`governors.simulation`
+This is **not a measurement on hardware**: the board is :mod:`benchmarks.sim.soc`
 (frequency ladders of the real board; latency and power calibrated from published
 figures, each cited there and in :mod:`governors.power_model`; GUESSes marked). The
 policies run unchanged through the same ``DecisionInput``/``observe`` path as in the
@@ -32,13 +32,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from dynofa.budget import Budget
-from governors.contention import LoadView
-from governors.policies import make_policy
-from governors.policies.base import AppRequest, PeInfo, Policy
-from governors.policies.oracle import OraclePolicy
-from governors.power_model import PowerModel
-from governors.simulation import (
+from benchmarks.sim.oracle import OraclePolicy
+from benchmarks.sim.soc import (
     Phase,
     RunResult,
     SchedutilLikePolicy,
@@ -47,6 +42,11 @@ from governors.simulation import (
     run_trace,
     sim_board,
 )
+from dynofa.budget import Budget
+from governors.contention import LoadView
+from governors.policies import make_policy
+from governors.policies.base import AppRequest, PeInfo, Policy
+from governors.power_model import PowerModel
 
 
 def trace(board: str, scale: float) -> list[Phase]:
@@ -137,7 +137,7 @@ def run(board: str, scale: float, seed: int) -> dict[str, Any]:
     energy_vs_perf = mb.energy_j / perf.energy_j
     out: dict[str, Any] = {
         "benchmark": "simulated_soc",
-        "SIMULATION": f"simulated {board}: not a hardware measurement (see governors/simulation.py for sources)",
+        "SIMULATION": f"simulated {board}: not a hardware measurement (see benchmarks/sim/soc.py for sources)",
         "board": board,
         "frames": mb.frames,
         "phases": [{"name": p.name, "frames": p.frames, "budget_ms": p.budget.latency_ms,

@@ -1,7 +1,8 @@
 """Policies: choose operating points (subnet, PE, DVFS, threads) from budgets, catalog and monitors.
 
 ``make_policy(name, **options)`` builds one by name: ``model-based`` (default),
-``dynamic-ofa``, ``bandit``, ``static``, ``oracle``. See docs/policies.md.
+``dynamic-ofa``, ``bandit``, ``static``. See docs/policies.md. (The oracle is an evaluation
+tool in ``benchmarks/sim``, not a policy a daemon can run.)
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from governors.policies.base import (
 )
 from governors.policies.dynamic_ofa import DynamicOfaPolicy
 from governors.policies.model_based import ModelBasedPolicy
-from governors.policies.oracle import OraclePolicy
 from governors.policies.static import StaticPolicy
 
 DEFAULT_POLICY = "model-based"
@@ -32,7 +32,6 @@ POLICIES: dict[str, Callable[..., Policy]] = {
     "dynamic-ofa": DynamicOfaPolicy,
     "bandit": BanditPolicy,
     "static": StaticPolicy,
-    "oracle": OraclePolicy,
 }
 
 
@@ -57,7 +56,6 @@ __all__ = [
     "DecisionInput",
     "DynamicOfaPolicy",
     "ModelBasedPolicy",
-    "OraclePolicy",
     "PeInfo",
     "Policy",
     "PolicyError",

@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from benchmarks.sim.soc import SimulatedSoC, make_entry, sim_board
 from governors.contention import ContentionEstimator, LoadView, ScalarKalman, load_from_snapshot, prior_slowdown
 from governors.latency_model import (
     FrequencyScaling,
@@ -16,7 +17,6 @@ from governors.latency_model import (
     fit_frequency_scaling,
 )
 from governors.power_model import PePower, PowerModel, PowerModelError
-from governors.simulation import SimulatedSoC, make_entry, sim_board
 
 
 def test_frequency_regression_recovers_a_plus_b_over_f() -> None:

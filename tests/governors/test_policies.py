@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from benchmarks.sim.oracle import OraclePolicy
+from benchmarks.sim.soc import make_entry
 from dynofa.budget import Budget
 from governors.contention import LoadView
 from governors.policies import (
@@ -15,7 +17,6 @@ from governors.policies import (
     PolicyError,
     make_policy,
 )
-from governors.simulation import make_entry
 
 CPU = PeInfo("cpu-big", "cpu", (500000, 1000000, 1500000, 2000000), cpus=4)
 LITTLE = PeInfo("cpu-little", "cpu", (500000, 1000000, 1400000), cpus=4)
@@ -40,7 +41,7 @@ def inp(*apps: AppRequest, pes: tuple = (CPU, GPU), load: LoadView | None = None
 
 
 def test_make_policy_names_and_errors() -> None:
-    for name in ("model-based", "dynamic-ofa", "bandit", "static", "oracle"):
+    for name in ("model-based", "dynamic-ofa", "bandit", "static"):
         assert make_policy(name).name == name
     with pytest.raises(PolicyError, match="unknown policy"):
         make_policy("nope")
@@ -269,11 +270,16 @@ def test_oracle_uses_truth() -> None:
             return None
         slow = 10.0 if pe.kind == "gpu" else 1.0
         return lat.ms * slow * (pe.freqs[-1] / freq if freq else 1.0)
-    oracle = make_policy("oracle", truth=truth)
+    oracle = OraclePolicy(truth=truth)
     d = oracle.decide(inp(request(latency_ms=45.0)))
     assert d.points["app"].pe == "cpu-big" and d.points["app"].subnet == "large"
     with pytest.raises(PolicyError, match="true latencies"):
-        make_policy("oracle").decide(inp(request()))
+        OraclePolicy().decide(inp(request()))
+
+
+def test_oracle_is_not_a_daemon_policy() -> None:
+    with pytest.raises(PolicyError, match="unknown policy"):
+        make_policy("oracle")
 
 
 def test_bandit_learns_from_qoe_feedback() -> None:
