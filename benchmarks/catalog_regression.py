@@ -15,10 +15,10 @@ import json
 import random
 import sys
 
-from subnets.catalog_build import _Candidate, _spread_by_macs
 from subnets.ofa_family import OFAMobileNetV3Family
-from subnets.profiling import measure_interleaved
-from subnets.regression import error_report, fit, fit_latency
+from subnets.offline.candidates import Candidate, spread_by_macs
+from subnets.offline.regression import error_report, fit, fit_latency
+from subnets.timing import measure_interleaved
 
 
 def main() -> int:
@@ -37,7 +37,7 @@ def main() -> int:
         spec = family.sample(rng)
         specs.setdefault(spec.key, spec)
     pool = [
-        _Candidate(s, s.short_id(family.id_prefix), family.macs(s), family.params(s), family.features(s))
+        Candidate(s, s.short_id(family.id_prefix), family.macs(s), family.params(s), family.features(s))
         for s in specs.values()
     ]
     print(f"timing {len(pool)} subnets, interleaved...", file=sys.stderr)
@@ -46,7 +46,7 @@ def main() -> int:
     measured = {name: rec.median_ms for name, rec in records.items()}
     seconds = {name: sum(rec.samples) / 1000.0 for name, rec in records.items()}
 
-    train = _spread_by_macs(pool, args.measure)
+    train = spread_by_macs(pool, args.measure)
     train_ids = {c.id for c in train}
     test = [c for c in pool if c.id not in train_ids]
     model = fit_latency([c.features for c in train], [measured[c.id] for c in train], seed=args.seed)

@@ -48,7 +48,7 @@ def _reprofile_here(catalog: Catalog, pools: dict[str, Any], devices: dict[str, 
     A shipped catalog's figures are another machine's; policies act on latency, so they must be
     this machine's. Three measured subnets plus the catalog's regression take about a second.
     """
-    from subnets.catalog_build import measured_elsewhere, reprofile
+    from subnets.reprofile import measured_elsewhere, reprofile
 
     if not measured_elsewhere(catalog):
         return catalog

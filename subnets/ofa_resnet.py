@@ -15,10 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from subnets.family import SubnetSpec
-from subnets.ofa_family import DEFAULT_RESOLUTIONS, OFAFamily, _tuple_of
+from subnets.ofa_base import DEFAULT_RESOLUTIONS, OFAFamily, from_description, tuple_of
 from subnets.shared_static import share_module, strided_pointwise
 
-__all__ = ["OFAResNet50Family"]
+__all__ = ["OFAResNet50Family", "resnet50_from_description"]
 
 
 class OFAResNet50Family(OFAFamily):
@@ -38,11 +38,11 @@ class OFAResNet50Family(OFAFamily):
         seed: int = 0,
         name: str | None = None,
     ) -> None:
-        self.depth_list = _tuple_of(depth_list, int, "depth_list")
+        self.depth_list = tuple_of(depth_list, int, "depth_list")
         if min(self.depth_list) < 0:
             raise ValueError(f"depth_list values must be >= 0, got {list(self.depth_list)}")
-        self.expand_ratio_list = _tuple_of(expand_ratio_list, float, "expand_ratio_list")
-        self.width_mult_list = _tuple_of(width_mult_list, float, "width_mult_list")
+        self.expand_ratio_list = tuple_of(expand_ratio_list, float, "expand_ratio_list")
+        self.width_mult_list = tuple_of(width_mult_list, float, "width_mult_list")
         self.dropout_rate = float(dropout_rate)
         super().__init__(
             weights=weights,
@@ -236,3 +236,8 @@ def _resnet_pairs(net: Any, subnet: Any, active: Sequence[int]) -> Iterator[tupl
             yield static.downsample, "conv", dynamic.downsample.conv.conv
             yield static.downsample, "bn", dynamic.downsample.bn.bn
     yield subnet.classifier, "linear", net.classifier.linear.linear
+
+
+def resnet50_from_description(description: Mapping[str, Any], weights: str | None = None) -> OFAFamily:
+    """Factory for ``subnets.registry``: the family from a catalog's ``family`` object."""
+    return from_description(OFAResNet50Family, description, weights)

@@ -484,20 +484,15 @@ class SubnetPool:
     ) -> SubnetPool:
         """A pool over a catalog's subnets (or the ``ids`` among them), with their BN statistics.
 
-        ``weights`` defaults to the catalog's ``weights.path`` (relative to the catalog file);
-        a catalog built for other weights is refused (sha256 check).
+        The family is rebuilt by :func:`subnets.registry.family_for_catalog` unless given: ``weights``
+        defaults to the catalog's ``weights.path`` (relative to the catalog file), and a catalog built
+        for other weights is refused (sha256 check).
         """
-        from subnets.checkpoint import load_bn_stats, weights_sha256
-        from subnets.registry import family_from_description
+        from subnets.checkpoint import load_bn_stats
+        from subnets.registry import family_for_catalog
 
-        if weights is None and catalog.weights.get("path"):
-            path = os.fspath(catalog.weights["path"])
-            base = catalog.path.parent if catalog.path is not None else None
-            weights = path if os.path.isabs(path) or base is None else os.fspath(base / path)
-        if weights is not None:
-            catalog.check_weights(weights_sha256(weights, what=f"catalog family {catalog.family.get('name')}"))
         if family is None:
-            family = family_from_description(catalog.family, None if weights is None else os.fspath(weights))
+            family = family_for_catalog(catalog, weights)
         wanted = list(ids) if ids is not None else catalog.ids
         specs: dict[str, SubnetSpec] = {}
         stats: dict[str, Mapping[str, Tensor]] = {}

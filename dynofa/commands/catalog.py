@@ -143,7 +143,7 @@ def run_build(args: argparse.Namespace) -> int:
 
     import torch
 
-    from subnets.catalog_build import build_catalog
+    from subnets.offline.build import BuildOptions, build_catalog
     from subnets.registry import family_from_description
 
     torch.manual_seed(args.seed)
@@ -165,18 +165,14 @@ def run_build(args: argparse.Namespace) -> int:
         say("warning: --random-init with --val measures the accuracy of untrained weights (near chance)")
     pes, affinity = processing_elements(args.pes)
     say(f"profiling on {', '.join(pes)}" + (f" (pinned: {affinity})" if affinity else ""))
-    catalog = build_catalog(
-        family,
-        pes,
+    options = BuildOptions(
+        pes=pes,
         affinity=affinity,
         candidates=args.candidates,
         measure=args.measure,
         keep=args.keep,
         fill_dominated=args.fill_dominated,
-        val=val,
-        calib=calib,
         seed=args.seed,
-        progress=say,
         out=args.out,
         weights=weights_info,
         threads=args.threads,
@@ -185,6 +181,7 @@ def run_build(args: argparse.Namespace) -> int:
         refine=not args.no_refine,
         val_name=Path(args.val).name if args.val else "",
     )
+    catalog = build_catalog(family, options, val=val, calib=calib, progress=say)
     target = catalog.save(args.out)
     say(f"wrote {target}")
     from dynofa.commands.subnets import format_table
@@ -218,7 +215,7 @@ def processing_elements(asked: list[str] | None) -> tuple[list[str], dict[str, l
 
 
 def _load(path: str, normalize: str, resolution: int, limit: int | None, what: str) -> Any:
-    from subnets.datasets import load_dataset
+    from subnets.offline.datasets import load_dataset
 
     print(f"loading {what} data {path}...", file=sys.stderr, flush=True)
     norm: Any = None if normalize == "none" else normalize

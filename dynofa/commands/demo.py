@@ -365,7 +365,7 @@ def _overall_hits(phases: list[PhaseStats]) -> float | None:
 
 
 def _digits(resolution: int) -> tuple[Any, Any]:
-    from subnets.datasets import digits_dataset
+    from subnets.offline.datasets import digits_dataset
 
     data = digits_dataset("test", resolution=resolution)
     return data.x, data.y

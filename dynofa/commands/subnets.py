@@ -55,11 +55,12 @@ def run(args: argparse.Namespace) -> int:
     catalog = load_catalog(path)
     reprofiled = False
     auto = args.reprofile is None
-    from subnets.catalog_build import measured_elsewhere
+    from subnets.reprofile import measured_elsewhere
 
     if args.reprofile or (auto and measured_elsewhere(catalog)):
         from dynofa.errors import DynofaError
-        from subnets.catalog_build import family_for_catalog, reprofile
+        from subnets.registry import family_for_catalog
+        from subnets.reprofile import reprofile
 
         pe = args.pe or (catalog.pes()[0] if catalog.pes() else "cpu")
         why = "" if args.reprofile else " (its latency was measured on another machine; --no-reprofile skips this)"

@@ -90,7 +90,7 @@ def _say(msg: str) -> None:
 
 
 def run_grouped(args: argparse.Namespace) -> int:
-    from subnets.train_grouped import GroupedTrainConfig, train_and_save
+    from subnets.offline.train_grouped import GroupedTrainConfig, train_and_save
 
     if args.groups < 1:
         raise SystemExit("dynofa: error: --groups must be >= 1")
@@ -114,7 +114,7 @@ def run_grouped(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from subnets.train_demo import DemoTrainConfig, save_demo_weights, train_demo
+    from subnets.offline.train_demo import DemoTrainConfig, save_demo_weights, train_demo
 
     config = DemoTrainConfig(
         epochs=args.epochs, minutes=args.minutes, width_mult=args.width_mult, seed=args.seed,
@@ -129,7 +129,7 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_catalogs(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from subnets.demo import build_grouped_catalog, build_ofa_catalog
+    from subnets.offline.demo_build import build_grouped_catalog, build_ofa_catalog
 
     out = Path(args.out_dir)
     common = {"candidates": args.candidates, "measure": args.measure, "keep": args.keep,

@@ -42,3 +42,25 @@ def test_reprofile_when_measured_elsewhere(tmp_path, enabled: bool) -> None:  # 
             assert runtime.catalog.to_dict()["subnets"] == load_catalog(path).to_dict()["subnets"]
     finally:
         runtime.close()
+
+
+def test_the_daemon_never_imports_the_offline_pipeline(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Loading and re-profiling a model (what the daemon runs at start) stays out of subnets.offline."""
+    import subprocess
+    import sys
+
+    path = _copy_from_elsewhere(tmp_path)
+    code = (
+        "import dataclasses, sys\n"
+        "import service.daemon\n"
+        "from dynofa.config import ModelConfig\n"
+        "from service.models import ModelRuntime\n"
+        f"config = dataclasses.replace(ModelConfig(), catalog={str(path)!r}, reprofile=True)\n"
+        "runtime = ModelRuntime.load('demo', config, ['cpu'])\n"
+        "assert runtime.catalog.provenance.get('reprofiled'), 'not re-profiled'\n"
+        "runtime.close()\n"
+        "print(sorted(m for m in sys.modules if m.startswith('subnets.offline')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

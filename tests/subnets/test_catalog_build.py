@@ -14,15 +14,26 @@ from dynofa.catalog import Catalog, load_catalog
 from dynofa.cli import main
 from dynofa.errors import CatalogBuildError, CatalogError
 from subnets import registry
-from subnets.accuracy import evaluate
-from subnets.catalog_build import build_catalog, family_for_catalog, reprofile
 from subnets.checkpoint import load_bn_stats
-from subnets.datasets import ArrayDataset
-from subnets.profiling import cpu_freq_khz, cpu_model, measure_interleaved, measure_latency, provenance
-from subnets.regression import RegressionModel
+from subnets.family import ModelFamily
+from subnets.offline.accuracy import evaluate
+from subnets.offline.build import BuildOptions, build_catalog
+from subnets.offline.datasets import ArrayDataset
+from subnets.offline.regression import RegressionModel
+from subnets.registry import family_for_catalog
+from subnets.reprofile import reprofile
+from subnets.timing import cpu_freq_khz, cpu_model, measure_interleaved, measure_latency, provenance
 from tests.subnets.fake_family import FakeFamily
 
 FAST: dict[str, Any] = {"warmup": 1, "repeats": 2}
+
+
+def build(
+    family: ModelFamily, pes: Any = ("cpu",), *, val: Any = None, calib: Any = None, progress: Any = None,
+    **options: Any,
+) -> Catalog:
+    """``build_catalog`` with its options given as keywords (as the tests read best)."""
+    return build_catalog(family, BuildOptions(pes=tuple(pes), **options), val=val, calib=calib, progress=progress)
 
 
 @pytest.fixture(autouse=True)
@@ -91,7 +102,7 @@ def test_build_with_validation_and_calibration(tmp_path: Path) -> None:
     stale = tmp_path / "cat.json.bn" / "from-an-earlier-build.pt"
     stale.parent.mkdir()
     stale.write_bytes(b"old")
-    cat = build_catalog(
+    cat = build(
         family, ["cpu"], candidates=16, measure=6, keep=4, val=_data(), calib=_data(seed=1), seed=3,
         progress=messages.append, out=out, weights={"init": "random", "seed": 0}, fill_dominated=True, **FAST,
     )
@@ -124,7 +135,7 @@ def test_build_with_validation_and_calibration(tmp_path: Path) -> None:
 
 def test_without_validation_no_accuracy_is_claimed_and_predictions_are_marked() -> None:
     family = FakeFamily()
-    cat = build_catalog(family, ["cpu"], candidates=20, measure=4, keep=6, seed=1, refine=False, **FAST)
+    cat = build(family, ["cpu"], candidates=20, measure=4, keep=6, seed=1, refine=False, **FAST)
     assert all(e.accuracy is None for e in cat)
     sources = {e.latency["cpu"].source for e in cat}
     assert "predicted" in sources
@@ -136,7 +147,7 @@ def test_without_validation_no_accuracy_is_claimed_and_predictions_are_marked() 
 
 def test_accuracy_predictor_marks_predicted_accuracy() -> None:
     family = FakeFamily()
-    cat = build_catalog(
+    cat = build(
         family, ["cpu"], candidates=20, measure=4, keep=8, val=_data(), seed=2, refine=False,
         fill_dominated=True, **FAST,
     )  # fmt: skip
@@ -150,10 +161,10 @@ def test_data_the_family_cannot_take_is_refused_up_front() -> None:
     family = FakeFamily(num_classes=4)
     wrong_labels = ArrayDataset(np.zeros((4, 3, 8, 8), np.float32), np.array([0, 1, 2, 9]), name="v")
     with pytest.raises(CatalogBuildError, match="labels go up to 9, but fake-tiny predicts 4 classes"):
-        build_catalog(family, candidates=4, measure=2, keep=2, val=wrong_labels)
+        build(family, candidates=4, measure=2, keep=2, val=wrong_labels)
     gray = ArrayDataset(np.zeros((4, 1, 8, 8), np.float32), np.array([0, 1, 2, 3]), name="v")
     with pytest.raises(CatalogBuildError, match=r"takes \[N, 3, H, W\]"):
-        build_catalog(family, candidates=4, measure=2, keep=2, val=gray)
+        build(family, candidates=4, measure=2, keep=2, val=gray)
     assert family.materialized == 0
 
 
@@ -171,12 +182,12 @@ def test_data_the_family_cannot_take_is_refused_up_front() -> None:
 def test_bad_build_arguments(kwargs: dict, message: str) -> None:
     args = {"candidates": 10, "measure": 4, "keep": 3, **kwargs}
     with pytest.raises(CatalogBuildError, match=message):
-        build_catalog(FakeFamily(), **args)
+        build(FakeFamily(), **args)
 
 
 def test_reprofile_measures_a_few_and_predicts_the_rest() -> None:
     family = FakeFamily()
-    cat = build_catalog(family, ["cpu"], candidates=16, measure=6, keep=6, seed=4, **FAST)
+    cat = build(family, ["cpu"], candidates=16, measure=6, keep=6, seed=4, **FAST)
     before = cat.to_dict()
     new = reprofile(cat, family, "cpu", measure=3, repeats=2)
     assert cat.to_dict() == before  # the input is untouched
@@ -184,7 +195,7 @@ def test_reprofile_measures_a_few_and_predicts_the_rest() -> None:
     assert sources.count("measured") == 3 and sources.count("predicted") == 3
     info = new.latency_models["cpu"]["reprofile"]
     assert info["reference"] == "catalog_ms_cpu" and len(info["measured"]) == 3
-    assert info["method"] in ("ratio", "regression") and info["loo"]["n"] == 3
+    assert info["method"] in ("ratio", "affine") and info["loo"]["n"] == 3
     assert new.latency_models["cpu"]["build"] == cat.latency_models["cpu"]  # the build model kept for the record
     assert "cpu" in new.provenance["reprofiled"]
     # the fastest and slowest (by catalog latency) are among the re-measured
@@ -326,16 +337,18 @@ def test_cpu_frequency_is_recorded_with_the_latency(tmp_path: Path, monkeypatch:
     assert cpu_freq_khz([0], root=tmp_path) == 1400000
     assert cpu_freq_khz(None, root=tmp_path) == 2000000
     assert cpu_freq_khz([2, 7], root=tmp_path) is None
-    import subnets.catalog_build as cb
+    import subnets.offline.measuring as measuring
+    import subnets.reprofile as reprofiling
 
-    monkeypatch.setattr(cb, "cpu_freq_khz", lambda cpus=None, root="/": 1800000)
-    cat = build_catalog(FakeFamily(), ["cpu"], candidates=10, measure=3, keep=4, refine=False, **FAST)
+    for module in (measuring, reprofiling):
+        monkeypatch.setattr(module, "cpu_freq_khz", lambda cpus=None, root="/": 1800000)
+    cat = build(FakeFamily(), ["cpu"], candidates=10, measure=3, keep=4, refine=False, **FAST)
     assert {e.latency["cpu"].freq_khz for e in cat} == {1800000}
     assert {e.latency["cpu"].freq_khz for e in reprofile(cat, FakeFamily(), "cpu", 2, repeats=1)} == {1800000}
 
 
 def test_build_on_two_processing_elements() -> None:
-    cat = build_catalog(FakeFamily(), ["cpu-big", "cpu-little"], candidates=12, measure=4, keep=4, seed=5, **FAST)
+    cat = build(FakeFamily(), ["cpu-big", "cpu-little"], candidates=12, measure=4, keep=4, seed=5, **FAST)
     assert cat.pes() == ["cpu-big", "cpu-little"]
     assert all(set(e.latency) == {"cpu-big", "cpu-little"} for e in cat)
     assert set(cat.latency_models) == {"cpu-big", "cpu-little"}
@@ -348,7 +361,7 @@ def test_saved_catalogs_are_readable_by_other_users(tmp_path: Path) -> None:
 
     old = os.umask(0o022)
     try:
-        path = build_catalog(FakeFamily(), candidates=4, measure=2, keep=2, **FAST).save(tmp_path / "c.json")
+        path = build(FakeFamily(), candidates=4, measure=2, keep=2, **FAST).save(tmp_path / "c.json")
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not mkstemp's 0600: the daemon's user reads it
@@ -368,9 +381,9 @@ def _dominated(cat: Catalog) -> list[str]:
 
 def test_only_the_pareto_front_is_kept_unless_asked_to_fill() -> None:
     family = FakeFamily()
-    front_only = build_catalog(family, ["cpu"], candidates=20, measure=20, keep=12, val=_data(), seed=3, **FAST)
+    front_only = build(family, ["cpu"], candidates=20, measure=20, keep=12, val=_data(), seed=3, **FAST)
     assert _dominated(front_only) == []
-    filled = build_catalog(
+    filled = build(
         family, ["cpu"], candidates=20, measure=20, keep=12, val=_data(), seed=3, fill_dominated=True, **FAST
     )
     assert len(filled) == 12

@@ -12,10 +12,10 @@ import torch
 
 from dynofa.catalog import load_catalog
 from dynofa.cli import main
-from subnets.accuracy import evaluate
-from subnets.catalog_build import family_for_catalog
 from subnets.checkpoint import load_bn_stats
-from subnets.datasets import load_dataset
+from subnets.offline.accuracy import evaluate
+from subnets.offline.datasets import load_dataset
+from subnets.registry import family_for_catalog
 
 FAMILY_ARGS = json.dumps({"resolutions": [32, 40], "n_classes": 10})
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dynofa.errors import DatasetError
-from subnets.datasets import ArrayDataset, digits_dataset, load_dataset
+from subnets.offline.datasets import ArrayDataset, digits_dataset, load_dataset
 
 
 def _images(n: int = 12, size: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -10,9 +10,7 @@ import torch
 
 from dynofa.catalog import load_catalog
 from dynofa.cli import main as cli_main
-from subnets.accuracy import evaluate
 from subnets.checkpoint import load_bn_stats
-from subnets.datasets import digits_dataset
 from subnets.demo import (
     DIGITS_SEED,
     demo_catalog_path,
@@ -22,6 +20,8 @@ from subnets.demo import (
     ofa_demo_family,
 )
 from subnets.grouped import GroupedFamily, load_grouped
+from subnets.offline.accuracy import evaluate
+from subnets.offline.datasets import digits_dataset
 
 #: re-measured accuracy may differ from the catalog by at most one test image's worth (+ slack for
 #: a different BLAS on another machine flipping a near-tie): 2 of 360 images
@@ -92,7 +92,7 @@ def test_ofa_demo_catalog_accuracy_reproduces() -> None:
 
 def test_short_demo_training_runs_end_to_end(tmp_path: Path) -> None:
     from subnets.ofa_family import OFAMobileNetV3Family
-    from subnets.train_demo import DemoTrainConfig, save_demo_weights, train_demo
+    from subnets.offline.train_demo import DemoTrainConfig, save_demo_weights, train_demo
 
     lines: list[str] = []
     train = digits_dataset("train", 40, DIGITS_SEED).head(96)
@@ -111,7 +111,7 @@ def test_short_demo_training_runs_end_to_end(tmp_path: Path) -> None:
 
 def test_demo_training_is_deterministic_for_a_seed() -> None:
     """What makes the documented command reproduce the shipped weights: same seed, same tensors."""
-    from subnets.train_demo import DemoTrainConfig, train_demo
+    from subnets.offline.train_demo import DemoTrainConfig, train_demo
 
     train = digits_dataset("train", 32, DIGITS_SEED).head(64)
     val = digits_dataset("val", 32, DIGITS_SEED).head(32)

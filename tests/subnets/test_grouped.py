@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from dynofa.errors import CheckpointError, WeightsNotFoundError
-from subnets.datasets import ArrayDataset
 from subnets.family import SubnetSpec
 from subnets.grouped import GroupedFamily, GroupedNet, grouped_family, load_grouped, save_grouped
+from subnets.offline.datasets import ArrayDataset
+from subnets.offline.train_grouped import GroupedTrainConfig, Splits, cifar10_splits, train_incremental, train_level
 from subnets.registry import family_from_description
-from subnets.train_grouped import GroupedTrainConfig, Splits, cifar10_splits, train_incremental, train_level
 from tests.subnets.test_datasets import write_cifar10_dir
 
 

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from dynofa.errors import CatalogBuildError
-from subnets.regression import RegressionModel, error_report, fit, fit_accuracy, fit_latency, fit_with_holdout
+from subnets.offline.regression import RegressionModel, error_report, fit, fit_accuracy, fit_latency, fit_with_holdout
 
 
 def _rows(n: int, seed: int = 0) -> list[dict[str, float]]:

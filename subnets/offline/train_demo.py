@@ -8,7 +8,7 @@ their gradients summed; with ``distill`` the smaller ones also learn from the la
 (detached) outputs (in-place distillation). Elastic kernel, expand ratio and depth are trained
 together from the start (on this small task progressive shrinking is not needed).
 
-Single-threaded, seeded and CPU-only by default, so ``python -m subnets.train_demo`` (or
+Single-threaded, seeded and CPU-only by default, so ``python -m subnets.offline.train_demo`` (or
 ``dynofa train demo``) reproduces the shipped weights' accuracy. BN statistics are shared in
 the supernet; before saving they are recalibrated for the largest subnet, and the catalog
 stores per-subnet statistics (see ``subnets.demo``).
@@ -27,10 +27,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from subnets.accuracy import evaluate, image_batches
-from subnets.datasets import ArrayDataset, digits_dataset
 from subnets.family import SubnetSpec
 from subnets.ofa_family import OFAMobileNetV3Family
+from subnets.offline.accuracy import evaluate, image_batches
+from subnets.offline.datasets import ArrayDataset, digits_dataset
 
 Log = Callable[[str], None]
 

@@ -1,4 +1,6 @@
-"""Latency measurement of one inference module, and the provenance of a measurement.
+"""Latency measurement of inference modules, and the provenance of a measurement.
+
+Used by the offline catalog builder and by the daemon at start-up (:mod:`subnets.reprofile`).
 
 Figures are batch-1 medians of repeated runs after a warm-up, under ``torch.inference_mode``,
 with the thread count recorded (and restored afterwards, since it is process-global). On CUDA
@@ -13,10 +15,13 @@ import platform
 import socket
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from dynofa.errors import CatalogBuildError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -251,3 +256,39 @@ def _check_timing_args(device: str, repeats: int, threads: int | None, warmup: i
     if is_cuda and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
     return is_cuda
+
+
+def pe_device(pe: str) -> str:
+    """The torch device a processing element runs on: ``gpu`` is CUDA, every CPU cluster is ``cpu``."""
+    return "cuda" if pe == "gpu" else "cpu"
+
+
+def on_device(module: nn.Module, device: str) -> nn.Module:
+    """``module`` ready to run on ``device``, leaving the supernet where it is.
+
+    A materialised subnet shares the supernet's tensors, and ``Module.to`` moves shared
+    parameters in place, which would drag the supernet to the GPU; a private copy avoids that.
+    """
+    if device == "cpu":
+        return module
+    import copy
+
+    return copy.deepcopy(module).to(device)
+
+
+@contextmanager
+def pinned(cpus: Sequence[int] | None) -> Iterator[None]:
+    """Pin this thread to ``cpus`` for a measurement (restored afterwards); None or empty: no pinning."""
+    if not cpus or not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, set(cpus))
+    except OSError as exc:
+        raise CatalogBuildError(f"cannot pin the profiler to CPUs {list(cpus)}: {exc.strerror or exc}") from None
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+

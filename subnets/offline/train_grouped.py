@@ -27,8 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from subnets.datasets import ArrayDataset, digits_dataset, load_dataset
 from subnets.grouped import GroupedNet, save_grouped
+from subnets.offline.datasets import ArrayDataset, digits_dataset, load_dataset
 
 Log = Callable[[str], None]
 

@@ -1,6 +1,6 @@
 """Top-1 accuracy of an inference module on a labelled dataset held in memory.
 
-The dataset is a :class:`subnets.datasets.ArrayDataset` (``x`` float32 NCHW, ``y`` int64) or
+The dataset is a :class:`subnets.offline.datasets.ArrayDataset` (``x`` float32 NCHW, ``y`` int64) or
 anything with the same two arrays. When the subnet's input resolution differs from the images',
 each batch is resized bilinearly on the fly, so one dataset serves subnets of every resolution.
 """

@@ -1,0 +1,197 @@
+"""Make a shipped catalog's latency this machine's: re-time a few subnets, predict the rest.
+
+The daemon calls :func:`reprofile` at start-up for a catalog measured elsewhere
+(:func:`measured_elsewhere`), so it lives beside the pool, not in the offline builder.
+The other subnets are predicted from a reference figure each subnet has (its catalog latency on
+the PE, or on another PE every subnet has, else its MACs): either one ratio (this machine /
+reference) or an affine fit, whichever has the lower leave-one-out error.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from dynofa.catalog import Catalog, CatalogEntry, Latency
+from dynofa.errors import CatalogBuildError
+from subnets import pareto
+from subnets.family import ModelFamily
+from subnets.timing import cpu_freq_khz, cpu_model, measure_interleaved, on_device, pe_device, pinned, provenance
+
+__all__ = ["measured_elsewhere", "reprofile"]
+
+Progress = Callable[[str], None]
+
+
+def reprofile(
+    catalog: Catalog,
+    family: ModelFamily,
+    pe: str = "cpu",
+    measure: int = 3,
+    *,
+    threads: int | None = None,
+    warmup: int = 2,
+    repeats: int = 5,
+    cpus: Sequence[int] | None = None,
+    progress: Progress | None = None,
+    load_bn: bool = False,
+) -> Catalog:
+    """Re-time ``measure`` subnets of ``catalog`` on this machine's ``pe`` and predict the rest.
+
+    Returns a new catalog (same path); the input is left unchanged. BN statistics do not change
+    latency, so they are only loaded when ``load_bn`` asks for it.
+    """
+    say = progress or (lambda _msg: None)
+    if measure < 1:
+        raise CatalogBuildError(f"reprofile needs at least 1 subnet to measure, got {measure}")
+    if catalog.family.get("name") != family.name:
+        raise CatalogBuildError(
+            f"catalog is for family {catalog.family.get('name')!r}, not {family.name!r}; "
+            "reprofile it with its own family"
+        )
+    entries = list(catalog.entries)
+    ref_name, reference = _reference(entries, pe)
+    if threads is None:
+        known = [e.latency[pe].threads for e in entries if pe in e.latency]
+        threads = known[0] if known else 1
+    chosen = pareto.spread(entries, min(measure, len(entries)), cost=lambda e: reference[e.id])
+    device = pe_device(pe)
+    modules = {}
+    for entry in chosen:
+        spec = family.spec_from_dict({"config": entry.config, "resolution": entry.resolution})
+        bn = _load_bn(catalog, entry) if load_bn else None
+        modules[entry.id] = (on_device(family.materialize(spec, bn), device), family.input_shape(spec))
+    with pinned(cpus):
+        records = measure_interleaved(modules, device, warmup, repeats, threads)
+    freq = cpu_freq_khz(cpus) if device == "cpu" else None
+    del modules
+    measured = {entry.id: records[entry.id].median_ms for entry in chosen}
+    for entry in chosen:
+        say(f"  [{pe}] {entry.id}: {measured[entry.id]:.2f} ms (measured)")
+    predicted, info = predict_from_reference([e.id for e in entries], reference, ref_name, measured)
+    loo = info.get("loo") or {}
+    if loo.get("mae") is not None:
+        say(f"  [{pe}] reprofile ({info['method']}): leave-one-out MAE {loo['mae']:.2f} ms ({loo['mape_pct']:.1f} %)")
+    new_entries = []
+    for entry, guess in zip(entries, predicted, strict=True):
+        lat = (
+            Latency(ms=measured[entry.id], source="measured", threads=threads, freq_khz=freq)
+            if entry.id in measured
+            else Latency(ms=max(guess, 1e-6), source="predicted", threads=threads, freq_khz=freq)
+        )
+        new_entries.append(replace(entry, latency={**entry.latency, pe: lat}))
+    models = dict(catalog.latency_models)
+    previous = models.get(pe)
+    if isinstance(previous, dict) and "reprofile" in previous:
+        previous = previous.get("build")
+    # the build machine's model is kept for the record; "reprofile" describes this machine
+    models[pe] = {"reprofile": info, "build": previous}
+    prov = dict(catalog.provenance)
+    reprofiled = dict(prov.get("reprofiled") or {})
+    reprofiled[pe] = provenance(device, threads)
+    prov["reprofiled"] = reprofiled
+    return Catalog(
+        family=dict(catalog.family),
+        entries=new_entries,
+        weights=dict(catalog.weights),
+        provenance=prov,
+        latency_models=models,
+        path=catalog.path,
+    )
+
+
+def measured_elsewhere(catalog: Catalog) -> bool:
+    """Whether the catalog's latency figures were taken on another machine than this one.
+
+    The daemon and ``dynofa subnets`` re-profile such a catalog, so that the latency they act on
+    and show is this machine's.
+    """
+    prov = catalog.provenance
+    latest = [info for info in (prov.get("reprofiled") or {}).values() if isinstance(info, dict)]
+    where = latest[-1] if latest else prov
+    if not where.get("host") and not where.get("cpu_model"):
+        return True  # unknown origin: this machine's figures are the honest ones
+    return bool(where.get("host") != socket.gethostname() or where.get("cpu_model") != cpu_model())
+
+
+def predict_from_reference(
+    ids: Sequence[str], reference: Mapping[str, float], ref_name: str, measured: Mapping[str, float]
+) -> tuple[list[float], dict[str, Any]]:
+    """This machine's latency of every subnet in ``ids`` from its reference figure.
+
+    Two predictors: a single ratio (this machine / reference, geometric mean over the measured
+    subnets) and an affine fit ``ms = a + b * reference``. With fewer than 3 measurements only the
+    ratio is sound; otherwise the one with the lower leave-one-out error wins.
+    """
+    known = [i for i in ids if i in measured]
+    if not known:
+        raise CatalogBuildError("reprofile measured none of the catalog's subnets")
+    xs = [reference[i] for i in known]
+    ys = [measured[i] for i in known]
+    info: dict[str, Any] = {"reference": ref_name, "measured": sorted(known), "method": "ratio"}
+    ratio = _ratio(xs, ys)
+    info["ratio"] = ratio
+    if len(known) >= 2:
+        info["loo"] = _loo(xs, ys, _ratio, lambda r, x: r * x)
+    predicted = [reference[i] * ratio for i in ids]
+    if len(known) >= 3:
+        a, b = _affine(xs, ys)
+        affine_loo = _loo(xs, ys, _affine, lambda ab, x: ab[0] + ab[1] * x)
+        info["affine"] = {"intercept_ms": a, "slope": b, "loo": affine_loo}
+        if affine_loo["mae"] < info["loo"]["mae"] and b > 0:
+            info["method"] = "affine"
+            info["loo"] = affine_loo
+            floor = 0.5 * min(ys)  # an affine line must not predict a subnet faster than half the fastest
+            predicted = [max(a + b * reference[i], floor) for i in ids]
+    return predicted, info
+
+
+def _ratio(xs: Sequence[float], ys: Sequence[float]) -> float:
+    return math.exp(sum(math.log(y / x) for x, y in zip(xs, ys, strict=True)) / len(xs))
+
+
+def _affine(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx <= 0:
+        return 0.0, _ratio(xs, ys)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    return my - b * mx, b
+
+
+def _loo(
+    xs: Sequence[float], ys: Sequence[float], fit: Callable[..., Any], apply: Callable[..., float]
+) -> dict[str, Any]:
+    """Leave-one-out error of a one-variable predictor: each point predicted by a fit on the others."""
+    errors = []
+    for j in range(len(xs)):
+        model = fit([*xs[:j], *xs[j + 1 :]], [*ys[:j], *ys[j + 1 :]])
+        errors.append((abs(apply(model, xs[j]) - ys[j]), ys[j]))
+    return {
+        "method": "leave-one-out",
+        "n": len(errors),
+        "mae": sum(e for e, _ in errors) / len(errors),
+        "mape_pct": 100.0 * sum(e / y for e, y in errors) / len(errors),
+        "max_abs": max(e for e, _ in errors),
+    }
+
+
+def _load_bn(catalog: Catalog, entry: CatalogEntry) -> dict[str, Any] | None:
+    """The entry's BN statistics from its sidecar file, or None if it has none."""
+    from subnets.checkpoint import load_bn_stats
+
+    path = catalog.bn_stats_path(entry)
+    return None if path is None else load_bn_stats(path)
+
+
+def _reference(entries: list[CatalogEntry], pe: str) -> tuple[str, dict[str, float]]:
+    """A per-subnet figure to predict this machine's latency from (see :func:`reprofile`)."""
+    candidates = [pe] + sorted({p for e in entries for p in e.latency} - {pe})
+    for ref_pe in candidates:
+        if all(ref_pe in e.latency for e in entries):
+            return f"catalog_ms_{ref_pe}", {e.id: e.latency[ref_pe].ms for e in entries}
+    return "macs", {e.id: float(max(e.macs, 1)) for e in entries}
