@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from dynofa import cli
+from cli import main as cli
 from governors.actuators import Actuator
 from governors.platform import detect_platform
 from governors.state import STATE_FILE
@@ -129,7 +129,7 @@ def test_entry_point_subprocess(tmp_path):
         [
             sys.executable,
             "-m",
-            "dynofa",
+            "cli",
             "platform",
             "--sysfs-root",
             board.root,

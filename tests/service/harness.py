@@ -98,7 +98,7 @@ def start_daemon(config_path: Path, env: dict[str, str] | None = None, log_name:
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dynofa", "serve", "--config", str(config_path)],
+            [sys.executable, "-m", "cli", "serve", "--config", str(config_path)],
             stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=REPO,
         )  # fmt: skip
     daemon = Daemon(proc, config, log_path)

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import zmq
 
+from cli.main import main as cli_main
 from dynofa import protocol
-from dynofa.cli import main as cli_main
 from dynofa.client import Telemetry
 from dynofa.protocol import RemoteError
 from tests.service.harness import Daemon, NotifyListener, raw_request

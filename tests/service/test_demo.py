@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from tests.service.harness import REPO
@@ -13,11 +13,13 @@ from tests.service.harness import REPO
 
 def test_demo_runs_end_to_end_and_cleans_up(tmp_path: Path) -> None:
     png = tmp_path / "demo.png"
-    before = set(Path(tempfile.gettempdir()).glob("dynofa-demo-*"))
+    # a private TMPDIR: other demos running on the same machine must not count as leftovers of this one
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
     result = subprocess.run(
-        [sys.executable, "-m", "dynofa", "demo", "--phase-seconds", "1.5", "--fps", "30", "--json",
+        [sys.executable, "-m", "cli", "demo", "--phase-seconds", "1.5", "--fps", "30", "--json",
          "--output", str(png)],
-        capture_output=True, text=True, cwd=REPO, timeout=180,
+        capture_output=True, text=True, cwd=REPO, timeout=180, env={**os.environ, "TMPDIR": str(tmp)},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)
@@ -33,4 +35,4 @@ def test_demo_runs_end_to_end_and_cleans_up(tmp_path: Path) -> None:
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "adding CPU contention" in result.stderr and "budget tightened" in result.stderr
     assert "daemon ready" in result.stderr
-    assert set(Path(tempfile.gettempdir()).glob("dynofa-demo-*")) <= before, "the demo leaves no temp dir"
+    assert list(tmp.iterdir()) == [], "the demo leaves no temp dir"

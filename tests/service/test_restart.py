@@ -74,7 +74,7 @@ def test_second_daemon_on_same_runtime_dir_is_refused(tmp_path: Path, tiny_catal
         fh.flush()
         fcntl.flock(fh, fcntl.LOCK_EX)
         result = subprocess.run(
-            [sys.executable, "-m", "dynofa", "serve", "--config", str(config)],
+            [sys.executable, "-m", "cli", "serve", "--config", str(config)],
             capture_output=True, text=True, cwd=REPO, timeout=60,
         )  # fmt: skip
     shutil.rmtree(runtime, ignore_errors=True)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from cli.main import main
 from dynofa.catalog import Catalog, load_catalog
-from dynofa.cli import main
 from dynofa.errors import CatalogBuildError, CatalogError
 from subnets import registry
 from subnets.checkpoint import load_bn_stats
@@ -316,7 +316,7 @@ def test_subnets_reprofiles_a_catalog_measured_elsewhere(tmp_path: Path, capsys:
 
 
 def test_cli_processing_elements(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from dynofa.commands.catalog import processing_elements
+    from cli.commands.catalog import processing_elements
     from governors.platform import detect_platform
 
     pes, affinity = processing_elements(None)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from cli.main import main
 from dynofa.catalog import load_catalog
-from dynofa.cli import main
 from subnets.checkpoint import load_bn_stats
 from subnets.offline.accuracy import evaluate
 from subnets.offline.datasets import load_dataset

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from cli.main import main as cli_main
 from dynofa.catalog import load_catalog
-from dynofa.cli import main as cli_main
 from subnets.checkpoint import load_bn_stats
 from subnets.demo import (
     DIGITS_SEED,

@@ -184,7 +184,7 @@ def run_build(args: argparse.Namespace) -> int:
     catalog = build_catalog(family, options, val=val, calib=calib, progress=say)
     target = catalog.save(args.out)
     say(f"wrote {target}")
-    from dynofa.commands.subnets import format_table
+    from cli.commands.subnets import format_table
 
     print(format_table(catalog))
     return 0
@@ -227,8 +227,8 @@ def _load(path: str, normalize: str, resolution: int, limit: int | None, what: s
 
 
 def run_show(args: argparse.Namespace) -> int:
+    from cli.commands.subnets import format_table
     from dynofa.catalog import load_catalog
-    from dynofa.commands.subnets import format_table
 
     catalog = load_catalog(args.file)
     if args.json:

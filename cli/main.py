@@ -1,6 +1,6 @@
 """The ``dynofa`` command line.
 
-Each subcommand lives in its own module under :mod:`dynofa.commands` and exposes
+Each subcommand lives in its own module under :mod:`cli.commands` and exposes
 ``register(subparsers)``; modules are discovered, so adding a command touches no
 shared file. Handlers import heavy parts (torch, governors, service) lazily so that
 ``dynofa --help`` and the daemon-talking commands stay fast.
@@ -14,8 +14,9 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
-from dynofa import __version__, commands
-from dynofa.errors import DynofaError
+from cli import commands
+from dynofa import __version__
+from dynofa.errors import DaemonUnavailableError, DynofaError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(handler(args) or 0)
+    except DaemonUnavailableError as exc:
+        # The one place a command reports an unreachable daemon; the message says which endpoint and why.
+        print(f"dynofa: {exc}", file=sys.stderr)
+        return 1
     except DynofaError as exc:
         print(f"dynofa: error: {exc}", file=sys.stderr)
         return 1

@@ -139,7 +139,7 @@ class DemoDaemon:
 
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "dynofa", "serve", "--config", str(self.config_path)],
+                [sys.executable, "-m", "cli", "serve", "--config", str(self.config_path)],
                 stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         started = time.monotonic()
@@ -372,14 +372,14 @@ def _digits(resolution: int) -> tuple[Any, Any]:
 
 
 def _plot(trace: Path, output: Path, marks: list[tuple[float, str]]) -> Path:
-    from dynofa.commands.plot import plot_timeline, read_trace
+    from cli.commands.plot import plot_timeline, read_trace
 
     title = "dynofa demo: budget, CPU contention, tighter budget"
     return plot_timeline(read_trace(trace), output, title=title, marks=marks)
 
 
 def _summary_table(rows: list[dict[str, Any]]) -> str:
-    from dynofa.commands.status import table
+    from cli.commands.status import table
 
     def pct(v: Any) -> str:
         return "-" if v is None else f"{100 * v:.1f}%"

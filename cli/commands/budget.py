@@ -7,8 +7,7 @@ import json
 import sys
 from typing import Any
 
-from dynofa.commands.status import add_connection_args, connect, table
-from dynofa.errors import DaemonUnavailableError
+from cli.commands.status import add_connection_args, connect, table
 
 
 def register(subparsers: Any) -> None:
@@ -43,13 +42,9 @@ def register(subparsers: Any) -> None:
     ls.set_defaults(handler=_list)
 
 
-def _run(args: argparse.Namespace, op: str, **fields: Any) -> dict[str, Any] | None:
+def _run(args: argparse.Namespace, op: str, **fields: Any) -> dict[str, Any]:
     with connect(args) as client:
-        try:
-            return client.call(op, **fields)
-        except DaemonUnavailableError as exc:
-            print(f"dynofa: {exc}", file=sys.stderr)
-            return None
+        return client.call(op, **fields)
 
 
 def _print(args: argparse.Namespace, reply: dict[str, Any], text: str) -> None:
@@ -69,24 +64,18 @@ def _set(args: argparse.Namespace) -> int:
     if args.power_cap_w is not None:
         budget["power_cap_w"] = args.power_cap_w
     reply = _run(args, "set_budget", app=args.app, budget=budget)
-    if reply is None:
-        return 1
     _print(args, reply, f"{args.app}: {_describe(reply['budget'])}\n")
     return 0
 
 
 def _clear(args: argparse.Namespace) -> int:
     reply = _run(args, "clear_budget", app=args.app)
-    if reply is None:
-        return 1
     _print(args, reply, f"{args.app}: budget cleared\n")
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
     reply = _run(args, "budgets")
-    if reply is None:
-        return 1
     rows = [[app, item["model"], _describe(item["budget"])] for app, item in reply["budgets"].items()]
     _print(args, reply, table(["APP", "MODEL", "BUDGET"], rows) if rows else "no apps registered\n")
     return 0

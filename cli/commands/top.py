@@ -7,8 +7,7 @@ import sys
 import time
 from typing import Any
 
-from dynofa.commands.status import add_connection_args, connect, render_status
-from dynofa.errors import DaemonUnavailableError
+from cli.commands.status import add_connection_args, connect, render_status
 
 CLEAR = "\x1b[H\x1b[2J"
 
@@ -36,11 +35,7 @@ def _top(args: argparse.Namespace) -> int:
     with connect(args) as client:
         try:
             while iterations is None or shown < iterations:
-                try:
-                    state = client.state()
-                except DaemonUnavailableError as exc:
-                    print(f"dynofa: {exc}", file=sys.stderr)
-                    return 1
+                state = client.state()
                 frame = render_status(state)
                 stamp = time.strftime("%H:%M:%S")
                 if interactive:

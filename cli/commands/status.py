@@ -12,8 +12,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from dynofa.errors import DaemonUnavailableError
-
 
 def add_connection_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -44,11 +42,7 @@ def register(subparsers: Any) -> None:
 
 def _status(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        try:
-            state = client.state()
-        except DaemonUnavailableError as exc:
-            print(f"dynofa: {exc}", file=sys.stderr)
-            return 1
+        state = client.state()
     if args.json:
         state.pop("v", None)
         state.pop("ok", None)
