@@ -19,7 +19,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/dynofa demo
 
 test: $(VENV)/.installed
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
