@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dynofa import paths
+from dynofa.budget import OBJECTIVES
 from dynofa.errors import ConfigError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -39,6 +40,7 @@ class ModelConfig:
 class PolicyConfig:
     name: str = "model-based"
     options: dict[str, Any] = field(default_factory=dict)
+    objective: str = "accuracy"  # a budget's objective when it names none: accuracy | energy
 
 
 @dataclass(frozen=True)
@@ -219,7 +221,11 @@ def _model(v: _Fields, data: Any, at: str) -> ModelConfig:
 def _policy(v: _Fields, data: Any) -> PolicyConfig:
     obj = v.section(data, "policy", PolicyConfig)
     options = v.mapping(obj.get("options", {}), "policy.options")
-    return PolicyConfig(name=v.string(obj.get("name", "model-based"), "policy.name"), options=dict(options))
+    objective = v.string(obj.get("objective", PolicyConfig.objective), "policy.objective")
+    if objective not in OBJECTIVES:
+        raise v.fail("policy.objective", f"one of {', '.join(OBJECTIVES)}", objective)
+    return PolicyConfig(name=v.string(obj.get("name", "model-based"), "policy.name"), options=dict(options),
+                        objective=objective)
 
 
 def _endpoints(v: _Fields, data: Any) -> EndpointsConfig:

@@ -3,9 +3,9 @@
  * JSON headers and raw little-endian tensor bytes (docs/protocol.md), so any language works.
  *
  * Build:  cc -O2 -o dynofa_client dynofa_client.c $(pkg-config --cflags --libs libzmq)
- * Run:    ./dynofa_client ipc:///run/dynofa/control.sock my-app 32
+ * Run:    ./dynofa_client ipc:///run/dynofa/control.sock my-app 32 [accuracy|energy]
  *
- * It registers APP with a 50 ms budget, runs one inference on a 1x3xRxR float32 image and
+ * It registers APP with a 50 ms budget (with the given objective, else the daemon's default), runs one inference on a 1x3xRxR float32 image and
  * prints the reply header and the index of the largest output. Exit status 0 on success.
  */
 #include <stdint.h>
@@ -38,11 +38,16 @@ static int request(void *sock, const char *header, const void *data, size_t size
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s ENDPOINT APP RESOLUTION\n", argv[0]);
+    if (argc != 4 && argc != 5) {
+        fprintf(stderr, "usage: %s ENDPOINT APP RESOLUTION [accuracy|energy]\n", argv[0]);
         return 2;
     }
     const char *endpoint = argv[1], *app = argv[2];
+    const char *objective = argc == 5 ? argv[4] : NULL;
+    if (objective && strcmp(objective, "accuracy") != 0 && strcmp(objective, "energy") != 0) {
+        fprintf(stderr, "objective must be accuracy or energy\n");
+        return 2;
+    }
     int res = atoi(argv[3]);
     if (res < 8 || res > 1024) {
         fprintf(stderr, "resolution must be in [8, 1024]\n");
@@ -62,8 +67,10 @@ int main(int argc, char **argv) {
     size_t out_len = 0;
     int status = 0;
 
+    char extra[64] = "";
+    if (objective) snprintf(extra, sizeof extra, ",\"objective\":\"%s\"", objective);
     snprintf(header, sizeof header,
-             "{\"v\":1,\"op\":\"register\",\"app\":\"%s\",\"budget\":{\"latency_ms\":50}}", app);
+             "{\"v\":1,\"op\":\"register\",\"app\":\"%s\",\"budget\":{\"latency_ms\":50%s}}", app, extra);
     status = request(sock, header, NULL, 0, reply, sizeof reply, out, 1024, &out_len);
     printf("register: %s\n", status < 0 ? zmq_strerror(zmq_errno()) : reply);
     if (status != 0) goto done;

@@ -12,11 +12,12 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from dynofa import protocol
+from dynofa.budget import DEFAULT_OBJECTIVE
 from dynofa.errors import DynofaError
 from dynofa.operating_point import OperatingPoint
 from service.apps import AppRecord
@@ -72,6 +73,7 @@ class Controller:
         publish: Publish,
         notifier: Notifier,
         trace: TraceWriter,
+        default_objective: str = DEFAULT_OBJECTIVE,
     ) -> None:
         from governors.policies.base import pes_from_platform
 
@@ -85,6 +87,7 @@ class Controller:
         self.publish = publish
         self.notifier = notifier
         self.trace = trace
+        self.default_objective = default_objective  # for budgets that name no objective
         served = {pe for m in engine.models.values() for pe in m.pes}
         self.pes = tuple(pe for pe in pes_from_platform(platform) if pe.name in served)
         self._lock = threading.Lock()  # policy and last-sample state
@@ -250,7 +253,8 @@ class Controller:
         for app in apps:
             if app.budget is None:
                 continue
-            requests.append(AppRequest(app.name, app.budget, tuple(self.engine.models[app.model].catalog.entries)))
+            budget = app.budget if app.budget.objective else replace(app.budget, objective=self.default_objective)
+            requests.append(AppRequest(app.name, budget, tuple(self.engine.models[app.model].catalog.entries)))
         if not requests or not self.pes:
             return None
         load = load_from_snapshot(snap)  # the Snapshot itself: its units (gpu_load in %) are unambiguous

@@ -172,6 +172,7 @@ def _serve(config: Config, notifier: Notifier, actuator: Any, state_dir: Path) -
         publish=publish,
         notifier=notifier,
         trace=TraceWriter(config.trace_path(), config.telemetry.trace_max_bytes),
+        default_objective=config.policy.objective,
     )  # fmt: skip
     engine.controller = controller
     devices = sorted({m.device(pe) for m in models.values() for pe in m.pes})

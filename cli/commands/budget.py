@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from cli.commands.status import add_connection_args, connect, table
+from dynofa.budget import OBJECTIVES
 
 
 def register(subparsers: Any) -> None:
@@ -26,6 +27,9 @@ def register(subparsers: Any) -> None:
     s.add_argument("--min-accuracy", type=float, default=0.0, help="minimum top-1 accuracy, a fraction in [0, 1]")
     s.add_argument("--power-cap-w", type=float, default=None, help="board power cap in W while the app runs")
     s.add_argument("--priority", type=int, default=0, help="higher wins when budgets conflict")
+    s.add_argument("--objective", choices=OBJECTIVES, default=None,
+                   help="accuracy: the most accurate point meeting the latency; energy: the lowest energy per frame "
+                        "meeting the latency and --min-accuracy (default: the daemon's policy.objective)")
     add_connection_args(s)
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=_set)
@@ -63,6 +67,8 @@ def _set(args: argparse.Namespace) -> int:
     }
     if args.power_cap_w is not None:
         budget["power_cap_w"] = args.power_cap_w
+    if args.objective is not None:
+        budget["objective"] = args.objective
     reply = _run(args, "set_budget", app=args.app, budget=budget)
     _print(args, reply, f"{args.app}: {_describe(reply['budget'])}\n")
     return 0
@@ -91,4 +97,6 @@ def _describe(budget: dict[str, Any] | None) -> str:
         text += f", power <= {budget['power_cap_w']:g} W"
     if budget.get("priority"):
         text += f", priority {budget['priority']}"
+    if budget.get("objective"):
+        text += f", objective {budget['objective']}"
     return text

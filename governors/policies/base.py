@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynofa.budget import Budget
+from dynofa.budget import DEFAULT_OBJECTIVE, Budget
 from dynofa.catalog import CatalogEntry
 from dynofa.errors import DynofaError
 from dynofa.operating_point import OperatingPoint
@@ -85,6 +85,11 @@ class AppRequest:
     def period(self) -> float:
         return self.period_ms if self.period_ms is not None else self.budget.latency_ms
 
+    @property
+    def objective(self) -> str:
+        """``accuracy`` or ``energy``: the budget's, else the default (the daemon fills in its configured one)."""
+        return self.budget.objective or DEFAULT_OBJECTIVE
+
 
 @dataclass(frozen=True)
 class DecisionInput:
@@ -139,6 +144,7 @@ class AppOutcome:
     meets_accuracy: bool
     reason: str = ""
     meets_power: bool = True
+    objective: str = DEFAULT_OBJECTIVE  # the one that ruled this app's choice
 
     @property
     def feasible(self) -> bool:
@@ -152,6 +158,7 @@ class AppOutcome:
             "energy_j": None if self.energy_j is None else round(self.energy_j, 6),
             "meets_latency": self.meets_latency, "meets_accuracy": self.meets_accuracy,
             "meets_power": self.meets_power, "feasible": self.feasible, "reason": self.reason,
+            "objective": self.objective,
         }
 
 

@@ -15,8 +15,10 @@ lowest-energy frequencies that still meet it (:mod:`governors.policies.search`).
   under the Linux ``performance`` governor): the baseline that isolates what DVFS saves.
 * **Hysteresis**: moving to a more accurate or cheaper point (an upgrade) needs the new
   point to fit with ``up_margin`` more headroom, and to have been the proposal for
-  ``hold`` consecutive decisions; moving down (the current point no longer fits) is
-  immediate. Noise around a boundary therefore does not make it oscillate. A step up that
+  ``hold`` consecutive decisions; moving down (the current point misses a deadline or
+  the power cap that the new one keeps) is immediate. A budget whose latency and
+  ``min_accuracy`` cannot both be met is held at the point its objective's rule gives
+  (:mod:`governors.policies.search`): gaining back the yielded constraint is an upgrade. Noise around a boundary therefore does not make it oscillate. A step up that
   fails (a step down within ``probation`` decisions) doubles the hold before that same step
   up is tried again (up to ``2 ** max_backoff``); one that holds clears its record.
 """
@@ -31,7 +33,7 @@ from dynofa.operating_point import OperatingPoint
 from governors.contention import Z99, ContentionEstimator, prior_slowdown
 from governors.latency_model import LatencyModel
 from governors.policies.base import AppRequest, Decision, DecisionInput, PeInfo, Policy, PolicyError
-from governors.policies.search import Plan, Predictor, evaluate, plan, plan_key, score, to_decision
+from governors.policies.search import Plan, Predictor, evaluate, overshoot, plan, plan_key, to_decision
 from governors.power_model import PowerModel
 
 
@@ -165,10 +167,7 @@ class ModelBasedPolicy(Policy):
         if best.same_as(current):
             self._pending = None
             return current, ""
-        cur_status, _ = score(list(current.choices.values()))
-        best_status, _ = score(list(best.choices.values()))
-        current_unsafe = any(not c.meets_latency for c in current.choices.values()) or not current.cap_ok
-        if current_unsafe or cur_status < best_status:
+        if self._step_down(current, best):
             self._pending = None
             if self._last_upgrade is not None and self._decisions - self._last_upgrade[1] <= self.probation:
                 failed = self._last_upgrade[0]  # the step up did not hold: wait longer before retrying it
@@ -198,6 +197,26 @@ class ModelBasedPolicy(Policy):
             return best, f"step up after {hold} stable decisions"
         self._pending = (key, count)
         return current, ""
+
+    def _step_down(self, current: Plan, best: Plan) -> bool:
+        """Whether to leave ``current`` at once (no hold): the one rule that keeps infeasible budgets stable.
+
+        Only a deadline or power cap that the current plan breaks and the best one keeps
+        (fewer apps missing, priority level by priority level) moves at once, or, when both
+        miss the same apps, a best effort that overshoots clearly less (by more than
+        ``up_margin``). Everything else, such as an accuracy floor that seems to fit again,
+        is an upgrade: it waits ``hold`` decisions and must fit with the larger margin, so a
+        budget whose floor and latency cannot both be met holds one point instead of
+        flipping between "meets the floor" and "meets the latency" with the noise.
+        """
+        if not current.cap_ok and best.cap_ok:
+            return True
+        cur, new = _misses(current), _misses(best)
+        if new != cur:
+            return new < cur
+        if not any(cur):
+            return False
+        return overshoot(list(best.choices.values())) * self.up_margin < overshoot(list(current.choices.values()))
 
     def _adopt(self, chosen: Plan) -> None:
         if self._current is None or not chosen.same_as(self._current):
@@ -242,3 +261,10 @@ class ModelBasedPolicy(Policy):
             "switches": self._switches,
             "pending_upgrade": None if self._pending is None else self._pending[1],
         }
+
+
+def _misses(p: Plan) -> tuple[int, ...]:
+    """Apps missing their deadline per priority level, highest first (same apps in both plans compared)."""
+    levels = sorted({c.app.budget.priority for c in p.choices.values()}, reverse=True)
+    return tuple(sum(1 for c in p.choices.values() if c.app.budget.priority == lv and not c.meets_latency)
+                 for lv in levels)

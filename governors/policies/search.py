@@ -5,16 +5,29 @@ truth for the oracle), a safety margin per app and a power model, it chooses for
 app a subnet and a PE, and for every PE that hosts an app a frequency:
 
 1. every mapping of apps to PEs is tried (apps x PEs is small on an SoC);
-2. on each PE, at each ladder frequency, apps are served in priority order: each takes
-   the most accurate subnet whose predicted latency x margin meets its deadline and, when
-   the PE is shared (the GPU, or a CPU cluster with more threads than cores), fits in the
-   PE time the higher-priority apps left; an app no subnet can serve gets the fastest one
-   (best effort) and is reported infeasible;
+2. on each PE, at each ladder frequency, apps are served in priority order; a subnet
+   *fits* when its predicted latency x margin meets the app's deadline and, when the PE
+   is shared (the GPU, or a CPU cluster with more threads than cores), fits in the PE
+   time the higher-priority apps left (:func:`fits`, the one utilisation test used by the
+   planner and by :func:`evaluate`, the hysteresis re-check). Each app chooses by its
+   budget's objective:
+
+   * ``accuracy``: the most accurate fitting subnet that meets ``min_accuracy`` (else the
+     most accurate fitting one: **the floor yields**); none fits: the fastest (best effort);
+   * ``energy``: the fastest (so, at this frequency, the cheapest) fitting subnet that
+     meets ``min_accuracy``; none does: the fastest subnet that meets the floor (**the
+     latency yields**: an app that minimises energy at an accuracy floor keeps its floor);
+     no subnet meets the floor at all: as ``accuracy``;
+
+   an app that cannot get both is reported infeasible;
 3. per PE, the frequency kept is the lowest-energy one that reaches the best outcome the
-   PE can give its apps (so DVFS is per cluster and high enough for every app on it);
+   PE can give its apps (so DVFS is per cluster and high enough for every app on it,
+   whatever each app's objective);
 4. mappings are ranked by: power cap respected; then, priority level by priority level
-   (highest first), how many budgets are met; then accuracy; then lowest power. Task
-   mapping thus moves an app to another PE when that is as good and cheaper.
+   (highest first), how many budgets are met (the constraint an app's objective keeps
+   counting first); then the accuracy of the ``accuracy`` apps; then lowest power (the
+   ``energy`` apps' objective). Task mapping thus moves an app to another PE when that is
+   as good and cheaper.
 """
 
 from __future__ import annotations
@@ -48,6 +61,9 @@ class Choice:
 
     @property
     def status(self) -> int:
+        """Budget constraints met, the one the app's objective keeps (see the module doc) weighing most."""
+        if self.app.objective == "energy":
+            return 2 * int(self.meets_accuracy) + int(self.meets_latency)
         return 2 * int(self.meets_latency) + int(self.meets_accuracy)
 
 
@@ -66,17 +82,29 @@ class Plan:
         return self.assignment() == other.assignment() and self.freqs == other.freqs
 
 
-def _shared(pe: PeInfo, apps: Sequence[AppRequest], entries: Mapping[str, CatalogEntry] | None = None) -> bool:
+def _threads(app: AppRequest, pe: PeInfo) -> int:
+    """Threads the app runs on ``pe``: the catalog's figure (the most of its subnets there)."""
+    return max((e.latency[pe.name].threads for e in app.entries if pe.name in e.latency), default=1)
+
+
+def _shared(pe: PeInfo, apps: Sequence[AppRequest]) -> bool:
+    """Whether the apps placed on ``pe`` compete for it: the GPU with several, or more threads than cores."""
     if len(apps) <= 1:
         return False
     if pe.kind == "gpu":
         return True
-    threads = 0
-    for app in apps:
-        entry = entries.get(app.name) if entries else None
-        lat = entry.latency.get(pe.name) if entry is not None else None
-        threads += lat.threads if lat is not None else 1
-    return threads > pe.cpus
+    return sum(_threads(a, pe) for a in apps) > pe.cpus
+
+
+def fits(app: AppRequest, predicted_ms: float, margin: float, shared: bool, left: float) -> bool:
+    """The budget-and-utilisation test: deadline met with the margin, and (shared PE) within the time left."""
+    return predicted_ms * margin <= app.budget.latency_ms and (
+        not shared or predicted_ms * margin / app.period <= left + 1e-12)
+
+
+def power_cap(apps: Sequence[AppRequest]) -> float | None:
+    """The binding power cap: the lowest any app asks for (None = no cap)."""
+    return min((a.budget.power_cap_w for a in apps if a.budget.power_cap_w is not None), default=None)
 
 
 def _by_priority(apps: Sequence[AppRequest]) -> list[AppRequest]:
@@ -84,35 +112,45 @@ def _by_priority(apps: Sequence[AppRequest]) -> list[AppRequest]:
 
 
 def _serve_pe(pe: PeInfo, apps: Sequence[AppRequest], freq: int | None, predict: Predictor,
-              margin: Mapping[str, float]) -> list[Choice]:
-    """Step 2 for one PE at one frequency."""
+              margin: Mapping[str, float], fixed: Mapping[str, CatalogEntry] | None = None) -> list[Choice]:
+    """Step 2 for one PE at one frequency; with ``fixed``, each app's subnet is given (the re-check)."""
     shared = _shared(pe, apps)
     left = 1.0
     out: list[Choice] = []
     for app in _by_priority(apps):
         m = margin.get(app.name, 1.0)
-        budget = app.budget.latency_ms
         options: list[tuple[CatalogEntry, float]] = []
-        for entry in app.entries:
+        for entry in ((fixed[app.name],) if fixed is not None else app.entries):
             t = predict(app, entry, pe, freq)
             if t is not None:
                 options.append((entry, t))
         if not options:
             continue
-        fitting = [(e, t) for e, t in options
-                   if t * m <= budget and (not shared or t * m / app.period <= left + 1e-12)]
-        if fitting:
-            accurate = [(e, t) for e, t in fitting if accuracy_of(e) >= app.budget.min_accuracy]
-            pool = accurate or fitting
-            entry, t = max(pool, key=lambda et: (accuracy_of(et[0]), -et[1]))
-            meets_latency = True
-        else:
-            entry, t = min(options, key=lambda et: (et[1], -accuracy_of(et[0])))
-            meets_latency = False
+        entry, t = _pick(app, options, lambda t: fits(app, t, m, shared, left))  # noqa: B023 - used at once
+        meets_latency = fits(app, t, m, shared, left)
         if shared:
             left -= t * m / app.period
         out.append(Choice(app, entry, pe, freq, t, meets_latency, accuracy_of(entry) >= app.budget.min_accuracy))
     return out
+
+
+def _pick(app: AppRequest, options: Sequence[tuple[CatalogEntry, float]],
+          fit: Callable[[float], bool]) -> tuple[CatalogEntry, float]:
+    """One app's subnet among ``options`` ((entry, predicted ms)) by its objective (module doc, step 2)."""
+    floor = app.budget.min_accuracy
+    fitting = [(e, t) for e, t in options if fit(t)]
+    accurate = [(e, t) for e, t in options if accuracy_of(e) >= floor]
+
+    def fastest(pool: Sequence[tuple[CatalogEntry, float]]) -> tuple[CatalogEntry, float]:
+        return min(pool, key=lambda et: (et[1], -accuracy_of(et[0])))
+
+    if app.objective == "energy" and accurate:
+        both = [(e, t) for e, t in fitting if accuracy_of(e) >= floor]
+        return fastest(both or accurate)
+    if fitting:
+        pool = [(e, t) for e, t in fitting if accuracy_of(e) >= floor] or fitting
+        return max(pool, key=lambda et: (accuracy_of(et[0]), -et[1]))
+    return fastest(options)
 
 
 def _pe_power(pe: PeInfo, choices: Sequence[Choice], power: PowerModel) -> float:
@@ -123,10 +161,11 @@ def _pe_power(pe: PeInfo, choices: Sequence[Choice], power: PowerModel) -> float
 
 
 def score(choices: Sequence[Choice]) -> tuple[tuple[int, ...], tuple[float, ...]]:
-    """Per priority level (highest first): statuses summed, then accuracies summed."""
+    """Per priority level (highest first): statuses summed, then the ``accuracy`` apps' accuracies summed."""
     levels = sorted({c.app.budget.priority for c in choices}, reverse=True)
     statuses = tuple(sum(c.status for c in choices if c.app.budget.priority == p) for p in levels)
-    accs = tuple(round(sum(accuracy_of(c.entry) for c in choices if c.app.budget.priority == p), 9) for p in levels)
+    accs = tuple(round(sum(accuracy_of(c.entry) for c in choices
+                           if c.app.budget.priority == p and c.app.objective == "accuracy"), 9) for p in levels)
     return statuses, accs
 
 
@@ -163,7 +202,7 @@ def plan(inp: DecisionInput, predict: Predictor, margin: Mapping[str, float], po
         if not names:
             return None
         per_app.append(names)
-    cap = min((a.budget.power_cap_w for a in apps if a.budget.power_cap_w is not None), default=None)
+    cap = power_cap(apps)
     n_mappings = 1
     for names in per_app:
         n_mappings *= len(names)
@@ -240,8 +279,13 @@ def _greedy_mapping(apps: Sequence[AppRequest], per_app: Sequence[Sequence[str]]
 
 def evaluate(inp: DecisionInput, fixed: Mapping[str, tuple[str, str]], freqs: Mapping[str, int | None],
              predict: Predictor, margin: Mapping[str, float], power: PowerModel) -> Plan | None:
-    """Outcome of a given assignment ``{app: (subnet id, pe)}`` at given PE frequencies (None if invalid)."""
-    groups: dict[str, list[tuple[AppRequest, CatalogEntry]]] = {}
+    """Outcome of a given assignment ``{app: (subnet id, pe)}`` at given PE frequencies (None if invalid).
+
+    The same per-PE test as the planner (:func:`_serve_pe` with the subnets fixed), so the
+    hysteresis re-check of the current plan cannot disagree with the planner about it.
+    """
+    groups: dict[str, list[AppRequest]] = {}
+    entries: dict[str, CatalogEntry] = {}
     for app in inp.apps:
         if app.name not in fixed:
             return None
@@ -249,7 +293,8 @@ def evaluate(inp: DecisionInput, fixed: Mapping[str, tuple[str, str]], freqs: Ma
         entry = next((e for e in app.entries if e.id == subnet), None)
         if entry is None or pe_name not in {p.name for p in inp.pes}:
             return None
-        groups.setdefault(pe_name, []).append((app, entry))
+        groups.setdefault(pe_name, []).append(app)
+        entries[app.name] = entry
     choices: dict[str, Choice] = {}
     total = 0.0
     for pe_name, members in groups.items():
@@ -257,22 +302,12 @@ def evaluate(inp: DecisionInput, fixed: Mapping[str, tuple[str, str]], freqs: Ma
         f = freqs.get(pe_name)
         if f is not None and pe.freqs and f not in pe.freqs:
             return None
-        shared = _shared(pe, [a for a, _ in members], {a.name: e for a, e in members})
-        left = 1.0
-        cs = []
-        for app, entry in sorted(members, key=lambda ae: (-ae[0].budget.priority, ae[0].name)):
-            t = predict(app, entry, pe, f)
-            if t is None:
-                return None
-            m = margin.get(app.name, 1.0)
-            ok = t * m <= app.budget.latency_ms and (not shared or t * m / app.period <= left + 1e-12)
-            if shared:
-                left -= t * m / app.period
-            c = Choice(app, entry, pe, f, t, ok, accuracy_of(entry) >= app.budget.min_accuracy)
-            cs.append(c)
-            choices[app.name] = c
+        cs = _serve_pe(pe, members, f, predict, margin, fixed=entries)
+        if len(cs) != len(members):
+            return None  # a fixed subnet has no figure on its PE
+        choices.update((c.app.name, c) for c in cs)
         total += _pe_power(pe, cs, power)
-    cap = min((a.budget.power_cap_w for a in inp.apps if a.budget.power_cap_w is not None), default=None)
+    cap = power_cap(inp.apps)
     return Plan(choices, dict(freqs), total, cap is None or total <= cap + 1e-9)
 
 
@@ -290,19 +325,35 @@ def to_decision(p: Plan, inp: DecisionInput, power: PowerModel, notes: Sequence[
         points[app.name] = OperatingPoint(subnet=c.entry.id, pe=c.pe.name, cpu_freq_khz=dict(cpu_freqs),
                                           gpu_freq_hz=gpu_hz, threads=lat.threads if lat is not None else 1)
         energy = power.frame_energy(c.pe.name, c.pe.khz(c.freq), c.predicted_ms, app.period)
-        reasons = []
-        if not c.meets_latency:
-            reasons.append(f"no subnet meets {app.budget.latency_ms:g} ms on any PE given the other apps; "
-                           f"best effort: fastest subnet, predicted {c.predicted_ms:.1f} ms")
-        if not c.meets_accuracy:
-            reasons.append(f"accuracy {accuracy_of(c.entry):.4f} below the minimum {app.budget.min_accuracy:.4f}")
-        if not p.cap_ok:
-            reasons.append("power cap exceeded by the best-effort plan")
+        reasons = _reasons(c, p.cap_ok)
         outcomes[app.name] = AppOutcome(
             app=app.name, subnet=c.entry.id, pe=c.pe.name, predicted_ms=c.predicted_ms,
             accuracy=c.entry.accuracy.top1 if c.entry.accuracy is not None else None,
             energy_j=energy.joules, meets_latency=c.meets_latency, meets_accuracy=c.meets_accuracy,
-            reason="; ".join(reasons), meets_power=p.cap_ok,
+            reason="; ".join(reasons), meets_power=p.cap_ok, objective=app.objective,
         )
     return Decision(points=points, outcomes=outcomes, power_w=p.power_w, energy_source=power.source,
                     notes=list(notes))
+
+
+def _reasons(c: Choice, cap_ok: bool) -> list[str]:
+    """Why a choice misses its budget, naming the objective that ruled and what yielded."""
+    app = c.app
+    reasons = []
+    if not c.meets_latency and not c.meets_accuracy:
+        reasons.append(f"no subnet meets {app.budget.latency_ms:g} ms or the accuracy minimum "
+                       f"{app.budget.min_accuracy:.4f}; best effort: fastest subnet, predicted {c.predicted_ms:.1f} ms")
+    elif not c.meets_latency and app.objective == "energy":
+        reasons.append(f"objective energy: the accuracy minimum {app.budget.min_accuracy:.4f} holds and the latency "
+                       f"yields: no subnet meeting it fits {app.budget.latency_ms:g} ms (fastest such predicted "
+                       f"{c.predicted_ms:.1f} ms)")
+    elif not c.meets_latency:
+        reasons.append(f"no subnet meets {app.budget.latency_ms:g} ms on any PE given the other apps; "
+                       f"best effort: fastest subnet, predicted {c.predicted_ms:.1f} ms")
+    elif not c.meets_accuracy:
+        reasons.append(f"objective {app.objective}: the latency holds and the accuracy minimum yields: "
+                       f"accuracy {accuracy_of(c.entry):.4f} below the minimum {app.budget.min_accuracy:.4f} "
+                       f"is the most accurate that fits {app.budget.latency_ms:g} ms")
+    if not cap_ok:
+        reasons.append("power cap exceeded by the best-effort plan")
+    return reasons

@@ -119,6 +119,34 @@ def test_policy_switches_subnet_when_budget_tightens(daemon: Daemon, tiny_catalo
     c.unregister("tight-app")
 
 
+def test_budget_objective_end_to_end(daemon: Daemon) -> None:
+    """objective: protocol -> policy -> decision; the feasibility report names the objective that ruled."""
+    c = daemon.client()
+
+    def outcome(objective: str) -> dict:
+        deadline = time.monotonic() + 30
+        while True:
+            decision = c.state()["policy"]["decision"] or {}
+            got = decision.get("outcomes", {}).get("obj-app")
+            if got is not None and got["objective"] == objective:
+                return got
+            assert time.monotonic() < deadline, f"no decision under objective {objective}"
+            time.sleep(0.05)
+
+    c.register("obj-app", budget={"latency_ms": 10_000.0, "objective": "accuracy"})
+    accurate = outcome("accuracy")
+    c.set_budget("obj-app", latency_ms=10_000.0, objective="energy")
+    assert c.budgets()["obj-app"]["budget"]["objective"] == "energy"
+    lean = outcome("energy")
+    # the lowest energy per frame within a loose deadline: a faster, less accurate subnet
+    assert lean["accuracy"] < accurate["accuracy"] and lean["predicted_ms"] < accurate["predicted_ms"]
+    assert lean["feasible"] and lean["energy_j"] < accurate["energy_j"]
+    with pytest.raises(RemoteError, match="objective must be one of"):
+        c.set_budget("obj-app", latency_ms=10.0, objective="speed")
+    assert c.budgets()["obj-app"]["budget"]["objective"] == "energy"  # kept
+    c.unregister("obj-app")
+
+
 MALFORMED = [
     ([b"\xff\xfe not utf8"], protocol.BAD_JSON),
     ([b"{not json"], protocol.BAD_JSON),
@@ -455,11 +483,13 @@ def test_c_client_example(daemon: Daemon, tmp_path: Path) -> None:
     build = subprocess.run([cc, "-O2", "-Wall", "-o", str(binary), str(source), *flags.stdout.split()],
                            capture_output=True, text=True)  # fmt: skip
     assert build.returncode == 0, build.stderr
-    run = subprocess.run([str(binary), daemon.endpoint, "c-app", "40"], capture_output=True, text=True, timeout=60)
+    run = subprocess.run([str(binary), daemon.endpoint, "c-app", "40", "energy"], capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
     assert '"ok":true' in run.stdout and '"subnet":' in run.stdout
     assert "outputs: 10," in run.stdout
     assert daemon.client().state()["apps"]["c-app"]["inferences"] == 1
+    assert daemon.client().budgets()["c-app"]["budget"]["objective"] == "energy"
     daemon.client().unregister("c-app")
 
 

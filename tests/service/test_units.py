@@ -37,7 +37,7 @@ def test_embedded_default_needs_no_file() -> None:
     config = load_config(None)
     assert isinstance(config, Config)
     assert list(config.models) == ["demo"] and config.models["demo"].catalog is None
-    assert config.policy.name == "model-based"
+    assert config.policy.name == "model-based" and config.policy.objective == "accuracy"
     assert config.control_endpoint().startswith("ipc://") and config.control_endpoint().endswith("control.sock")
     assert config.limits.max_message_bytes <= config.limits.hard_message_bytes
     assert config_from_dict(config.to_dict()).to_dict() == config.to_dict()
@@ -47,12 +47,13 @@ def test_config_file_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(
         "models:\n  cam:\n    catalog: /x/catalog.json\n    device: cuda:0\n    pes: [cpu-big, gpu]\n"
-        "policy:\n  name: bandit\n  options: {epsilon: 0.1}\n"
+        "policy:\n  name: bandit\n  options: {epsilon: 0.1}\n  objective: energy\n"
         "limits: {max_apps: 3}\nendpoints: {socket_mode: '0640'}\nlogging: {level: WARNING}\n"
     )
     config = load_config(path)
     assert config.models["cam"].pes == ("cpu-big", "gpu") and config.models["cam"].device == "cuda:0"
     assert config.policy.options == {"epsilon": 0.1} and config.limits.max_apps == 3
+    assert config.policy.objective == "energy"
     assert config.endpoints.socket_mode == 0o640 and config.logging.level == "warning"
     assert config.source == str(path)
 
@@ -74,6 +75,7 @@ def test_config_file_round_trip(tmp_path: Path) -> None:
         ({"default_model": "zzz"}, "default_model", "one of the configured models"),
         ({"policy": {"options": []}}, "policy.options", "a mapping"),
         ({"policy": "static"}, "policy", "a mapping"),
+        ({"policy": {"objective": "speed"}}, "policy.objective", "one of accuracy, energy"),
         ({"control_interval_s": 0}, "control_interval_s", "a number in"),
         ({"telemetry": {"trace": 5}}, "telemetry.trace", "a file path"),
         ({"logging": {"level": "loud"}}, "logging.level", "one of debug"),
