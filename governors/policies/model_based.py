@@ -18,8 +18,9 @@ lowest-energy frequencies that still meet it (:mod:`governors.policies.search`).
   ``hold`` consecutive decisions; moving down (the current point misses a deadline or
   the power cap that the new one keeps) is immediate. A budget whose latency and
   ``min_accuracy`` cannot both be met is held at the point its objective's rule gives
-  (:mod:`governors.policies.search`): gaining back the yielded constraint is an upgrade. Noise around a boundary therefore does not make it oscillate. A step up that
-  fails (a step down within ``probation`` decisions) doubles the hold before that same step
+  (:mod:`governors.policies.search`): gaining back the yielded constraint is an upgrade.
+  Noise around a boundary therefore does not make it oscillate. A step up that fails
+  (a step down within ``probation`` decisions) doubles the hold before that same step
   up is tried again (up to ``2 ** max_backoff``); one that holds clears its record.
 """
 

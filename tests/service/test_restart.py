@@ -48,7 +48,8 @@ def test_sigkill_then_restart_restores_platform_and_budgets(tmp_path: Path, tiny
     second = start_daemon(config, log_name="second.log")
     assert "crash recovery: restored" in second.log()
     budgets = second.client().budgets()
-    assert budgets["cam"]["budget"] == {"latency_ms": 40.0, "min_accuracy": 0.5, "power_cap_w": None, "priority": 3}
+    assert budgets["cam"]["budget"] == {"latency_ms": 40.0, "min_accuracy": 0.5, "power_cap_w": None, "priority": 3,
+                                     "objective": None}
     assert budgets["viewer"]["budget"] is None
     assert second.stop(signal.SIGTERM) == 0
     assert _dvfs_files(root) == original, "a graceful stop must leave the platform as it was found"
