@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -11,6 +10,13 @@ from dynofa.errors import BudgetError
 #: What a budget optimises within its constraints (see :class:`Budget`).
 OBJECTIVES = ("accuracy", "energy")
 DEFAULT_OBJECTIVE = "accuracy"
+# The ranges a budget may take (docs/protocol.md, "A budget object"). A latency below 10 µs or above
+# an hour, a power cap below 10 mW or above 10 kW, means nothing on any board dynofa drives; the
+# priority is bounded so that it stays a small integer in every language and in the policies' sums.
+LATENCY_MS_RANGE = (0.01, 3_600_000.0)
+POWER_CAP_W_RANGE = (0.01, 10_000.0)
+PRIORITY_RANGE = (-1000, 1000)
+FIELDS = ("latency_ms", "min_accuracy", "power_cap_w", "priority", "objective")
 
 
 @dataclass(frozen=True)
@@ -33,15 +39,15 @@ class Budget:
     objective: str | None = None
 
     def __post_init__(self) -> None:
-        _positive_finite("latency_ms", self.latency_ms)
-        if not isinstance(self.min_accuracy, (int, float)) or not 0.0 <= self.min_accuracy <= 1.0:
-            raise BudgetError(f"min_accuracy must be a fraction in [0, 1], got {self.min_accuracy!r}")
+        _number_in("latency_ms", self.latency_ms, *LATENCY_MS_RANGE, unit=" ms")
+        _number_in("min_accuracy", self.min_accuracy, 0.0, 1.0)
         if self.power_cap_w is not None:
-            _positive_finite("power_cap_w", self.power_cap_w)
-        if not isinstance(self.priority, int) or isinstance(self.priority, bool):
-            raise BudgetError(f"priority must be an integer, got {self.priority!r}")
+            _number_in("power_cap_w", self.power_cap_w, *POWER_CAP_W_RANGE, unit=" W")
+        low, high = PRIORITY_RANGE
+        if not isinstance(self.priority, int) or isinstance(self.priority, bool) or not low <= self.priority <= high:
+            raise BudgetError(f"priority must be an integer in [{low}, {high}], got {_shown(self.priority)}")
         if self.objective is not None and self.objective not in OBJECTIVES:
-            raise BudgetError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+            raise BudgetError(f"objective must be one of {', '.join(OBJECTIVES)}, got {_shown(self.objective)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,14 +56,22 @@ class Budget:
     def from_dict(cls, data: Any) -> Budget:
         if not isinstance(data, dict):
             raise BudgetError(f"a budget must be an object, got {type(data).__name__}")
-        unknown = set(data) - {"latency_ms", "min_accuracy", "power_cap_w", "priority", "objective"}
+        unknown = set(data) - set(FIELDS)
         if unknown:
-            raise BudgetError(f"unknown budget field(s): {', '.join(sorted(unknown))}")
+            shown = ", ".join(sorted(_shown(str(k)) for k in unknown)[:5])
+            raise BudgetError(f"unknown budget field(s): {shown}; a budget takes {', '.join(FIELDS)}")
         if "latency_ms" not in data:
             raise BudgetError("a budget needs latency_ms (the per-inference deadline in ms)")
         return cls(**data)
 
 
-def _positive_finite(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise BudgetError(f"{name} must be a positive finite number, got {value!r}")
+def _number_in(name: str, value: Any, low: float, high: float, unit: str = "") -> None:
+    # bool is an int in Python but never a number on the wire ("min_accuracy": true is refused)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high  # NaN fails too
+    if not ok:
+        raise BudgetError(f"{name} must be a number in [{low:g}, {high:g}]{unit}, got {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."

@@ -74,6 +74,7 @@ class LimitsConfig:
     hard_message_bytes: int = 64 * 1024 * 1024  # zmq MAXMSGSIZE: a larger frame drops the connection
     max_frames: int = 4
     max_apps: int = 64
+    max_apps_per_client: int = 16  # apps one client (uid, or CURVE key) may register; capped at max_apps
     request_timeout_s: float = 5.0  # an inference queued longer than this is answered "timeout"
     infer_queue: int = 64  # queued inferences per processing element before "busy"
     send_hwm: int = 1000  # replies queued per client before a slow client's replies are dropped
@@ -274,6 +275,9 @@ def _limits(v: _Fields, data: Any) -> LimitsConfig:
         hard_message_bytes=hard,
         max_frames=v.integer(obj.get("max_frames", d.max_frames), "limits.max_frames", low=2, high=64),
         max_apps=v.integer(obj.get("max_apps", d.max_apps), "limits.max_apps", low=1, high=100000),
+        max_apps_per_client=v.integer(
+            obj.get("max_apps_per_client", d.max_apps_per_client), "limits.max_apps_per_client", low=1, high=100000
+        ),
         request_timeout_s=v.number(
             obj.get("request_timeout_s", d.request_timeout_s), "limits.request_timeout_s", low=0.001, high=3600
         ),

@@ -43,10 +43,11 @@ BUSY = "busy"
 TIMEOUT = "timeout"
 SHUTTING_DOWN = "shutting_down"
 INFERENCE_FAILED = "inference_failed"
+FORBIDDEN = "forbidden"
 INTERNAL = "internal"
 ERROR_CODES = (
     BAD_JSON, BAD_REQUEST, UNKNOWN_OP, UNSUPPORTED_VERSION, TOO_LARGE, BAD_TENSOR, UNKNOWN_APP, UNKNOWN_MODEL,
-    UNKNOWN_SUBNET, TOO_MANY_APPS, BAD_BUDGET, BUSY, TIMEOUT, SHUTTING_DOWN, INFERENCE_FAILED, INTERNAL,
+    UNKNOWN_SUBNET, TOO_MANY_APPS, BAD_BUDGET, BUSY, TIMEOUT, SHUTTING_DOWN, INFERENCE_FAILED, FORBIDDEN, INTERNAL,
 )  # fmt: skip
 
 # telemetry topics
@@ -59,17 +60,30 @@ TOPICS = (TOPIC_OPERATING_POINT, TOPIC_BUDGET, TOPIC_STATE, TOPIC_EVENT)
 #: dtypes an ``infer`` tensor may have; the daemon converts to the model's float32
 INPUT_DTYPES = ("float32", "float16", "float64")
 MAX_DIMS = 4
+MAX_DIM = 1 << 16  # largest shape element
 MAX_BATCH = 64
 _APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+
+# The header grammar's limits (docs/protocol.md, "Header grammar"). They are checked while the
+# JSON is parsed, so no later step can meet a value Python cannot handle (an int beyond the
+# int-string limit, a float that overflowed to inf, NaN).
+MAX_INT_DIGITS = 19  # integers fit in a signed 64-bit value (C clients); more digits are refused
+MAX_DEPTH = 16  # nesting of arrays and objects in a header
+MAX_ID_CHARS = 128
 
 
 class RequestError(ProtocolError):
-    """A request the daemon refuses; ``code`` is one of :data:`ERROR_CODES`."""
+    """A request the daemon refuses; ``code`` is one of :data:`ERROR_CODES`.
 
-    def __init__(self, code: str, message: str) -> None:
+    ``request_id`` is the request's ``id`` once it was read (the reply echoes it).
+    """
+
+    def __init__(self, code: str, message: str, request_id: Any = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.request_id = request_id
 
 
 class RemoteError(ProtocolError):
@@ -87,10 +101,7 @@ class RemoteError(ProtocolError):
 
 
 def _bad(name: str, expected: str, value: Any) -> RequestError:
-    shown = repr(value)
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
-    return RequestError(BAD_REQUEST, f"field {name!r} must be {expected}, got {shown}")
+    return RequestError(BAD_REQUEST, f"field {name!r} must be {expected}, got {_shown(value)}")
 
 
 def app_name(value: Any, name: str = "app") -> str:
@@ -109,6 +120,18 @@ def finite(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise _bad(name, "a finite number", value)
     return float(value)
+
+
+def flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise _bad(name, "true or false", value)
+    return value
+
+
+def token(value: Any, name: str = "token") -> str:
+    if not isinstance(value, str) or not _TOKEN.match(value):
+        raise _bad(name, "a secret of 16-128 letters, digits, '_' or '-'", value)
+    return value
 
 
 def unit_fraction(value: Any, name: str) -> float:
@@ -130,9 +153,9 @@ def any_json(value: Any, name: str) -> Any:
 
 def shape(value: Any, name: str) -> tuple[int, ...]:
     ok = isinstance(value, list) and 1 <= len(value) <= MAX_DIMS
-    ok = ok and all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= 1 << 16 for d in value)
+    ok = ok and all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= MAX_DIM for d in value)
     if not ok:
-        raise _bad(name, f"a list of 1 to {MAX_DIMS} positive integers", value)
+        raise _bad(name, f"a list of 1 to {MAX_DIMS} integers in [1, {MAX_DIM}]", value)
     return tuple(value)
 
 
@@ -147,21 +170,35 @@ Checker = Callable[[Any, str], Any]
 
 @dataclass(frozen=True)
 class OpSpec:
+    """One operation's fields. Every field of every op is checked here, before the daemon acts.
+
+    ``owned``: the op acts on the app named by ``app`` and only its owner may send it (or an operator
+    with ``override``); it then also takes the optional ``token`` and ``override`` fields.
+    """
+
     required: dict[str, Checker] = field(default_factory=dict)
     optional: dict[str, Checker] = field(default_factory=dict)
     tensor: bool = False  # a second frame with raw tensor bytes follows the header
+    owned: bool = False
     doc: str = ""
+
+    def fields(self) -> dict[str, Checker]:
+        extra: dict[str, Checker] = {"token": token, "override": flag} if self.owned else {}
+        return {**self.optional, **extra}
 
 
 OPS: dict[str, OpSpec] = {
     "hello": OpSpec(optional={"app": app_name}, doc="protocol and daemon versions, models, processing elements"),
     "ping": OpSpec(doc="cheapest round trip"),
     "register": OpSpec(
-        required={"app": app_name}, optional={"model": text, "budget": obj}, doc="register an app (idempotent)"
+        required={"app": app_name},
+        optional={"model": text, "budget": obj},
+        owned=True,
+        doc="register an app (idempotent for its owner)",
     ),
-    "unregister": OpSpec(required={"app": app_name}, doc="forget an app and its budget"),
-    "set_budget": OpSpec(required={"app": app_name, "budget": obj}, doc="set or replace an app's budget"),
-    "clear_budget": OpSpec(required={"app": app_name}, doc="remove an app's budget"),
+    "unregister": OpSpec(required={"app": app_name}, owned=True, doc="forget an app and its budget"),
+    "set_budget": OpSpec(required={"app": app_name, "budget": obj}, owned=True, doc="set or replace an app's budget"),
+    "clear_budget": OpSpec(required={"app": app_name}, owned=True, doc="remove an app's budget"),
     "budgets": OpSpec(doc="every app's budget"),
     "state": OpSpec(doc="operating point per app and per PE, frequencies, monitors"),
     "subnets": OpSpec(optional={"model": text}, doc="the catalog's subnets per model"),
@@ -169,11 +206,13 @@ OPS: dict[str, OpSpec] = {
         required={"app": app_name, "dtype": dtype, "shape": shape},
         optional={"subnet": text},
         tensor=True,
+        owned=True,
         doc="run one inference on the app's current operating point",
     ),
     "feedback": OpSpec(
         required={"app": app_name, "qoe": unit_fraction},
         optional={"detail": any_json},
+        owned=True,
         doc="quality-of-experience feedback in [0, 1] for the app's last results",
     ),
 }
@@ -186,6 +225,8 @@ class Request:
     args: dict[str, Any]
     id: Any = None
     tensor: np.ndarray | None = None
+    token: str | None = None  # the app's secret, when the client registered it with one
+    override: bool = False  # an operator acting on an app it does not own
 
 
 def _as_bytes(frame: Any) -> bytes | memoryview:
@@ -199,42 +240,68 @@ def frame_len(frame: Any) -> int:
 
 
 def parse_request(frames: Sequence[Any], max_bytes: int, max_frames: int = 4) -> Request:
-    """Validate a request (the frames after the ROUTER envelope). Raises :class:`RequestError`."""
+    """Validate a request (the frames after the ROUTER envelope). Raises :class:`RequestError`.
+
+    Once the header is an object with a valid ``id``, every error raised carries that id.
+    """
     if not frames:
         raise RequestError(BAD_REQUEST, "empty message: expected a JSON header frame")
-    if len(frames) > max_frames:
-        raise RequestError(BAD_REQUEST, f"too many frames ({len(frames)}); at most {max_frames}")
     total = sum(frame_len(f) for f in frames)
     if total > max_bytes:
         raise RequestError(TOO_LARGE, f"message of {total} bytes exceeds the limit of {max_bytes} bytes")
     header = decode_json(frames[0])
     if not isinstance(header, dict):
-        raise RequestError(BAD_REQUEST, f"the header must be a JSON object, got {type(header).__name__}")
+        raise RequestError(BAD_REQUEST, f"the header must be a JSON object, got {_json_type(header)}")
+    request_id = _read_id(header)
+    try:
+        return _parse_header(header, request_id, frames, max_frames)
+    except RequestError as exc:
+        exc.request_id = request_id
+        raise
+
+
+def _read_id(header: dict[str, Any]) -> Any:
+    value = header.get("id")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or len(str(value)) > MAX_ID_CHARS:
+        raise _bad("id", f"a string or integer of at most {MAX_ID_CHARS} characters", value)
+    return value
+
+
+def _parse_header(header: dict[str, Any], request_id: Any, frames: Sequence[Any], max_frames: int) -> Request:
+    if len(frames) > max_frames:
+        raise RequestError(BAD_REQUEST, f"too many frames ({len(frames)}); at most {max_frames}")
     version = header.get("v")
-    if version != PROTOCOL_VERSION:
+    if type(version) is not int or version != PROTOCOL_VERSION:  # true and 1.0 are not the integer 1
         raise RequestError(
             UNSUPPORTED_VERSION,
-            f"protocol version {version!r} is not supported; this daemon speaks v{PROTOCOL_VERSION}",
+            f"protocol version {_shown(version)} is not supported; this daemon speaks v{PROTOCOL_VERSION} "
+            '(the integer 1: "v": 1)',
         )
     op = header.get("op")
     spec = OPS.get(op) if isinstance(op, str) else None
     if spec is None:
-        raise RequestError(UNKNOWN_OP, f"unknown op {op!r}; known ops: {', '.join(OPS)}")
-    args: dict[str, Any] = {}
+        raise RequestError(UNKNOWN_OP, f"unknown op {_shown(op)}; known ops: {', '.join(OPS)}")
+    optional = spec.fields()
     for name in header:
-        if name not in _ENVELOPE and name not in spec.required and name not in spec.optional:
-            allowed = [*spec.required, *spec.optional]
+        if name not in _ENVELOPE and name not in spec.required and name not in optional:
+            allowed = [*spec.required, *optional]
             raise RequestError(
-                BAD_REQUEST, f"op {op!r} takes no field {name!r}; it takes: {', '.join(allowed) or '(nothing)'}"
+                BAD_REQUEST, f"op {op!r} takes no field {_shown(name)}; it takes: {', '.join(allowed) or '(nothing)'}"
             )
+    _refuse_out_of_range(header)
+    args: dict[str, Any] = {}
     for name, check in spec.required.items():
         if name not in header:
             raise RequestError(BAD_REQUEST, f"op {op!r} needs field {name!r}")
         args[name] = check(header[name], name)
-    for name, check in spec.optional.items():
+    for name, check in optional.items():
         if header.get(name) is not None:
             args[name] = check(header[name], name)
-    request = Request(op=str(op), args=args, id=header.get("id"))
+    request = Request(
+        op=str(op), args=args, id=request_id, token=args.pop("token", None), override=args.pop("override", False)
+    )
     if spec.tensor:
         if len(frames) != 2:
             raise RequestError(
@@ -243,30 +310,97 @@ def parse_request(frames: Sequence[Any], max_bytes: int, max_frames: int = 4) ->
         request.tensor = decode_tensor(frames[1], args["dtype"], args["shape"])
     elif len(frames) != 1:
         raise RequestError(BAD_REQUEST, f"op {op!r} takes a single JSON frame, got {len(frames)} frames")
-    _check_id(request.id)
     return request
 
 
-def _check_id(value: Any) -> None:
-    if value is None or isinstance(value, (int, str)) and not isinstance(value, bool) and len(str(value)) <= 128:
-        return
-    raise _bad("id", "a string or integer of at most 128 characters", value)
+# ---------------------------------------------------------------------------------------------
+# JSON: strict numbers, no duplicate keys, bounded nesting
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A JSON value the daemon refuses to hold (too many digits, overflow, NaN, a repeated key).
+
+    The parser keeps it in place of the value so that the rest of the header (its ``id``) still
+    reads; :func:`_refuse_out_of_range` then refuses the request naming the field.
+    """
+
+    why: str
+
+
+def _parse_int(text: str) -> int | Unreadable:
+    digits = len(text) - (text[0] == "-")
+    if digits > MAX_INT_DIGITS:
+        return Unreadable(f"an integer of {digits} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _parse_float(text: str) -> float | Unreadable:
+    if len(text) > 400:  # a double needs at most ~330 characters, even written without an exponent
+        return Unreadable(f"a number written with {len(text)} characters (at most 400)")
+    number = float(text)
+    return number if math.isfinite(number) else Unreadable(f"{text[:20]} is beyond the range of a double")
+
+
+def _parse_constant(text: str) -> Unreadable:
+    return Unreadable(f"{text} is not a JSON number")
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        result[key] = Unreadable(f"key {key[:40]!r} appears twice in one object") if key in result else value
+    return result
+
+
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_object, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant
+)
 
 
 def decode_json(frame: Any) -> Any:
+    """A header frame as JSON, with out-of-range values replaced by :class:`Unreadable` markers."""
     try:
-        return json.loads(bytes(_as_bytes(frame)).decode("utf-8"))
+        text = bytes(_as_bytes(frame)).decode("utf-8")
     except UnicodeDecodeError:
         raise RequestError(BAD_JSON, "the header frame is not UTF-8 text") from None
+    try:
+        return _DECODER.decode(text)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise RequestError(BAD_JSON, f"the header frame is not valid JSON: {exc}") from None
+
+
+def _refuse_out_of_range(header: dict[str, Any]) -> None:
+    """Refuse a header nested too deep or holding an :class:`Unreadable` value anywhere, naming where."""
+    stack: list[tuple[str, str, Any, int]] = [(k, k, v, 1) for k, v in header.items()]
+    while stack:
+        top, where, value, depth = stack.pop()
+        code = BAD_BUDGET if top == "budget" else BAD_REQUEST
+        if isinstance(value, Unreadable):
+            raise RequestError(code, f"field {where[:120]!r} is out of range: {value.why}")
+        if isinstance(value, (dict, list)) and depth >= MAX_DEPTH:
+            raise RequestError(code, f"field {top!r} nests arrays/objects deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            stack.extend((top, f"{where}.{k}", v, depth + 1) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((top, f"{where}[{i}]", v, depth + 1) for i, v in enumerate(value))
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+def _shown(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
 def decode_tensor(frame: Any, dtype_name: str, dims: Sequence[int]) -> np.ndarray:
     """The tensor frame as a numpy array (a view of the frame's buffer, read-only)."""
     data = _as_bytes(frame)
     dt = np.dtype(dtype_name)
-    expected = int(np.prod(dims)) * dt.itemsize
+    expected = math.prod(dims) * dt.itemsize  # Python ints: np.prod would wrap around at 2**63
     if len(data) != expected:
         raise RequestError(
             BAD_TENSOR,

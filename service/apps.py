@@ -10,6 +10,7 @@ from typing import Any
 
 from dynofa.budget import Budget
 from dynofa.operating_point import OperatingPoint
+from service.tenancy import Owner
 
 WINDOW = 64  # recent inferences kept per app for the measured-latency figures
 
@@ -58,6 +59,7 @@ class AppRecord:
     latency: LatencyWindow = field(default_factory=LatencyWindow)
     switches: int = 0  # subnet changes decided for this app
     qoe: float | None = None
+    owner: Owner = field(default_factory=lambda: Owner(None))
     registered_at: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.monotonic)
 
@@ -73,6 +75,7 @@ class AppRecord:
             "hit_rate": self.latency.hit_rate(),
             "switches": self.switches,
             "qoe": self.qoe,
+            "owner": self.owner.identity,
         }
 
 

@@ -163,6 +163,7 @@ def _serve(config: Config, notifier: Notifier, actuator: Any, state_dir: Path) -
             "root": platform.root,
             "pes": platform.pe_names(),
         },
+        max_apps_per_client=config.limits.max_apps_per_client,
     )
     monitor = Monitor(platform)
     controller = Controller(

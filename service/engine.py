@@ -25,6 +25,7 @@ from dynofa.protocol import RequestError
 from service.apps import AppRecord
 from service.models import ModelRuntime
 from service.store import BackgroundSync, BudgetStore, SavedApp
+from service.tenancy import NOBODY, Caller, Owner, check_access, token_hash
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,14 @@ class Engine:
         publish: Publish,
         controller: Any = None,
         platform_info: Callable[[], dict[str, Any]] | None = None,
+        max_apps_per_client: int | None = None,
     ) -> None:
         self.models = dict(models)
         self.default_model = default_model
         self.store = store
         self.max_apps = max_apps
+        self.max_apps_per_client = max_apps if max_apps_per_client is None else max_apps_per_client
+        self.daemon_uid = os.geteuid()
         self.publish = publish
         self.controller = controller  # service.control.Controller, set by the daemon
         self._platform_info = platform_info or (lambda: {})
@@ -88,22 +92,28 @@ class Engine:
             if len(self._apps) >= self.max_apps:
                 log.warning("more saved apps than limits.max_apps (%d); %r and later dropped", self.max_apps, name)
                 break
-            self._apps[name] = self._new_app(name, saved.model, saved.budget)
+            self._apps[name] = self._new_app(name, saved.model, saved.budget, Owner(saved.owner, saved.token_sha256))
         if self._apps:
             log.info("restored %d app(s) and their budgets from %s", len(self._apps), self.store.path)
 
     def _save(self) -> None:
         # atomic rename now (a crash right after the reply keeps it), fsync on a thread (power loss)
         try:
-            self.store.save({n: SavedApp(a.model, a.budget) for n, a in self._apps.items()}, durable=False)
+            self.store.save(
+                {
+                    n: SavedApp(a.model, a.budget, a.owner.identity, a.owner.token_sha256)
+                    for n, a in self._apps.items()
+                },
+                durable=False,
+            )
         except OSError as exc:
             log.error("cannot save budgets to %s: %s", self.store.path, exc)
             return
         self._sync.request()
 
-    def _new_app(self, name: str, model: str, budget: Budget | None) -> AppRecord:
+    def _new_app(self, name: str, model: str, budget: Budget | None, owner: Owner) -> AppRecord:
         runtime = self.models[model]
-        record = AppRecord(name=name, model=model, budget=budget)
+        record = AppRecord(name=name, model=model, budget=budget, owner=owner)
         record.point = OperatingPoint(subnet=runtime.most_accurate(), pe=runtime.pes[0])
         return record
 
@@ -118,7 +128,23 @@ class Engine:
             "registered": app is not None and app in self._apps,
         }
 
-    def register(self, app: str, model: str | None = None, budget: dict[str, Any] | None = None) -> dict[str, Any]:
+    def authorize(self, app: str, caller: Caller, token: str | None = None, override: bool = False) -> None:
+        """Raise ``forbidden`` unless ``caller`` may act on ``app`` (an unknown app: anyone may create it)."""
+        with self._lock:
+            record = self._apps.get(app)
+            owner = None if record is None else record.owner
+        if owner is not None or override:
+            check_access(app, owner or Owner(None), caller, token, override, self.daemon_uid)
+
+    def register(
+        self,
+        app: str,
+        model: str | None = None,
+        budget: dict[str, Any] | None = None,
+        caller: Caller = NOBODY,
+        token: str | None = None,
+    ) -> dict[str, Any]:
+        """Register ``app`` for ``caller`` (the server has checked that ``caller`` may act on it)."""
         model = model or self.default_model
         if model not in self.models:
             raise RequestError(protocol.UNKNOWN_MODEL, f"unknown model {model!r}; served: {', '.join(self.models)}")
@@ -126,23 +152,42 @@ class Engine:
         with self._lock:
             record = self._apps.get(app)
             if record is None:
-                if len(self._apps) >= self.max_apps:
-                    raise RequestError(
-                        protocol.TOO_MANY_APPS,
-                        f"the daemon serves at most {self.max_apps} apps (limits.max_apps); unregister one first",
-                    )
-                record = self._apps[app] = self._new_app(app, model, parsed)
-            elif record.model != model:
-                # re-registering under another model starts over on that model
-                record = self._apps[app] = self._new_app(app, model, parsed if budget is not None else record.budget)
-            elif budget is not None:
-                record.budget = parsed
+                self._check_quota(caller)
+                owner = Owner(caller.identity, None if token is None else token_hash(token))
+                record = self._apps[app] = self._new_app(app, model, parsed, owner)
+            else:
+                owner = record.owner
+                if owner.identity is None:  # restored from an older file: the first client to register claims it
+                    owner = Owner(caller.identity, owner.token_sha256)
+                if token is not None:
+                    owner = Owner(owner.identity, token_hash(token))
+                if record.model != model:
+                    # re-registering under another model starts over on that model
+                    kept = parsed if budget is not None else record.budget
+                    record = self._apps[app] = self._new_app(app, model, kept, owner)
+                elif budget is not None:
+                    record.budget = parsed
+                record.owner = owner
             record.last_seen = time.monotonic()
             self._save()
             reply = record.to_dict(self._accuracy(record))
         if budget is not None:
             self._budget_changed(app)
         return reply
+
+    def _check_quota(self, caller: Caller) -> None:
+        if len(self._apps) >= self.max_apps:
+            raise RequestError(
+                protocol.TOO_MANY_APPS,
+                f"the daemon serves at most {self.max_apps} apps (limits.max_apps); unregister one first",
+            )
+        mine = sum(1 for a in self._apps.values() if a.owner.identity == caller.identity)
+        if mine >= self.max_apps_per_client:
+            raise RequestError(
+                protocol.TOO_MANY_APPS,
+                f"client {caller.identity} already has {mine} apps, the most one client may register "
+                "(limits.max_apps_per_client); unregister one first",
+            )
 
     def unregister(self, app: str) -> dict[str, Any]:
         with self._lock:
@@ -154,11 +199,13 @@ class Engine:
         self.publish(protocol.TOPIC_BUDGET, {"app": app, "budget": None, "unregistered": True})
         return {"app": app}
 
-    def set_budget(self, app: str, budget: dict[str, Any]) -> dict[str, Any]:
+    def set_budget(
+        self, app: str, budget: dict[str, Any], caller: Caller = NOBODY, token: str | None = None
+    ) -> dict[str, Any]:
         parsed = _budget(budget)
         with self._lock:
             if app not in self._apps:  # setting a budget registers the app on the default model
-                self.register(app)
+                self.register(app, caller=caller, token=token)
             record = self._apps[app]
             record.budget = parsed
             self._save()
@@ -177,7 +224,11 @@ class Engine:
         with self._lock:
             return {
                 "budgets": {
-                    name: {"model": a.model, "budget": None if a.budget is None else a.budget.to_dict()}
+                    name: {
+                        "model": a.model,
+                        "budget": None if a.budget is None else a.budget.to_dict(),
+                        "owner": a.owner.identity,
+                    }
                     for name, a in sorted(self._apps.items())
                 }
             }
@@ -277,7 +328,7 @@ class Engine:
             return [
                 AppRecord(
                     name=a.name, model=a.model, budget=a.budget, point=a.point, latency=a.latency,
-                    switches=a.switches, qoe=a.qoe,
+                    switches=a.switches, qoe=a.qoe, owner=a.owner,
                 )  # fmt: skip
                 for a in self._apps.values()
             ]

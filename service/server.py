@@ -33,6 +33,7 @@ from dynofa import protocol
 from dynofa.config import Config
 from dynofa.protocol import Request, RequestError
 from service.engine import Engine, InferenceJob
+from service.tenancy import Caller, caller_of
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,35 @@ def _encode_error(exc: RequestError, request_id: Any) -> bytes:
     return protocol.encode(protocol.error(exc.code, exc.message, request_id))
 
 
+class RejectionLog:
+    """One log line per refused request: at info up to ``burst`` per ``window_s``, beyond that at debug.
+
+    A client sending garbage in a loop must not fill the journal (and never with tracebacks).
+    """
+
+    def __init__(self, burst: int = 20, window_s: float = 60.0) -> None:
+        self.burst = burst
+        self.window_s = window_s
+        self._window_start = time.monotonic()
+        self._in_window = 0
+        self._quiet = 0  # refusals logged at debug in the current window
+
+    def record(self, exc: RequestError, caller: Caller | None) -> None:
+        now = time.monotonic()
+        if now - self._window_start >= self.window_s:
+            if self._quiet:
+                log.info("%d more request(s) refused in the last %.0f s (logged at debug level)",
+                         self._quiet, now - self._window_start)  # fmt: skip
+            self._window_start, self._in_window, self._quiet = now, 0, 0
+        self._in_window += 1
+        who = caller.identity if caller is not None else "?"
+        if self._in_window <= self.burst:
+            log.info("refused a request from %s: %s: %s", who, exc.code, exc.message[:200])
+        else:
+            self._quiet += 1
+            log.debug("refused a request from %s: %s: %s", who, exc.code, exc.message[:200])
+
+
 class Server:
     """Binds the sockets and runs the main loop until :meth:`request_stop`."""
 
@@ -166,6 +196,8 @@ class Server:
         self._auth: Any = None
         self._stopping = False
         self._ipc_files: list[Path] = []
+        self._ipc_control = config.control_endpoint().startswith("ipc://")
+        self.rejections = RejectionLog()
         self.requests_served = 0
 
     # setup ------------------------------------------------------------------------------
@@ -283,23 +315,28 @@ class Server:
         else:
             envelope, body = frames[:1], frames[1:]
         request_id = None
+        caller: Caller | None = None
         try:
             request = protocol.parse_request(body, self.config.limits.max_message_bytes, self.config.limits.max_frames)
             request_id = request.id
-            reply = self._dispatch(request, envelope)
+            caller = caller_of(body[0], ipc=self._ipc_control)
+            reply = self._dispatch(request, envelope, caller)
         except RequestError as exc:
-            reply = [_encode_error(exc, request_id)]
+            self.rejections.record(exc, caller)
+            reply = [_encode_error(exc, request_id if exc.request_id is None else exc.request_id)]
         except Exception as exc:  # noqa: BLE001 - nothing a client sends may kill the daemon
             log.exception("unexpected error while handling a request")
             reply = [_encode_error(RequestError(protocol.INTERNAL, f"internal error: {exc}"), request_id)]
         if reply is not None:
             self._send(envelope, reply)
 
-    def _dispatch(self, request: Request, envelope: list[Any]) -> list[Any] | None:
+    def _dispatch(self, request: Request, envelope: list[Any], caller: Caller) -> list[Any] | None:
         self.requests_served += 1
         if self._stopping:
             raise RequestError(protocol.SHUTTING_DOWN, "the daemon is shutting down")
         op, args, engine = request.op, request.args, self.engine
+        if protocol.OPS[op].owned:  # every op on an app: only its owner (or an operator's override)
+            engine.authorize(args["app"], caller, request.token, request.override)
         if op == "infer":
             assert request.tensor is not None
             job = engine.prepare_inference(args["app"], request.tensor, args.get("subnet"), time.monotonic())
@@ -316,9 +353,11 @@ class Server:
         handlers: dict[str, Callable[[], dict[str, Any]]] = {
             "hello": lambda: engine.hello(args.get("app")),
             "ping": lambda: {},
-            "register": lambda: engine.register(args["app"], args.get("model"), args.get("budget")),
+            "register": lambda: engine.register(
+                args["app"], args.get("model"), args.get("budget"), caller, None if request.override else request.token
+            ),
             "unregister": lambda: engine.unregister(args["app"]),
-            "set_budget": lambda: engine.set_budget(args["app"], args["budget"]),
+            "set_budget": lambda: engine.set_budget(args["app"], args["budget"], caller, request.token),
             "clear_budget": lambda: engine.clear_budget(args["app"]),
             "budgets": lambda: engine.budgets(),
             "state": lambda: engine.state(),

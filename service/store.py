@@ -22,6 +22,8 @@ SCHEMA = "dynofa.budgets/1"
 class SavedApp:
     model: str
     budget: Budget | None
+    owner: str | None = None  # the registering client's identity (service.tenancy); None in older files
+    token_sha256: str | None = None
 
 
 class BudgetStore:
@@ -46,7 +48,12 @@ class BudgetStore:
         for name, item in data["apps"].items():
             try:
                 budget = None if item.get("budget") is None else Budget.from_dict(item["budget"])
-                apps[str(name)] = SavedApp(model=str(item["model"]), budget=budget)
+                apps[str(name)] = SavedApp(
+                    model=str(item["model"]),
+                    budget=budget,
+                    owner=_optional_text(item.get("owner")),
+                    token_sha256=_optional_text(item.get("token_sha256")),
+                )
             except (DynofaError, KeyError, TypeError, AttributeError) as exc:
                 log.warning("ignoring saved budget of app %r in %s: %s", name, self.path, exc)
         return apps
@@ -55,7 +62,12 @@ class BudgetStore:
         data: dict[str, Any] = {
             "schema": SCHEMA,
             "apps": {
-                name: {"model": a.model, "budget": None if a.budget is None else a.budget.to_dict()}
+                name: {
+                    "model": a.model,
+                    "budget": None if a.budget is None else a.budget.to_dict(),
+                    "owner": a.owner,
+                    "token_sha256": a.token_sha256,
+                }
                 for name, a in sorted(apps.items())
             },
         }
@@ -66,6 +78,12 @@ class BudgetStore:
         log.warning("budgets file %s is %s; moved to %s, starting with no budgets", self.path, why, aside)
         with contextlib.suppress(OSError):
             self.path.replace(aside)
+
+
+def _optional_text(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"expected a string or null, got {type(value).__name__}")
+    return value
 
 
 class BackgroundSync:
