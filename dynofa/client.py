@@ -10,12 +10,17 @@ Requests go over a REQ socket with a timeout; when the daemon does not answer in
 the socket is closed and reopened and the request is sent again ("Lazy Pirate"), up to
 ``retries`` times, then :class:`~dynofa.errors.DaemonUnavailableError` is raised. Every
 request of the protocol is idempotent (register, set_budget, infer, ...), so a retry is safe.
+
+An app belongs to the client that registered it (docs/protocol.md, "Ownership"): the daemon knows
+this process by its uid, so nothing is needed for that. ``register(app, token=new_token())``
+binds the app to a secret as well; the client then sends it with every request on that app.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -57,6 +62,11 @@ def telemetry_endpoint_for(control: str) -> str:
     if control.startswith("ipc://") and control.endswith("control.sock"):
         return control[: -len("control.sock")] + "telemetry.sock"
     return default_endpoint("telemetry")
+
+
+def new_token() -> str:
+    """A fresh app token (32 URL-safe characters, 192 random bits) for ``register(..., token=...)``."""
+    return secrets.token_urlsafe(24)
 
 
 @dataclass(frozen=True)
@@ -110,6 +120,7 @@ class Client:
         self._context = context or zmq.Context.instance()
         self._socket: zmq.Socket[Any] | None = None
         self._next_id = 0
+        self.tokens: dict[str, str] = {}  # app -> the token it was registered with (sent on every request on it)
 
     # lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> Client:
@@ -149,6 +160,9 @@ class Client:
         """Send one request; return the checked reply header and any extra frames."""
         self._check_socket_file()
         self._next_id += 1
+        spec = protocol.OPS.get(op)
+        if spec is not None and spec.owned and args.get("token") is None and args.get("app") in self.tokens:
+            args["token"] = self.tokens[args["app"]]
         header = protocol.request(op, id=self._next_id, **args)
         frames: list[Any] = [protocol.encode(header)]
         if tensor is not None:
@@ -194,21 +208,34 @@ class Client:
         return self.call("ping")
 
     def register(
-        self, app: str, model: str | None = None, budget: Mapping[str, Any] | Any | None = None
+        self,
+        app: str,
+        model: str | None = None,
+        budget: Mapping[str, Any] | Any | None = None,
+        token: str | None = None,
     ) -> dict[str, Any]:
-        return self.call("register", app=app, model=model, budget=_budget_dict(budget))
+        """Register ``app``; with ``token`` (see :func:`new_token`) the app is bound to that secret too."""
+        reply = self.call("register", app=app, model=model, budget=_budget_dict(budget), token=token)
+        if token is not None:
+            self.tokens[app] = token
+        return reply
 
-    def unregister(self, app: str) -> dict[str, Any]:
-        return self.call("unregister", app=app)
+    def unregister(self, app: str, override: bool = False) -> dict[str, Any]:
+        """Forget ``app``; ``override`` lets an operator remove another client's app."""
+        reply = self.call("unregister", app=app, override=override or None)
+        self.tokens.pop(app, None)
+        return reply
 
-    def set_budget(self, app: str, budget: Mapping[str, Any] | Any | None = None, **fields: Any) -> dict[str, Any]:
+    def set_budget(
+        self, app: str, budget: Mapping[str, Any] | Any | None = None, override: bool = False, **fields: Any
+    ) -> dict[str, Any]:
         """Set or replace ``app``'s budget: a mapping, a :class:`dynofa.budget.Budget`, or keyword fields."""
         data = _budget_dict(budget) or {}
         data.update(fields)
-        return self.call("set_budget", app=app, budget=data)
+        return self.call("set_budget", app=app, budget=data, override=override or None)
 
-    def clear_budget(self, app: str) -> dict[str, Any]:
-        return self.call("clear_budget", app=app)
+    def clear_budget(self, app: str, override: bool = False) -> dict[str, Any]:
+        return self.call("clear_budget", app=app, override=override or None)
 
     def budgets(self) -> dict[str, Any]:
         return dict(self.call("budgets")["budgets"])

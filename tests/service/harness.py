@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 import zmq
 
-from dynofa.client import Client
+from dynofa.client import Client, CurveKeys
 from dynofa.errors import DynofaError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,6 +52,7 @@ class Daemon:
     config: dict[str, Any]
     log_path: Path
     clients: list[Client] = field(default_factory=list)
+    curve: CurveKeys | None = None  # for tcp:// daemons: the keys its clients use by default
 
     @property
     def runtime(self) -> Path:
@@ -63,14 +64,16 @@ class Daemon:
 
     @property
     def endpoint(self) -> str:
-        return f"ipc://{self.runtime / 'control.sock'}"
+        configured = self.config.get("endpoints", {}).get("control")
+        return str(configured) if configured else f"ipc://{self.runtime / 'control.sock'}"
 
     @property
     def telemetry(self) -> str:
-        return f"ipc://{self.runtime / 'telemetry.sock'}"
+        configured = self.config.get("endpoints", {}).get("telemetry")
+        return str(configured) if configured else f"ipc://{self.runtime / 'telemetry.sock'}"
 
-    def client(self, timeout_s: float = 20.0, retries: int = 0) -> Client:
-        c = Client(self.endpoint, timeout_s=timeout_s, retries=retries)
+    def client(self, timeout_s: float = 20.0, retries: int = 0, curve: CurveKeys | None = None) -> Client:
+        c = Client(self.endpoint, timeout_s=timeout_s, retries=retries, curve=curve or self.curve)
         self.clients.append(c)
         return c
 
@@ -92,7 +95,10 @@ class Daemon:
             raise AssertionError(f"daemon did not stop within {timeout} s; log:\n{self.log()[-3000:]}") from None
 
 
-def start_daemon(config_path: Path, env: dict[str, str] | None = None, log_name: str = "daemon.log") -> Daemon:
+def start_daemon(
+    config_path: Path, env: dict[str, str] | None = None, log_name: str = "daemon.log", curve: CurveKeys | None = None
+) -> Daemon:
+    """Start ``dynofa serve`` and wait until it answers a ping (the caller stops it, in ``finally``)."""
     config = yaml.safe_load(config_path.read_text())
     log_path = config_path.parent / log_name
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
@@ -101,14 +107,14 @@ def start_daemon(config_path: Path, env: dict[str, str] | None = None, log_name:
             [sys.executable, "-m", "cli", "serve", "--config", str(config_path)],
             stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=REPO,
         )  # fmt: skip
-    daemon = Daemon(proc, config, log_path)
+    daemon = Daemon(proc, config, log_path, curve=curve)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"daemon exited with {proc.returncode}; log:\n{daemon.log()[-4000:]}")
-        if (daemon.runtime / "control.sock").exists():
+        if not daemon.endpoint.startswith("ipc://") or (daemon.runtime / "control.sock").exists():
             try:
-                with Client(daemon.endpoint, timeout_s=2.0, retries=0) as c:
+                with Client(daemon.endpoint, timeout_s=2.0, retries=0, curve=curve) as c:
                     c.ping()
                 return daemon
             except DynofaError:
