@@ -131,9 +131,9 @@ def test_per_client_quota_leaves_room_for_others(tcp_daemon: Daemon, curve_setup
 
 def test_unauthorized_curve_key_gets_no_answer(tcp_daemon: Daemon, curve_setup: CurveSetup) -> None:
     """endpoints.curve.authorized_clients is enforced: a valid key not in the directory is not served."""
-    with Client(tcp_daemon.endpoint, timeout_s=1.0, retries=0, curve=curve_setup.keys("mallory")) as mallory:
-        with pytest.raises(DaemonUnavailableError):
-            mallory.ping()
+    mallory = Client(tcp_daemon.endpoint, timeout_s=1.0, retries=0, curve=curve_setup.keys("mallory"))
+    with mallory, pytest.raises(DaemonUnavailableError):
+        mallory.ping()
     assert tcp_daemon.client(curve=curve_setup.keys("bob")).ping()["ok"] is True
 
 
