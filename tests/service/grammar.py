@@ -61,7 +61,7 @@ _deep = st.integers(10, 40).map(lambda n: "[" * n + "]" * n)
 
 _budget = st.lists(
     st.tuples(
-        st.sampled_from(["latency_ms", "min_accuracy", "power_cap_w", "priority", "latency_ms", "bogus"]),
+        st.sampled_from(["latency_ms", "min_accuracy", "power_cap_w", "priority", "objective", "latency_ms", "bogus"]),
         _edge | _scalar,
     ),
     max_size=5,
