@@ -1,4 +1,4 @@
-"""SIMULATION of a board driven by dynofa's policies: miss rate and energy against baselines.
+"""SIMULATION of a board driven by dynofa's policies: energy at equal accuracy, misses, and a true oracle.
 
     python -m benchmarks.simulated_soc --board xavier-nx|odroid-xu3 [--scale 0.5] [--seed 0]
 
@@ -7,20 +7,28 @@ This is **not a measurement on hardware**: the board is :mod:`benchmarks.sim.soc
 figures, each cited there and in :mod:`governors.power_model`; GUESSes marked). The
 policies run unchanged through the same ``DecisionInput``/``observe`` path as in the
 daemon. One trace per board with quiet phases, contention on the GPU or a CPU cluster
-(with monitor readings consistent with it), and budget changes. Compared in the same run:
+(with monitor readings consistent with it), and budget changes. Compared in the same run,
+on the same jitter draws:
 
-* ``model-based`` (dynofa's default), ``bandit``, ``dynamic-ofa`` (published rule, no DVFS);
+* ``model-based`` (dynofa's default, budgets with ``objective: accuracy``) and
+  ``model-based-energy`` (``objective: energy`` with ``min_accuracy`` = the fixed subnet's
+  accuracy, the comparison at equal accuracy), ``bandit``, ``dynamic-ofa`` (published
+  rule, no DVFS);
 * ``performance``: the Linux ``performance`` governor (every clock at the top) under the
-  same subnet and mapping selection as model-based (``model-based`` with ``dvfs=False``):
+  same subnet and mapping selection as model-based (``dvfs=False``):
   ``energy_vs_performance_governor`` is therefore what DVFS saves at equal accuracy;
 * ``performance-fixed``: the ``performance`` governor with a fixed subnet (the most accurate
   one that meets the tightest budget of the trace without contention);
-* ``performance-largest``: the same governor with the most accurate subnet;
-* ``schedutil``: a schedutil-like DVFS governor with the same fixed subnet as ``performance-fixed``;
-* ``oracle``: knows each phase's true latencies (planner of model-based on the truth, with a
-  margin equal to the 99th percentile of the jitter).
+* ``schedutil``: a schedutil-like DVFS governor with that fixed subnet:
+  ``energy_vs_schedutil_same_accuracy`` = model-based-energy / schedutil;
+* a second trace with two concurrent apps, one per PE, contention moving between them:
+  ``two_apps_energy_vs_schedutil`` (model-based-energy at each app's fixed-subnet accuracy);
+* the oracle (:mod:`benchmarks.sim.oracle`): exhaustive per frame with the true latencies
+  and power. ``oracle`` is each app's best by its objective; ``energy_vs_oracle`` compares
+  every policy with the cheapest run that does at least as well on every frame (>= 1 by
+  construction).
 
-Prints one JSON object. Energy counts the PE running the app (busy and idle until the
+Prints one JSON object. Energy counts the PEs running the apps (busy and idle until the
 next frame); the other PEs are outside the comparison.
 """
 
@@ -32,21 +40,24 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from benchmarks.sim.oracle import OraclePolicy
+from benchmarks.sim.oracle import dominating_run, objective_run
 from benchmarks.sim.soc import (
+    PerAppPolicy,
     Phase,
     RunResult,
     SchedutilLikePolicy,
+    SimApp,
     SimulatedSoC,
     fitted_latency_model,
+    one_app_per_pe,
+    retarget,
     run_trace,
     sim_board,
 )
 from dynofa.budget import Budget
 from governors.contention import LoadView
 from governors.policies import make_policy
-from governors.policies.base import AppRequest, PeInfo, Policy
-from governors.power_model import PowerModel
+from governors.policies.base import PeInfo, Policy
 
 
 def trace(board: str, scale: float) -> list[Phase]:
@@ -76,13 +87,50 @@ def trace(board: str, scale: float) -> list[Phase]:
     raise SystemExit(f"unknown board {board!r}: choose xavier-nx or odroid-xu3")
 
 
-def fixed_subnet(soc: SimulatedSoC, phases: Sequence[Phase], pe: PeInfo) -> str:
-    """Most accurate subnet meeting the tightest budget at the top clock without contention (p99 jitter)."""
-    tightest = min(p.budget.latency_ms for p in phases)
-    ok = [e for e in soc.board.entries
-          if (soc.expected_ms(e, pe, pe.top) or 1e18) * soc.p99_ratio(pe.name) <= tightest]
+def two_app_trace(board: str, scale: float) -> tuple[list[SimApp], list[Phase]]:
+    """Two concurrent apps, one per PE, with contention moving from one PE to the other."""
+    def n(frames: int) -> int:
+        return max(20, int(frames * scale))
+
+    soc_board = sim_board(board)
+    if board == "xavier-nx":
+        apps = one_app_per_pe(soc_board, ["gpu", "cpu"])
+        b = {"gpu-app": 100.0, "cpu-app": 300.0}
+        return apps, [
+            Phase("quiet", n(300), {a: Budget(ms) for a, ms in b.items()}),
+            Phase("gpu-contention", n(300), {a: Budget(ms) for a, ms in b.items()}, {"gpu": 1.6},
+                  LoadView(gpu_load=0.6)),
+            Phase("cpu-contention", n(300), {a: Budget(ms) for a, ms in b.items()}, {"cpu": 1.5},
+                  LoadView(other_util={"cpu": 0.5})),
+            Phase("tight", n(300), {"gpu-app": Budget(60.0), "cpu-app": Budget(220.0)}),
+        ]
+    apps = one_app_per_pe(soc_board, ["cpu-big", "cpu-little"])
+    b = {"cpu-big-app": 100.0, "cpu-little-app": 300.0}
+    return apps, [
+        Phase("quiet", n(300), {a: Budget(ms) for a, ms in b.items()}),
+        Phase("big-contention", n(300), {a: Budget(ms) for a, ms in b.items()}, {"cpu-big": 2.0},
+              LoadView(other_util={"cpu-big": 1.0})),
+        Phase("little-contention", n(300), {a: Budget(ms) for a, ms in b.items()}, {"cpu-little": 1.5},
+              LoadView(other_util={"cpu-little": 0.5})),
+        Phase("tight", n(300), {"cpu-big-app": Budget(60.0), "cpu-little-app": Budget(220.0)}),
+    ]
+
+
+def fixed_subnet(soc: SimulatedSoC, phases: Sequence[Phase], pe: PeInfo, app: str = "app",
+                 contended: bool = False) -> str:
+    """Most accurate subnet meeting every phase's budget at the top clock (p99 jitter), without contention
+    or (``contended``) with each phase's slowdown: a fixed subnet that a Linux governor can run throughout."""
+    def meets(e: Any) -> bool:
+        return all((soc.expected_ms(e, pe, pe.top, p if contended else None) or 1e18) * soc.p99_ratio(pe.name)
+                   <= p.budget_of(app).latency_ms for p in phases)
+    ok = [e for e in soc.board.entries if meets(e)]
     pool = ok or [min(soc.board.entries, key=lambda e: e.latency[pe.name].ms)]
     return max(pool, key=lambda e: e.accuracy.top1 if e.accuracy else 0.0).id
+
+
+def _accuracy(soc: SimulatedSoC, subnet: str) -> float:
+    entry = next(e for e in soc.board.entries if e.id == subnet)
+    return entry.accuracy.top1 if entry.accuracy else 0.0
 
 
 def dynamic_range(soc: SimulatedSoC) -> dict[str, Any]:
@@ -107,47 +155,58 @@ def run(board: str, scale: float, seed: int) -> dict[str, Any]:
     model_pe = soc_for_fit.board.pe("gpu") if any(p.kind == "gpu" for p in soc_for_fit.board.pes) else \
         soc_for_fit.board.pe("cpu-big")
     fixed = fixed_subnet(soc_for_fit, phases, model_pe)
+    floor = _accuracy(soc_for_fit, fixed)
     largest = max(soc_for_fit.board.entries, key=lambda e: e.accuracy.top1 if e.accuracy else 0.0).id
+    accuracy_phases = retarget(phases, objective="accuracy")
+    energy_phases = retarget(phases, objective="energy", min_accuracy=floor)
 
-    policies: dict[str, Policy] = {
-        "model-based": make_policy("model-based", latency_model=latency_model),
-        "dynamic-ofa": make_policy("dynamic-ofa", pe=model_pe.name),
-        "bandit": make_policy("bandit", latency_model=latency_model),
-        "performance": make_policy("model-based", latency_model=latency_model, dvfs=False),
-        "performance-fixed": make_policy("static", subnet=fixed, pe=model_pe.name, freq="max"),
-        "performance-largest": make_policy("static", subnet=largest, pe=model_pe.name, freq="max"),
-        "schedutil": SchedutilLikePolicy(make_policy("static", subnet=fixed, pe=model_pe.name, freq="max")),
+    runs: dict[str, tuple[Policy, list[Phase]]] = {
+        "model-based": (make_policy("model-based", latency_model=latency_model), accuracy_phases),
+        "model-based-energy": (make_policy("model-based", latency_model=latency_model), energy_phases),
+        "dynamic-ofa": (make_policy("dynamic-ofa", pe=model_pe.name), accuracy_phases),
+        "bandit": (make_policy("bandit", latency_model=latency_model), accuracy_phases),
+        "performance": (make_policy("model-based", latency_model=latency_model, dvfs=False), accuracy_phases),
+        "performance-fixed": (make_policy("static", subnet=fixed, pe=model_pe.name, freq="max"), accuracy_phases),
+        "performance-largest": (make_policy("static", subnet=largest, pe=model_pe.name, freq="max"),
+                                accuracy_phases),
+        "schedutil": (SchedutilLikePolicy(make_policy("static", subnet=fixed, pe=model_pe.name, freq="max")),
+                      accuracy_phases),
     }
     results: dict[str, RunResult] = {}
-    for name, policy in policies.items():
-        results[name] = run_trace(SimulatedSoC(sim_board(board), seed=seed), policy, phases)
-
+    for name, (policy, trace_phases) in runs.items():
+        results[name] = run_trace(SimulatedSoC(sim_board(board), seed=seed), policy, trace_phases)
     soc = SimulatedSoC(sim_board(board), seed=seed)
-    oracle = OraclePolicy(power_model=PowerModel.for_board(soc.board.name))
+    results["oracle"] = objective_run(soc, accuracy_phases)
+    results["oracle-energy"] = objective_run(soc, energy_phases)
+    bound = {name: dominating_run(soc, runs[name][1], r) for name, r in results.items()
+             if not name.startswith("oracle")}
+    two = two_apps(board, scale, seed, latency_model)
 
-    def on_phase(phase: Phase) -> None:
-        def truth(app: AppRequest, entry: Any, pe: PeInfo, freq: int | None) -> float | None:
-            t = soc.expected_ms(entry, pe, freq, phase)
-            return None if t is None else t * soc.p99_ratio(pe.name)
-        oracle.set_truth(truth)
-    results["oracle"] = run_trace(soc, oracle, phases, on_phase=on_phase)
-
-    mb, orc, perf = results["model-based"], results["oracle"], results["performance"]
+    mb, mbe, orc, perf = results["model-based"], results["model-based-energy"], results["oracle"], \
+        results["performance"]
+    sched = results["schedutil"]
     dr = dynamic_range(soc)
     energy_vs_perf = mb.energy_j / perf.energy_j
+    energy_vs_sched = mbe.energy_j / sched.energy_j
+    vs_oracle = {name: round(results[name].energy_j / b.energy_j, 4) for name, b in bound.items()}
     out: dict[str, Any] = {
         "benchmark": "simulated_soc",
         "SIMULATION": f"simulated {board}: not a hardware measurement (see benchmarks/sim/soc.py for sources)",
         "board": board,
         "frames": mb.frames,
-        "phases": [{"name": p.name, "frames": p.frames, "budget_ms": p.budget.latency_ms,
+        "phases": [{"name": p.name, "frames": p.frames, "budget_ms": p.latency_ms,
                     "slowdown": dict(p.slowdown)} for p in phases],
         "miss_rate": round(mb.miss_rate, 5),
-        "energy_vs_oracle": round(mb.energy_j / orc.energy_j, 4),
+        "miss_rate_energy_objective": round(mbe.miss_rate, 5),
+        "energy_vs_schedutil_same_accuracy": round(energy_vs_sched, 4),
         "energy_vs_performance_governor": round(energy_vs_perf, 4),
         "energy_saving_vs_performance_governor": round(1 - energy_vs_perf, 4),
-        "energy_vs_performance_fixed_subnet": round(mb.energy_j / results["performance-fixed"].energy_j, 4),
-        "energy_vs_schedutil": round(mb.energy_j / results["schedutil"].energy_j, 4),
+        "two_apps_energy_vs_schedutil": two["energy_vs_schedutil"],
+        "energy_vs_oracle": vs_oracle,
+        "energy_vs_objective_oracle": {"accuracy": round(mb.energy_j / orc.energy_j, 4),
+                                       "energy": round(mbe.energy_j / results["oracle-energy"].energy_j, 4)},
+        "energy_vs_performance_fixed_subnet": round(mbe.energy_j / results["performance-fixed"].energy_j, 4),
+        "energy_vs_schedutil_accuracy_objective": round(mb.energy_j / sched.energy_j, 4),
         "energy_vs_dynamic_ofa": round(mb.energy_j / results["dynamic-ofa"].energy_j, 4),
         "accuracy_gap_vs_oracle_pp": round((orc.mean_accuracy - mb.mean_accuracy) * 100, 3),
         "dynamic_range_time": round(dr["time"], 2),
@@ -155,17 +214,56 @@ def run(board: str, scale: float, seed: int) -> dict[str, Any]:
         "dynamic_range_detail": {"time_ms": [round(x, 2) for x in dr["time_ms"]],
                                  "energy_j": [round(x, 5) for x in dr["energy_j"]]},
         "fixed_subnet_for_linux_governors": fixed,
+        "fixed_subnet_accuracy": floor,
         "frequency_regression": latency_model.to_dict(),
         "policies": {name: r.summary() for name, r in results.items()},
         "per_phase_miss_rate": {name: _per_phase(r, phases) for name, r in results.items()},
+        "two_apps": two,
     }
     out["goals"] = {
-        "miss_rate_le_1pct": mb.miss_rate <= 0.01,
-        "energy_within_5pct_of_oracle": mb.energy_j <= 1.05 * orc.energy_j,
-        "energy_30pct_below_performance": energy_vs_perf <= 0.70,
-        "no_more_misses_than_performance": mb.misses <= perf.misses,
+        "energy_vs_schedutil_same_accuracy_le_0.81": energy_vs_sched <= 0.81,
+        "energy_vs_performance_governor_le_0.70": energy_vs_perf <= 0.70,
+        "two_apps_energy_vs_schedutil_le_0.70": two["energy_vs_schedutil"] <= 0.70,
+        "energy_vs_oracle_ge_1_every_policy": all(v >= 1.0 for v in vs_oracle.values()),
+        "miss_rate_le_1pct": mb.miss_rate <= 0.01 and mbe.miss_rate <= 0.01,
+        "no_more_misses_than_performance": mb.misses <= perf.misses and mbe.misses <= perf.misses,
     }
     return out
+
+
+def two_apps(board: str, scale: float, seed: int, latency_model: Any) -> dict[str, Any]:
+    """Two concurrent apps at each one's fixed-subnet accuracy: model-based (energy) against schedutil."""
+    apps, phases = two_app_trace(board, scale)
+    soc = SimulatedSoC(sim_board(board), seed=seed)
+    fixed = {a.name: fixed_subnet(soc, phases, soc.board.pe(next(iter(a.entries[0].latency))), a.name, contended=True)
+             for a in apps}
+    energy_phases = retarget(phases, objective="energy",
+                             per_app={a: {"min_accuracy": _accuracy(soc, s)} for a, s in fixed.items()})
+    pe_of = {a.name: next(iter(a.entries[0].latency)) for a in apps}
+
+    def static(app: str) -> Policy:
+        return make_policy("static", subnet=fixed[app], pe=pe_of[app], freq="max")
+
+    runs: dict[str, tuple[Policy, list[Phase]]] = {
+        "model-based-energy": (make_policy("model-based", latency_model=latency_model), energy_phases),
+        "model-based": (make_policy("model-based", latency_model=latency_model), retarget(phases,
+                                                                                          objective="accuracy")),
+        "schedutil": (SchedutilLikePolicy(PerAppPolicy({a.name: static(a.name) for a in apps})), phases),
+        "performance-fixed": (PerAppPolicy({a.name: static(a.name) for a in apps}), phases),
+    }
+    results = {name: run_trace(SimulatedSoC(sim_board(board), seed=seed), policy, ph, apps)
+               for name, (policy, ph) in runs.items()}
+    bound = {name: dominating_run(soc, runs[name][1], r, apps) for name, r in results.items()}
+    mbe, sched = results["model-based-energy"], results["schedutil"]
+    return {
+        "apps": {a.name: {"pe": pe_of[a.name], "fixed_subnet": fixed[a.name]} for a in apps},
+        "phases": [{"name": p.name, "frames": p.frames, "budget_ms": {a.name: p.budget_of(a.name).latency_ms
+                                                                      for a in apps},
+                    "slowdown": dict(p.slowdown)} for p in phases],
+        "energy_vs_schedutil": round(mbe.energy_j / sched.energy_j, 4),
+        "energy_vs_oracle": {name: round(r.energy_j / bound[name].energy_j, 4) for name, r in results.items()},
+        "policies": {name: r.summary() for name, r in results.items()},
+    }
 
 
 def _per_phase(r: RunResult, phases: Sequence[Phase]) -> dict[str, float]:

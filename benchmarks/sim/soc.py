@@ -129,6 +129,12 @@ def _odroid_xu3() -> SimBoard:
     )
 
 
+def one_app_per_pe(board: SimBoard, pes: Sequence[str]) -> list[SimApp]:
+    """Apps named after PEs, each with the board's catalog restricted to its PE (one app per PE)."""
+    return [SimApp(f"{pe}-app", tuple(replace(e, latency={pe: e.latency[pe]}) for e in board.entries))
+            for pe in pes]
+
+
 BOARDS: dict[str, Callable[[], SimBoard]] = {"xavier-nx": _xavier_nx, "odroid-xu3": _odroid_xu3}
 
 
@@ -141,13 +147,47 @@ def sim_board(name: str) -> SimBoard:
 
 @dataclass(frozen=True)
 class Phase:
-    """A stretch of a trace: ``frames`` frames at one budget, with per-PE slowdowns."""
+    """A stretch of a trace: ``frames`` frames at one budget (or one per app), with per-PE slowdowns."""
 
     name: str
     frames: int
-    budget: Budget
+    budget: Budget | Mapping[str, Budget]
     slowdown: Mapping[str, float] = field(default_factory=dict)
     load: LoadView = field(default_factory=LoadView)  # what the monitors report during the phase
+
+    def budget_of(self, app: str) -> Budget:
+        if isinstance(self.budget, Budget):
+            return self.budget
+        return self.budget[app]
+
+    @property
+    def latency_ms(self) -> float:
+        """The tightest deadline of the phase."""
+        if isinstance(self.budget, Budget):
+            return self.budget.latency_ms
+        return min(b.latency_ms for b in self.budget.values())
+
+
+@dataclass(frozen=True)
+class SimApp:
+    """An app of a simulated trace: its name and the catalog entries it may run (and so its PEs)."""
+
+    name: str
+    entries: tuple[CatalogEntry, ...]
+
+
+def retarget(phases: Sequence[Phase], per_app: Mapping[str, Mapping[str, Any]] | None = None,
+             **fields: Any) -> list[Phase]:
+    """The same trace with budget fields replaced (e.g. ``objective="energy"``), ``per_app`` on top per app."""
+    out = []
+    for p in phases:
+        budget: Budget | dict[str, Budget]
+        if isinstance(p.budget, Budget):
+            budget = replace(p.budget, **fields)
+        else:
+            budget = {a: replace(b, **{**fields, **(per_app or {}).get(a, {})}) for a, b in p.budget.items()}
+        out.append(replace(p, budget=budget))
+    return out
 
 
 class SimulatedSoC:
@@ -155,6 +195,7 @@ class SimulatedSoC:
 
     def __init__(self, board: SimBoard, seed: int = 0) -> None:
         self.board = board
+        self.seed = seed
         self.rng = random.Random(seed)
         self.truth_power = PowerModel(board=board.name, pes={
             pe: replace(p, static_w=p.static_w * 1.3, ceff_f=p.ceff_f * 1.1) for pe, p in board.power.items()})
@@ -172,6 +213,13 @@ class SimulatedSoC:
             return None
         slow = phase.slowdown.get(pe.name, 1.0) if phase is not None else 1.0
         return lat.ms * self.factor(pe, freq) * slow
+
+    def jitter(self, frame: int, app_index: int, pe: str) -> float:
+        """The log-normal jitter of one inference: a function of (frame, app) and the PE's spread only,
+        so every policy (and the oracle) meets the same draw for the same frame on the same trace."""
+        z = random.Random(self.seed * 1_000_003 + frame * 31 + app_index).gauss(0.0, 1.0)
+        sd = self.board.noise_sd[pe]
+        return math.exp(-sd * sd / 2 + sd * z)
 
     def sample_ms(self, entry: CatalogEntry, pe: PeInfo, freq: int | None, phase: Phase | None = None) -> float:
         t = self.expected_ms(entry, pe, freq, phase)
@@ -213,6 +261,8 @@ class FrameRecord:
     budget_ms: float
     energy_j: float
     accuracy: float
+    app: str = "app"
+    min_accuracy: float = 0.0
 
 
 @dataclass
@@ -242,8 +292,14 @@ class RunResult:
 
     @property
     def switches(self) -> int:
-        return sum(1 for a, b in zip(self.records, self.records[1:], strict=False)
-                   if (a.subnet, a.pe, a.freq) != (b.subnet, b.pe, b.freq))
+        """Changes of operating point, counted per app."""
+        last: dict[str, tuple[str, str, int | None]] = {}
+        n = 0
+        for r in self.records:
+            point = (r.subnet, r.pe, r.freq)
+            n += int(r.app in last and last[r.app] != point)
+            last[r.app] = point
+        return n
 
     def summary(self) -> dict[str, Any]:
         return {"miss_rate": round(self.miss_rate, 5), "misses": self.misses, "frames": self.frames,
@@ -307,36 +363,67 @@ class SchedutilLikePolicy(Policy):
         self.inner.observe(app, latency_ms, point)
 
 
-def run_trace(soc: SimulatedSoC, policy: Policy, phases: Sequence[Phase], app: str = "app",
-              on_phase: Callable[[Phase], None] | None = None) -> RunResult:
-    """Drive ``policy`` through ``phases``: decide, run one simulated inference, observe; every frame.
+class PerAppPolicy(Policy):
+    """Routes each app to its own policy (baselines that fix a different subnet and PE per app)."""
 
-    The simulated power rail reports the previous frame's true average power.
+    def __init__(self, policies: Mapping[str, Policy], name: str = "per-app") -> None:
+        self.policies = dict(policies)
+        self.name = name
+
+    def decide(self, inp: DecisionInput) -> Decision:
+        points, outcomes = {}, {}
+        for app in inp.apps:
+            d = self.policies[app.name].decide(replace(inp, apps=(app,)))
+            points.update(d.points)
+            outcomes.update(d.outcomes)
+        return Decision(points=points, outcomes=outcomes, energy_source="none")
+
+    def observe(self, app: str, latency_ms: float, point: OperatingPoint | None = None) -> None:
+        self.policies[app].observe(app, latency_ms, point)
+
+
+def run_trace(soc: SimulatedSoC, policy: Policy, phases: Sequence[Phase], apps: Sequence[SimApp] | None = None,
+              on_phase: Callable[[Phase], None] | None = None) -> RunResult:
+    """Drive ``policy`` through ``phases``: decide, run one simulated inference per app, observe; every frame.
+
+    ``apps`` default to one app ("app") with the board's catalog. The simulator models one
+    app per PE (no time sharing between apps): a decision that puts two apps on one PE is
+    an error. The simulated power rail reports the previous frame's true average power.
     """
+    apps = list(apps) if apps is not None else [SimApp("app", soc.board.entries)]
     result = RunResult(policy=getattr(policy, "name", "policy"))
-    entries = soc.board.entries
     frame = 0
     power_w: float | None = None
     for phase in phases:
         if on_phase is not None:
             on_phase(phase)
-        request = AppRequest(name=app, budget=phase.budget, entries=entries)
+        requests = tuple(AppRequest(name=a.name, budget=phase.budget_of(a.name), entries=a.entries) for a in apps)
         for _ in range(phase.frames):
             load = LoadView(other_util=phase.load.other_util, gpu_load=phase.load.gpu_load,
                             throttled=phase.load.throttled, power_w=power_w)
-            decision = policy.decide(DecisionInput(apps=(request,), pes=soc.board.pes, board=soc.board.name,
+            decision = policy.decide(DecisionInput(apps=requests, pes=soc.board.pes, board=soc.board.name,
                                                    load=load))
-            point = decision.points[app]
-            pe = soc.board.pe(point.pe)
-            entry = next(e for e in entries if e.id == point.subnet)
-            freq = _freq_of(point, pe)
-            ms = soc.sample_ms(entry, pe, freq, phase)
-            energy = soc.frame_energy_j(pe, freq, ms, request.period)
-            power_w = energy / (max(ms, request.period) / 1e3)
-            policy.observe(app, ms, point)
-            result.records.append(FrameRecord(frame, phase.name, entry.id, pe.name, freq, ms,
-                                              phase.budget.latency_ms, energy,
-                                              entry.accuracy.top1 if entry.accuracy else 0.0))
+            used = [decision.points[r.name].pe for r in requests]
+            if len(set(used)) != len(used):
+                raise ValueError(f"{result.policy} put two apps on one PE ({used}); the simulator models one per PE")
+            watts = 0.0
+            for k, (app, request) in enumerate(zip(apps, requests, strict=True)):
+                point = decision.points[app.name]
+                pe = soc.board.pe(point.pe)
+                entry = next(e for e in app.entries if e.id == point.subnet)
+                freq = _freq_of(point, pe)
+                expected = soc.expected_ms(entry, pe, freq, phase)
+                if expected is None:
+                    raise ValueError(f"subnet {entry.id} cannot run on {pe.name}")
+                ms = expected * soc.jitter(frame, k, pe.name)
+                energy = soc.frame_energy_j(pe, freq, ms, request.period)
+                watts += energy / (max(ms, request.period) / 1e3)
+                policy.observe(app.name, ms, point)
+                result.records.append(FrameRecord(frame, phase.name, entry.id, pe.name, freq, ms,
+                                                  request.budget.latency_ms, energy,
+                                                  entry.accuracy.top1 if entry.accuracy else 0.0,
+                                                  app=app.name, min_accuracy=request.budget.min_accuracy))
+            power_w = watts
             frame += 1
     return result
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.sim.oracle import OraclePolicy
 from benchmarks.sim.soc import make_entry
 from dynofa.budget import Budget
 from governors.contention import LoadView
@@ -252,7 +251,7 @@ def test_dynamic_ofa_has_no_dvfs_and_fixed_pe() -> None:
     assert d.points["app"].cpu_freq_khz == {} and d.points["app"].gpu_freq_hz is None
 
 
-# ---- static, oracle, bandit ---------------------------------------------------------
+# ---- static, bandit ---------------------------------------------------------
 
 def test_static_largest_smallest_and_freq() -> None:
     d = make_policy("static", subnet="largest", pe="cpu-big").decide(inp(request()))
@@ -261,20 +260,6 @@ def test_static_largest_smallest_and_freq() -> None:
     assert d.points["app"].subnet == "small" and d.points["app"].cpu_freq_khz == {"cpu-big": 500000}
     with pytest.raises(PolicyError, match="not on"):
         make_policy("static", freq=123).decide(inp(request(), pes=(CPU,)))
-
-
-def test_oracle_uses_truth() -> None:
-    def truth(app, entry, pe, freq):  # the GPU is secretly 10x slower
-        lat = entry.latency.get(pe.name)
-        if lat is None:
-            return None
-        slow = 10.0 if pe.kind == "gpu" else 1.0
-        return lat.ms * slow * (pe.freqs[-1] / freq if freq else 1.0)
-    oracle = OraclePolicy(truth=truth)
-    d = oracle.decide(inp(request(latency_ms=45.0)))
-    assert d.points["app"].pe == "cpu-big" and d.points["app"].subnet == "large"
-    with pytest.raises(PolicyError, match="true latencies"):
-        OraclePolicy().decide(inp(request()))
 
 
 def test_oracle_is_not_a_daemon_policy() -> None:
