@@ -127,7 +127,7 @@ def _log_capabilities(platform: Any) -> None:
 def _serve(config: Config, notifier: Notifier, actuator: Any, state_dir: Path) -> int:
     import subnets.ofa_compat
     from governors.monitors import Monitor
-    from governors.policies import make_policy
+    from service.check import build_policy
     from service.control import Controller, TraceWriter
     from service.engine import Engine
     from service.models import ModelRuntime
@@ -137,10 +137,7 @@ def _serve(config: Config, notifier: Notifier, actuator: Any, state_dir: Path) -
     subnets.ofa_compat.install()  # before anything imports ofa
     platform = actuator.platform
     _log_capabilities(platform)
-    try:
-        policy = make_policy(config.policy.name, **config.policy.options)
-    except DynofaError as exc:
-        raise DynofaError(f"policy.name / policy.options: {exc}") from None
+    policy = build_policy(config)
     if config.threads is not None:
         import torch
 

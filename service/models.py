@@ -100,6 +100,11 @@ class ModelRuntime:
             )
         if not pes:
             raise ConfigError(f"model {name!r}: no processing element to serve on")
+        if "gpu" in pes and not _cuda_available():
+            raise ConfigError(
+                f"field models.{name}.pes names gpu, but this torch cannot use CUDA (a CPU-only build, or no "
+                "driver); install a CUDA build of torch or leave gpu out"
+            )
         devices = {pe: (config.gpu_device if pe == "gpu" else config.device) for pe in pes}
         pools: dict[str, Any] = {}
         for device in sorted(set(devices.values())):

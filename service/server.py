@@ -30,7 +30,7 @@ from typing import Any
 import zmq
 
 from dynofa import protocol
-from dynofa.config import Config
+from dynofa.config import Config, CurveConfig
 from dynofa.protocol import Request, RequestError
 from service.engine import Engine, InferenceJob
 from service.tenancy import Caller, caller_of
@@ -182,6 +182,30 @@ class RejectionLog:
             log.debug("refused a request from %s: %s: %s", who, exc.code, exc.message[:200])
 
 
+def load_curve_keys(curve: CurveConfig) -> tuple[bytes, bytes]:
+    """The server's CURVE key pair from ``endpoints.curve``; a missing or wrong file raises ConfigError."""
+    from zmq.auth import load_certificate
+
+    from dynofa.errors import ConfigError
+
+    if curve.server_secret_key is None:
+        raise ConfigError("endpoints.curve.server_secret_key is required for tcp:// endpoints")
+    try:
+        public, secret = load_certificate(curve.server_secret_key)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"endpoints.curve.server_secret_key: cannot load {curve.server_secret_key}: {exc}") from None
+    if secret is None:
+        raise ConfigError(
+            f"endpoints.curve.server_secret_key: {curve.server_secret_key} holds no secret key "
+            "(give the .key_secret file made by zmq.auth.create_certificates)"
+        )
+    if curve.authorized_clients is not None and not Path(curve.authorized_clients).is_dir():
+        raise ConfigError(
+            f"endpoints.curve.authorized_clients: {curve.authorized_clients} is not a directory of clients' .key files"
+        )
+    return public, secret
+
+
 class Server:
     """Binds the sockets and runs the main loop until :meth:`request_stop`."""
 
@@ -228,28 +252,15 @@ class Server:
         endpoints = (self.config.control_endpoint(), self.config.telemetry_endpoint())
         if not any(e.startswith("tcp://") for e in endpoints):
             return None
-        from zmq.auth import CURVE_ALLOW_ANY, load_certificate
+        from zmq.auth import CURVE_ALLOW_ANY
         from zmq.auth.thread import ThreadAuthenticator
 
-        from dynofa.errors import ConfigError
-
         curve = self.config.endpoints.curve
-        assert curve.server_secret_key is not None  # the config refuses tcp:// without it
-        try:
-            public, secret = load_certificate(curve.server_secret_key)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(
-                f"endpoints.curve.server_secret_key: cannot load {curve.server_secret_key}: {exc}"
-            ) from None
-        if secret is None:
-            raise ConfigError(
-                f"endpoints.curve.server_secret_key: {curve.server_secret_key} holds no secret key "
-                "(give the .key_secret file made by zmq.auth.create_certificates)"
-            )
+        keys = load_curve_keys(curve)
         self._auth = ThreadAuthenticator(self.context)
         self._auth.start()
         self._auth.configure_curve(domain="*", location=curve.authorized_clients or CURVE_ALLOW_ANY)
-        return public, secret
+        return keys
 
     def _secure_ipc(self, path: Path) -> None:
         # the socket file's mode follows the umask: set it explicitly (0660, group dynofa)

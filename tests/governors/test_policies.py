@@ -14,6 +14,7 @@ from governors.policies import (
     ModelBasedPolicy,
     PeInfo,
     PolicyError,
+    configured_policy,
     make_policy,
 )
 
@@ -44,8 +45,21 @@ def test_make_policy_names_and_errors() -> None:
         assert make_policy(name).name == name
     with pytest.raises(PolicyError, match="unknown policy"):
         make_policy("nope")
-    with pytest.raises(PolicyError, match="bad option"):
+    with pytest.raises(PolicyError, match=r"unknown option colour for policy 'static'; it takes: subnet \(str"):
         make_policy("static", colour="red")
+
+
+def test_configured_policy_takes_only_scalar_options_of_their_type() -> None:
+    assert configured_policy("model-based", {"min_margin": 1.2, "hold": 3}).name == "model-based"
+    with pytest.raises(PolicyError, match="unknown option latency_model"):  # an object: code only, not YAML
+        configured_policy("model-based", {"latency_model": "x"})
+    with pytest.raises(PolicyError, match="option hold must be int, got 1.5"):
+        configured_policy("model-based", {"hold": 1.5})
+    with pytest.raises(PolicyError, match="option dvfs must be bool, got 1"):
+        configured_policy("model-based", {"dvfs": 1})
+    with pytest.raises(PolicyError, match="must be float, got nan"):
+        configured_policy("bandit", {"alpha": float("nan")})
+    assert configured_policy("static", {"pe": None, "freq": 5}).name == "static"
 
 
 def test_budget_only_smallest_meets() -> None:
