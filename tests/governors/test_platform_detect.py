@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from dynofa.errors import PlatformError
 from governors.platform import AVAILABLE, MISSING, READ_ONLY, detect_platform
 from governors.sysfs import Sysfs, parse_cpu_list
 from tests.fakes.boards import BOARDS, Tree, build_board, device_tree, proc_files
@@ -229,12 +230,18 @@ def test_nv_tegra_release_alone_means_jetson(tmp_path):
 
 
 def test_empty_tree_never_raises(tmp_path):
+    (tmp_path / "nothing").mkdir()
     p = detect_platform(str(tmp_path / "nothing"))
     assert p.board == "generic-linux"
     assert p.clusters == [] and p.gpu is None
     assert p.capability("task-mapping").status == MISSING
     assert p.capability("cpu-utilisation").status == MISSING
     p.to_dict()
+
+
+def test_a_root_that_is_not_a_directory_is_an_error_not_a_bare_board(tmp_path):
+    with pytest.raises(PlatformError, match="is not a directory"):
+        detect_platform(str(tmp_path / "nonexistent"))
 
 
 def test_garbage_values_do_not_crash(tmp_path):
