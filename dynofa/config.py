@@ -34,6 +34,7 @@ class ModelConfig:
     gpu_device: str = "cuda"  # torch device used for the "gpu" processing element
     pes: tuple[str, ...] = ()  # processing elements to serve on; empty = every one the catalog and platform share
     reprofile: bool = True  # re-time a few subnets at start when the catalog was measured on another machine
+    graphs: bool = True  # trace each subnet's forward into a graph that runs without the GIL (subnets.graphs)
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,7 @@ def _model(v: _Fields, data: Any, at: str) -> ModelConfig:
         gpu_device=v.device(obj.get("gpu_device", "cuda"), f"{at}.gpu_device"),
         pes=tuple(v.string(pe, f"{at}.pes[{i}]") for i, pe in enumerate(pes)),
         reprofile=v.boolean(obj.get("reprofile", True), f"{at}.reprofile"),
+        graphs=v.boolean(obj.get("graphs", True), f"{at}.graphs"),
     )
 
 

@@ -23,6 +23,7 @@ from dynofa.operating_point import OperatingPoint
 from service.apps import AppRecord
 from service.engine import Change, Engine, Publish
 from service.sdnotify import Notifier
+from service.threads import pin_roles
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,11 @@ class Controller:
         self.engine.wake.set()
 
     def map_task(self, pe: str, threads: int) -> None:
-        """Put the calling inference worker's threads on ``pe`` with ``threads`` intra-op threads."""
+        """Put inference (the calling worker and torch's intra-op threads) on ``pe`` with ``threads``
+        intra-op threads, and the daemon's housekeeping off it (the other CPUs, where there are any).
+
+        Runs per request but acts once per decision: only a changed (pe, threads) pair pins.
+        """
         if self._mapping == (pe, threads):
             return
         import torch
@@ -135,7 +140,7 @@ class Controller:
             torch.set_num_threads(max(1, threads))
         if pe != "gpu" and self.platform.capability("task-mapping").usable:
             try:
-                self.actuator.pin_pe(pe)  # every thread of the daemon: torch's pool included
+                pin_roles(self.actuator, self.platform, pe)
             except DynofaError as exc:
                 log.warning("cannot map inference onto %s: %s", pe, exc)
         self._mapping = (pe, threads)

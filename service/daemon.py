@@ -24,6 +24,7 @@ from typing import Any
 from dynofa.config import Config
 from dynofa.errors import DynofaError
 from dynofa.paths import ensure_private_dir
+from service.malloc import retain_freed_memory
 from service.sdnotify import Notifier
 
 log = logging.getLogger("dynofa")
@@ -79,6 +80,7 @@ def run(config: Config) -> int:
     # the request loop must get the GIL back quickly from the control loop and the workers:
     # the default 5 ms switch interval would show up in every control request's tail latency
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    retain_freed_memory()  # before the first forward: see service.malloc
     notifier = Notifier()
     runtime_dir = ensure_private_dir(config.runtime_dir())
     state_dir = ensure_private_dir(config.state_dir())

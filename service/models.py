@@ -108,7 +108,9 @@ class ModelRuntime:
         devices = {pe: (config.gpu_device if pe == "gpu" else config.device) for pe in pes}
         pools: dict[str, Any] = {}
         for device in sorted(set(devices.values())):
-            pools[device] = SubnetPool.from_catalog(catalog, weights=config.weights, device=device)
+            # graphs: forwards that run without the GIL, so the daemon's other threads cannot stall them
+            pools[device] = SubnetPool.from_catalog(catalog, weights=config.weights, device=device,
+                                                   graphs=config.graphs)
         if config.reprofile:
             catalog = _reprofile_here(catalog, pools, devices, name)
         missing = [pe for pe in pes if pe not in catalog.pes()]

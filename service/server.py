@@ -34,6 +34,7 @@ from dynofa.config import Config, CurveConfig
 from dynofa.protocol import Request, RequestError
 from service.engine import Engine, InferenceJob
 from service.tenancy import Caller, caller_of
+from service.threads import INFERENCE_THREAD_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class InferenceWorker(threading.Thread):
         on_start: Callable[[], None] | None = None,
         map_task: Callable[[str, int], None] | None = None,
     ) -> None:
-        super().__init__(name=f"dynofa-infer-{device}", daemon=True)
+        super().__init__(name=f"{INFERENCE_THREAD_PREFIX}{device}", daemon=True)
         self.device = device
         self.engine = engine
         self.outbox = outbox

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from dynofa.errors import ConfigError, InputError, UnknownSubnetError
 from subnets.family import ModelFamily, SubnetSpec
+from subnets.graphs import Graph, trace_graph
 
 __all__ = ["InferenceResult", "SubnetPool", "tensor_bytes", "module_tensors", "OPTIMIZE_MODES"]
 
@@ -59,6 +60,7 @@ class _Slot:
     id: str
     spec: SubnetSpec
     module: nn.Module | None  # None: serve by dynamic slicing of the supernet (cache miss)
+    graph: Graph | None = None  # the same forward traced (runs without the GIL), for one input shape
 
 
 @dataclass
@@ -205,6 +207,7 @@ class SubnetPool:
         warmup: bool = True,
         initial: str | None = None,
         optimize: str = "auto",
+        graphs: bool = False,
     ) -> None:
         if optimize not in OPTIMIZE_MODES:
             raise ConfigError(f"optimize must be one of {', '.join(OPTIMIZE_MODES)}, got {optimize!r}")
@@ -240,6 +243,7 @@ class SubnetPool:
         self.supernet_bytes = sum(self._supernet_ptrs.values())
         self.memory_budget_bytes = memory_budget_bytes
         self.optimize = optimize
+        self.graphs = graphs
 
         self._lock = threading.Lock()  # guards the cache and the active slot in cache mode
         self._base_switch_interval = sys.getswitchinterval()
@@ -296,6 +300,8 @@ class SubnetPool:
             used = self.supernet_bytes + self._ledger.total()
         if self.mode == "resident":
             self._optimize_resident()
+            if self.graphs:
+                self._trace_resident()
 
     def _optimize_resident(self) -> None:
         """Fold BN into the convs of the subnets whose folded copies still fit the budget."""
@@ -315,6 +321,16 @@ class SubnetPool:
             if budget is not None and grown > budget:
                 continue
             self._admit(sid, folded, fp)
+
+    def _trace_resident(self) -> None:
+        """A GIL-free graph per resident subnet, for batch 1 at its resolution (see subnets.graphs)."""
+        for sid, module in self._modules.items():
+            spec = self._specs[sid]
+            graph = trace_graph(module, tuple(self.family.input_shape(spec)), self.device,
+                                (t for _, t in module_tensors(module)))  # fmt: skip
+            if graph is not None:
+                self._slots[sid] = _Slot(sid, spec, module, graph)
+                self._optimizations[sid] = [*self._optimizations.get(sid, []), "graph"]
 
     def _admit(self, sid: str, module: nn.Module, fp: _Footprint) -> None:
         self._optimizations[sid] = list(getattr(module, "optimizations", []))
@@ -391,7 +407,10 @@ class SubnetPool:
             x = x.to(self.device)
         start = time.perf_counter()
         with torch.inference_mode():
-            out = slot.module(x) if slot.module is not None else self._dynamic(slot, x)
+            if slot.graph is not None and slot.graph.accepts(x):
+                out = slot.graph.module(x)
+            else:
+                out = slot.module(x) if slot.module is not None else self._dynamic(slot, x)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return InferenceResult(out, slot.id, (time.perf_counter() - start) * 1e3)
