@@ -92,6 +92,7 @@ class Controller:
         served = {pe for m in engine.models.values() for pe in m.pes}
         self.pes = tuple(pe for pe in pes_from_platform(platform) if pe.name in served)
         self._lock = threading.Lock()  # policy and last-sample state
+        self._step_lock = threading.Lock()  # one control step at a time
         self._snapshot: Any = None
         self._decision: Any = None
         self._applied_khz: dict[str, int | None] = {}
@@ -212,17 +213,22 @@ class Controller:
             self.engine.wake.clear()
 
     def step(self) -> None:
-        """One control period. Never raises."""
-        started = time.perf_counter()
-        try:
-            self._step()
-            self.last_step_error = None
-        except Exception as exc:  # noqa: BLE001 - the loop must survive anything a part throws
-            if self.last_step_error != str(exc):
-                log.exception("control step failed: %s", exc)
-            self.last_step_error = str(exc)
-        self.last_step_ms = (time.perf_counter() - started) * 1e3
-        self.steps += 1
+        """One control period. Never raises. Steps never overlap (the loop and :meth:`decide_now`)."""
+        with self._step_lock:
+            started = time.perf_counter()
+            try:
+                self._step()
+                self.last_step_error = None
+            except Exception as exc:  # noqa: BLE001 - the loop must survive anything a part throws
+                if self.last_step_error != str(exc):
+                    log.exception("control step failed: %s", exc)
+                self.last_step_error = str(exc)
+            self.last_step_ms = (time.perf_counter() - started) * 1e3
+            self.steps += 1
+
+    def decide_now(self) -> None:
+        """A budget changed: decide and apply on the calling thread before it replies."""
+        self.step()
 
     def _step(self) -> None:
         self._exclude_own_threads()

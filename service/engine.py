@@ -170,10 +170,11 @@ class Engine:
                 record.owner = owner
             record.last_seen = time.monotonic()
             self._save()
-            reply = record.to_dict(self._accuracy(record))
         if budget is not None:
-            self._budget_changed(app)
-        return reply
+            self._budget_changed(app)  # the reply carries the point decided for the new budget
+        with self._lock:
+            current = self._apps.get(app, record)
+            return current.to_dict(self._accuracy(current))
 
     def _check_quota(self, caller: Caller) -> None:
         if len(self._apps) >= self.max_apps:
@@ -358,7 +359,12 @@ class Engine:
             record = self._apps.get(app)
             budget = None if record is None or record.budget is None else record.budget.to_dict()
         self.publish(protocol.TOPIC_BUDGET, {"app": app, "budget": budget})
-        self.wake.set()
+        if self.controller is not None:
+            # decide now, on this thread, so that the reply to register/set_budget comes after the new
+            # operating point is in place and the app's next inference already runs at it
+            self.controller.decide_now()
+        else:
+            self.wake.set()
 
     def _app(self, app: str) -> AppRecord:
         record = self._apps.get(app)

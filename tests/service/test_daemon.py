@@ -119,6 +119,28 @@ def test_policy_switches_subnet_when_budget_tightens(daemon: Daemon, tiny_catalo
     c.unregister("tight-app")
 
 
+def test_first_inference_after_a_budget_change_runs_at_the_new_point(daemon: Daemon, tiny_catalog: Path) -> None:
+    """The reply to register/set_budget comes once the new decision is in place: no polling needed."""
+    catalog = json.loads(tiny_catalog.read_text())
+    largest = max(catalog["subnets"], key=lambda s: s["accuracy"]["top1"])["id"]
+    x = image(48)
+    c = daemon.client()
+    c.register("first-app", budget={"latency_ms": 10_000.0})
+    assert c.infer("first-app", x).subnet == largest
+    c.set_budget("first-app", latency_ms=0.01)  # nothing meets it: best effort is the fastest subnet
+    after = c.infer("first-app", x)
+    assert after.subnet != largest
+    assert after.subnet == c.state()["policy"]["decision"]["points"]["first-app"]["subnet"]
+    c.set_budget("first-app", latency_ms=10_000.0)
+    assert c.infer("first-app", x).subnet == largest
+    # a budget given with register: the very first inference already runs at the decided point
+    reply = c.register("first-app-2", budget={"latency_ms": 0.01})
+    assert reply["operating_point"]["subnet"] != largest
+    assert c.infer("first-app-2", x).subnet == reply["operating_point"]["subnet"]
+    c.unregister("first-app")
+    c.unregister("first-app-2")
+
+
 def test_budget_objective_end_to_end(daemon: Daemon) -> None:
     """objective: protocol -> policy -> decision; the feasibility report names the objective that ruled."""
     c = daemon.client()
