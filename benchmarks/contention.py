@@ -5,19 +5,26 @@
 
 An app runs inference in a loop from the demo catalog (``subnets.demo`` + ``SubnetPool``;
 ``--stand-in`` or a missing demo catalog uses labelled synthetic matmul subnets instead)
-with a latency budget. Phases, by wall-clock time:
+with a latency budget. Phases, by wall-clock time, chosen so that the right choice changes:
 
 1. ``quiet``: no extra load, budget B1 (the largest subnet fits);
-2. ``contention``: background processes (``--workers``, default one per CPU; bounded in
-   time, killed at the end) busy-loop at the same priority, same budget;
-3. ``release``: the background processes stop;
-4. ``tight``: the budget tightens to B2 (only smaller subnets fit).
+2. ``busy-1``, ``busy-2``, ``busy-3``: graded contention, 1, 2 and 3 x ``--workers``
+   background processes (default half a process per CPU: 1, 2, 3 on two cores; bounded in
+   time, killed at the end) busy-looping at the same priority, same budget;
+3. ``loose``: the load stops and the budget loosens to B3 (the most accurate subnet fits
+   with room): the policy must step up (``step_up_inferences``: inferences until it runs
+   the phase's best choice);
+4. ``floor``: budget B3 with ``objective: energy`` and ``min_accuracy`` = a middle subnet
+   of the front: the right choice is the cheapest subnet over the floor, not the largest;
+5. ``tight``: the budget tightens to B2 (only smaller subnets fit).
 
 The policies run **in the same run, interleaved** (each tick, every policy decides and
 runs one inference, in a rotating order), so they meet the same contention:
 ``model-based``, ``dynamic-ofa``, ``static`` largest and smallest. A probe runs every
-subnet in turn; from its samples the per-phase best static choice (the oracle: the most
-accurate subnet whose probed hit rate in that phase is >= 0.99) is derived after the run.
+subnet in turn; from its samples the per-phase best static choice (the oracle: by the
+phase's objective, the most accurate subnet, or the fastest one over the floor, among those
+whose probed hit rate in that phase is >= 0.99) is derived after the run; ``oracle_sequence``
+lists it phase by phase and ``oracle_distinct`` counts the different choices.
 
 Budgets are set from a calibration of this machine, printed in the JSON, over the Pareto
 front of (quiet latency here, accuracy): B1 = the larger of 1.3 x the most accurate subnet's
@@ -187,8 +194,18 @@ class PhasePlan:
     name: str
     seconds: float
     budget_ms: float
-    load: bool
+    load: bool | int  # background processes: False/0 none, True = --workers, an int = that many
     event: bool  # a change the policies must react to (contention starts, budget tightens)
+    objective: str = "accuracy"
+    min_accuracy: float = 0.0
+
+    def workers(self, default: int) -> int:
+        if isinstance(self.load, bool):
+            return default if self.load else 0
+        return self.load
+
+    def budget(self) -> Budget:
+        return Budget(latency_ms=self.budget_ms, min_accuracy=self.min_accuracy, objective=self.objective)
 
 
 def _monitor() -> Any:
@@ -236,13 +253,21 @@ def _run(args: argparse.Namespace, work: Workload) -> dict[str, Any]:
     second = front[-2] if len(front) > 1 else front[-1]
     # B1: the most accurate subnet fits when quiet, and the fastest still fits under the background
     # load (so that switching, not luck, decides the hit rate); B2: between the two most accurate.
-    loaded = {} if args.budget_ms else calibrate_contended(work, [smallest.id], args.workers, args.calibration_load_s)
+    heaviest = 3 * args.workers
+    loaded = {} if args.budget_ms else calibrate_contended(work, [smallest.id], heaviest, args.calibration_load_s)
     b1 = args.budget_ms or max(1.3 * quiet[largest.id], 1.15 * loaded.get(smallest.id, 0.0))
     b2 = args.tight_budget_ms or max(1.15 * (quiet[largest.id] + quiet[second.id]) / 2,
                                      1.3 * quiet_p95[smallest.id])
+    b3 = max(b1, 2.0 * quiet_p95[largest.id])  # loose: the most accurate subnet fits with room
+    floor = front[len(front) // 2].accuracy
     s = args.scale
-    phases = [PhasePlan("quiet", 15 * s, b1, False, False), PhasePlan("contention", 30 * s, b1, True, True),
-              PhasePlan("release", 15 * s, b1, False, False), PhasePlan("tight", 25 * s, b2, False, True)]
+    w = args.workers
+    phases = [PhasePlan("quiet", 12 * s, b1, False, False),
+              PhasePlan("busy-1", 12 * s, b1, w, True), PhasePlan("busy-2", 12 * s, b1, 2 * w, True),
+              PhasePlan("busy-3", 12 * s, b1, 3 * w, True), PhasePlan("loose", 15 * s, b3, False, True),
+              PhasePlan("floor", 12 * s, b3, False, True, objective="energy",
+                        min_accuracy=floor.top1 if floor is not None else 0.0),
+              PhasePlan("tight", 15 * s, b2, False, True)]
     pe = PeInfo("cpu", "cpu", (), cpus=os.cpu_count() or 1)
     policies: dict[str, Policy] = {
         "model-based": make_policy("model-based", use_monitors=args.monitor),
@@ -263,9 +288,9 @@ def _run(args: argparse.Namespace, work: Workload) -> dict[str, Any]:
         for idx, phase in enumerate(phases):
             t_phase = time.time()
             t_end = t_phase + phase.seconds
-            if phase.load:
-                procs = start_background(args.workers, t_phase, t_end + 0.5)
-            request = AppRequest("app", Budget(latency_ms=phase.budget_ms), tuple(entries))
+            if phase.workers(args.workers):
+                procs = start_background(phase.workers(args.workers), t_phase, t_end + 0.5)
+            request = AppRequest("app", phase.budget(), tuple(entries))
             while time.time() < t_end:
                 if monitor is not None and time.time() - last_sample > 0.1:
                     from governors.contention import load_from_snapshot
@@ -287,7 +312,7 @@ def _run(args: argparse.Namespace, work: Workload) -> dict[str, Any]:
                 records.append(_record(tick, phase, idx, "probe", probe.id, work.run(probe.id), entries, t_start,
                                        None))
                 tick += 1
-            if phase.load:
+            if procs:
                 stop_background(procs)
                 procs = []
         if trace is not None:
@@ -305,7 +330,7 @@ def _run(args: argparse.Namespace, work: Workload) -> dict[str, Any]:
         "workload": work.kind, "workload_source": work.source,
         "calibration_ms": {k: round(v, 3) for k, v in quiet.items()},
         "calibration_under_load_p95_ms": {k: round(v, 3) for k, v in loaded.items()},
-        "budgets_ms": {"B1": round(b1, 3), "B2": round(b2, 3)},
+        "budgets_ms": {"B1": round(b1, 3), "B2": round(b2, 3), "B3": round(b3, 3)},
         "pareto_front": [e.id for e in front],
         "background_processes": args.workers, "monitors": monitor is not None,
         "load_average_1min": {"start": round(load_before, 2), "end": round(os.getloadavg()[0], 2),
@@ -323,6 +348,7 @@ def _record(tick: int, phase: PhasePlan, idx: int, policy: str, subnet: str, ms:
         "t": round(time.time() - t0, 4), "tick": tick, "phase": phase.name, "phase_index": idx, "policy": policy,
         "subnet": subnet, "accuracy": entry.accuracy.top1 if entry.accuracy else 0.0,
         "latency_ms": round(ms, 4), "budget_ms": round(phase.budget_ms, 4), "hit": ms <= phase.budget_ms,
+        "min_accuracy": phase.min_accuracy, "objective": phase.objective,
         "cpu_khz": None,  # no cpufreq on this machine: no DVFS
     }
     if obj is not None and policy == "model-based":
@@ -353,19 +379,15 @@ def summarise(records: Sequence[dict[str, Any]], phases: Sequence[PhasePlan], en
             outside.append(r)
         return outside, reaction
 
-    # oracle: per phase, the most accurate subnet whose probed hit rate is >= 0.99
+    # oracle: per phase, by the phase's objective, among the subnets whose probed hit rate is >= 0.99:
+    # the most accurate (accuracy), or the fastest that meets the floor (energy: on a CPU without DVFS
+    # the energy per frame grows with the busy time)
     oracle_choice: dict[str, str] = {}
     oracle_hit: dict[str, float] = {}
     probes = by_policy.get("probe", [])
     for p in phases:
-        rates = {}
-        for e in entries:
-            s = [r for r in probes if r["phase"] == p.name and r["subnet"] == e.id]
-            if s:
-                rates[e.id] = sum(r["hit"] for r in s) / len(s)
-        ok = [sid for sid, rate in rates.items() if rate >= 0.99]
-        pick = max(ok, key=lambda sid: acc[sid]) if ok else max(rates, key=lambda sid: (rates[sid], acc[sid]))
-        oracle_choice[p.name], oracle_hit[p.name] = pick, rates[pick]
+        pick, rate = oracle_pick([r for r in probes if r["phase"] == p.name], acc, p.objective, p.min_accuracy)
+        oracle_choice[p.name], oracle_hit[p.name] = pick, rate
 
     def stats(name: str) -> dict[str, Any]:
         rs = by_policy.get(name, [])
@@ -391,6 +413,8 @@ def summarise(records: Sequence[dict[str, Any]], phases: Sequence[PhasePlan], en
     oracle_hits = sum(oracle_hit[p.name] * sum(1 for r in by_policy.get("model-based", []) if r["phase"] == p.name)
                       for p in phases) / max(1, mb.get("inferences", 1))
     reaction = mb.get("misses_in_reaction_window", {})
+    sequence = [oracle_choice[p.name] for p in phases]
+    step_up = _step_up_inferences(by_policy.get("model-based", []), phases, oracle_choice, acc)
     return {
         "benchmark": "contention",
         "hit_rate": mb.get("hit_rate"),
@@ -410,6 +434,11 @@ def summarise(records: Sequence[dict[str, Any]], phases: Sequence[PhasePlan], en
         "reaction_inferences_per_event": reaction,
         "reaction_window": window,
         "oracle_per_phase": oracle_choice,
+        "oracle_sequence": sequence,
+        "oracle_distinct": len(set(sequence)),
+        "step_up_inferences": step_up,
+        "policy_sequence": {name: [_mode([r["subnet"] for r in by_policy.get(name, []) if r["phase"] == p.name])
+                                   for p in phases] for name in per},
         "phases": [{"name": p.name, "seconds": p.seconds, "budget_ms": round(p.budget_ms, 3), "load": p.load}
                    for p in phases],
         "policies": per,
@@ -418,8 +447,46 @@ def summarise(records: Sequence[dict[str, Any]], phases: Sequence[PhasePlan], en
             "reaction_le_3": max(reaction.values(), default=0) <= 3,
             "accuracy_within_1pp_of_oracle": abs(mb.get("oracle_accuracy_same_inferences", 0.0)
                                                  - mb.get("mean_accuracy", 0.0)) * 100 <= 1.0,
+            "oracle_distinct_ge_3": len(set(sequence)) >= 3,
+            "step_up_le_50": step_up is not None and step_up <= 50,
         },
     }
+
+
+def oracle_pick(probes: Sequence[dict[str, Any]], acc: dict[str, float], objective: str,
+                min_accuracy: float) -> tuple[str, float]:
+    """A phase's best static choice from its probe records, and that subnet's probed hit rate."""
+    rates, ms = {}, {}
+    for sid in sorted({r["subnet"] for r in probes}):
+        s = [r for r in probes if r["subnet"] == sid]
+        rates[sid] = sum(r["hit"] for r in s) / len(s)
+        ms[sid] = median(r["latency_ms"] for r in s)
+    ok = [sid for sid, rate in rates.items() if rate >= 0.99]
+    over = [sid for sid in ok if acc[sid] >= min_accuracy]
+    if objective == "energy" and over:
+        pick = min(over, key=lambda sid: ms[sid])
+    else:
+        pick = max(ok, key=lambda sid: acc[sid]) if ok else max(rates, key=lambda sid: (rates[sid], acc[sid]))
+    return pick, rates[pick]
+
+
+def _mode(values: Sequence[str]) -> str | None:
+    return max(set(values), key=values.count) if values else None
+
+
+def _step_up_inferences(rs: Sequence[dict[str, Any]], phases: Sequence[PhasePlan], oracle: dict[str, str],
+                        acc: dict[str, float]) -> int | None:
+    """Inferences of the policy in the first phase whose budget loosened until it ran a subnet at least as
+    accurate as that phase's oracle choice (None: no such phase, or it never did)."""
+    for i, p in enumerate(phases):
+        if i == 0 or p.budget_ms <= phases[i - 1].budget_ms or p.objective != "accuracy":
+            continue
+        mine = [r for r in rs if r["phase_index"] == i]
+        for k, r in enumerate(mine):
+            if acc[r["subnet"]] >= acc[oracle[p.name]]:
+                return k + 1
+        return None
+    return None
 
 
 def plot(trace_path: str, out: str) -> None:
@@ -441,6 +508,14 @@ def plot(trace_path: str, out: str) -> None:
         ax_lat.plot([r["t"] for r in rs], [r["latency_ms"] for r in rs], ".", ms=2, color=colors[name], label=name)
         ax_acc.step([r["t"] for r in rs], [r["accuracy"] * 100 for r in rs], where="post", color=colors[name],
                     label=name)
+    acc = {r["subnet"]: r["accuracy"] for r in records if r["policy"] == "probe"}
+    for name in dict.fromkeys(r["phase"] for r in records):
+        rs = [r for r in records if r["phase"] == name]
+        probes = [r for r in rs if r["policy"] == "probe"]
+        if probes:
+            pick, _ = oracle_pick(probes, acc, rs[0].get("objective", "accuracy"), rs[0].get("min_accuracy", 0.0))
+            ax_acc.plot([rs[0]["t"], rs[-1]["t"]], [acc[pick] * 100] * 2, "k--", lw=1.5,
+                        label="oracle (per phase)" if name == records[0]["phase"] else None)
     mb = [r for r in records if r["policy"] == "model-based"]
     ax_lat.step([r["t"] for r in mb], [r["budget_ms"] for r in mb], where="post", color="k", label="budget")
     ax_lat.set_ylabel("latency (ms)")
@@ -481,14 +556,15 @@ def plot(trace_path: str, out: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Real-contention benchmark of dynofa's policies (one JSON object).")
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply every phase's duration (1.0 = 85 s)")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every phase's duration (1.0 = 90 s)")
     parser.add_argument("--catalog", help="catalog file (default: the demo catalog)")
     parser.add_argument("--stand-in", action="store_true", help="synthetic matmul subnets instead of the catalog")
     parser.add_argument("--batch", type=int, default=32,
                         help="images per inference (default 32: an inference longer than a scheduler time slice, "
                              "so that contention stretches it rather than only delaying its start)")
-    parser.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 2),
-                        help="background busy-loop processes (default: one per CPU)")
+    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2),
+                        help="background processes of the lightest contention phase; the next two run 2x and 3x "
+                             "(default: half a process per CPU)")
     parser.add_argument("--budget-ms", type=float, help="budget of the first phases (default: from calibration)")
     parser.add_argument("--tight-budget-ms", type=float, help="budget of the last phase (default: from calibration)")
     parser.add_argument("--reaction-window", type=int, default=3, help="inferences after an event not counted")

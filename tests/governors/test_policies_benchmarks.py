@@ -92,3 +92,25 @@ def test_model_based_beats_the_baselines_on_the_simulated_xavier_nx() -> None:
     assert out["energy_vs_performance_governor"] < 0.85  # DVFS saves energy at equal subnet choice
     assert out["energy_vs_schedutil_same_accuracy"] < 1.0  # and beats schedutil at the same accuracy
     assert out["energy_vs_objective_oracle"]["accuracy"] < 1.10 and out["accuracy_gap_vs_oracle_pp"] < 1.5
+
+
+def test_summarise_oracle_sequence_step_up_and_energy_floor() -> None:
+    entries = _fake_workload({"x": 1.0}).entries  # s 2 ms 0.6, m 4 ms 0.7, l 8 ms 0.8
+    phases = [contention.PhasePlan("busy", 1, 10.0, 1, True),
+              contention.PhasePlan("loose", 1, 20.0, False, True),
+              contention.PhasePlan("floor", 1, 20.0, False, True, objective="energy", min_accuracy=0.65)]
+    recs = []
+    for idx, (phase, slow) in enumerate((("busy", 2.0), ("loose", 1.0), ("floor", 1.0))):
+        budget = phases[idx].budget_ms
+        for sid, ms in (("s", 2.0), ("m", 4.0), ("l", 8.0)):
+            for _ in range(3):
+                recs.append({"phase": phase, "phase_index": idx, "policy": "probe", "subnet": sid, "accuracy": 0.0,
+                             "latency_ms": ms * slow, "hit": ms * slow <= budget})
+    for i in range(10):  # the policy reaches "l" at its 4th inference of the loosened phase
+        sid = "m" if i < 3 else "l"
+        recs.append({"phase": "loose", "phase_index": 1, "policy": "model-based", "subnet": sid,
+                     "accuracy": {"m": 0.7, "l": 0.8}[sid], "latency_ms": 4.0, "hit": True})
+    out = contention.summarise(recs, phases, entries, window=3)
+    # busy: l needs 16 ms > 10 -> m; loose: l; floor (energy, >= 0.65): the cheapest over the floor is m
+    assert out["oracle_sequence"] == ["m", "l", "m"] and out["oracle_distinct"] == 2
+    assert out["step_up_inferences"] == 4
