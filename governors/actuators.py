@@ -6,6 +6,8 @@ Rules this module keeps:
   leaves a way back; a new ``Actuator`` on the same state dir restores from a leftover file.
 - A frequency is pinned with the ``userspace`` governor when the driver offers it, otherwise by
   clamping min = max in an order the kernel accepts (raise max before min when going up).
+  cpufreq policies and devfreq devices go through one path: :class:`governors.dvfs.DvfsNode`
+  (built per PE at start from the detected platform) sets, remembers, restores and reads back.
 - What the kernel actually runs at is always read back (nvpmodel, jetson_clocks and thermal
   caps change clocks behind our back), and returned.
 - A failed write (EACCES, EBUSY, EINVAL, ENOENT, EROFS) degrades that capability with a reason,
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Concatenate, ParamSpec, TypeVar
 
 from dynofa.errors import PlatformError
+from governors.dvfs import DvfsNode, dvfs_nodes
 from governors.platform.model import CpuCluster, Platform
 from governors.state import SavedSetting, SavedState, StateStore, current_boot_id, default_state_dir
 from governors.sysfs import Sysfs, describe_oserror
@@ -58,13 +61,6 @@ def snap_to(available: Sequence[int], value: int, lo: int | None = None, hi: int
     if hi is not None:
         value = min(hi, value)
     return value
-
-
-def _ordered_limit_writes(target_min: int, target_max: int, cur_min: int | None, cur_max: int | None) -> list[str]:
-    """Which of ``min``/``max`` to write first so that min <= max holds after every single write."""
-    order = ["min", "max"] if cur_max is None or target_min <= cur_max else ["max", "min"]
-    skip = {"min": target_min == cur_min, "max": target_max == cur_max}
-    return [which for which in order if not skip[which]]
 
 
 _P = ParamSpec("_P")
@@ -106,6 +102,7 @@ class Actuator:
         self._lock = threading.RLock()
         self._state: SavedState | None = None
         self._affinity_saved: dict[int, set[int]] = {}
+        self.nodes = dvfs_nodes(platform)  # per PE, built once from what detection found
         self.recovered: RestoreReport | None = None
         # A new run probes afresh: what a previous run found refused may have been fixed since.
         self.store.clear_degraded()
@@ -136,35 +133,15 @@ class Actuator:
         self._state = leftover
         return self.restore()
 
-    def _remember(self, kind: str, path: str) -> None:
-        """Save a device's original settings (once) before its first change."""
+    def _remember(self, node: DvfsNode) -> None:
+        """Save a node's original settings (once) before its first change."""
         if self._state is None:
             self._state = SavedState(
                 root=self.sysfs.root, board=self.platform.board, pid=os.getpid(), boot_id=current_boot_id()
             )
-        if self._state.find(path) is not None:
+        if self._state.find(node.path) is not None:
             return
-        s = self.sysfs
-        if kind == "cpufreq":
-            governor = s.try_read(f"{path}/scaling_governor")
-            setting = SavedSetting(
-                kind=kind,
-                path=path,
-                governor=governor,
-                min=s.try_int(f"{path}/scaling_min_freq"),
-                max=s.try_int(f"{path}/scaling_max_freq"),
-                speed=s.try_int(f"{path}/scaling_setspeed") if governor == "userspace" else None,
-            )
-        else:
-            governor = s.try_read(f"{path}/governor")
-            setting = SavedSetting(
-                kind=kind,
-                path=path,
-                governor=governor,
-                min=s.try_int(f"{path}/min_freq"),
-                max=s.try_int(f"{path}/max_freq"),
-                speed=s.try_int(f"{path}/userspace/set_freq") if governor == "userspace" else None,
-            )
+        setting = node.remember(self.sysfs)
         self._state.settings.append(setting)
         try:
             self.store.save(self._state)
@@ -183,7 +160,8 @@ class Actuator:
     # -- CPU DVFS ------------------------------------------------------------------------------
     def read_cluster_khz(self, cluster: str | CpuCluster) -> int | None:
         c = cluster if isinstance(cluster, CpuCluster) else self.platform.cluster(cluster)
-        return self.sysfs.try_int(f"{c.policies[0]}/scaling_cur_freq") if c.policies else None
+        nodes = self.nodes.get(c.name, ())
+        return nodes[0].read_cur(self.sysfs) if nodes else None
 
     @_locked
     def set_cluster_khz(self, cluster: str | CpuCluster, khz: int) -> int | None:
@@ -200,25 +178,23 @@ class Actuator:
         if not cap.usable:
             return self.read_cluster_khz(c)
         target = snap_to(c.available_khz, int(khz), c.hw_min_khz, c.hw_max_khz)
-        userspace = cap.method.startswith("userspace")
-        for policy in c.policies:
-            self._remember("cpufreq", policy)
-            try:
-                if userspace:
-                    if self.sysfs.try_read(f"{policy}/scaling_governor") != "userspace":
-                        self.sysfs.write(f"{policy}/scaling_governor", "userspace")
-                    self.sysfs.write(f"{policy}/scaling_setspeed", target)
-                else:
-                    self._clamp(policy, "scaling_min_freq", "scaling_max_freq", target)
-            except OSError as exc:
-                self._fail(cap_name, exc, policy)
-                break
+        self._pin(cap_name, self.nodes.get(c.name, ()), target, cap.method.startswith("userspace"))
         return self.read_cluster_khz(c)
+
+    def _pin(self, capability: str, nodes: Iterable[DvfsNode], target: int, userspace: bool) -> None:
+        """Remember, then pin, each node; the first refused write degrades ``capability`` and stops."""
+        for node in nodes:
+            self._remember(node)
+            try:
+                node.pin(self.sysfs, target, userspace)
+            except OSError as exc:
+                self._fail(capability, exc, node.path)
+                break
 
     # -- GPU DVFS ------------------------------------------------------------------------------
     def read_gpu_hz(self) -> int | None:
-        gpu = self.platform.gpu
-        return self.sysfs.try_int(f"{gpu.devfreq}/cur_freq") if gpu and gpu.devfreq else None
+        nodes = self.nodes.get("gpu", ())
+        return nodes[0].read_cur(self.sysfs) if nodes else None
 
     @_locked
     def set_gpu_hz(self, hz: int) -> int | None:
@@ -229,25 +205,9 @@ class Actuator:
         cap = self.platform.capability("dvfs:gpu")
         if gpu is None or gpu.devfreq is None or not cap.usable:
             return self.read_gpu_hz()
-        node = gpu.devfreq
         target = snap_to(gpu.available_hz, int(hz))
-        self._remember("devfreq", node)
-        try:
-            if cap.method.startswith("userspace"):
-                if self.sysfs.try_read(f"{node}/governor") != "userspace":
-                    self.sysfs.write(f"{node}/governor", "userspace")
-                self.sysfs.write(f"{node}/userspace/set_freq", target)
-            else:
-                self._clamp(node, "min_freq", "max_freq", target)
-        except OSError as exc:
-            self._fail("dvfs:gpu", exc, node)
+        self._pin("dvfs:gpu", self.nodes.get("gpu", ()), target, cap.method.startswith("userspace"))
         return self.read_gpu_hz()
-
-    def _clamp(self, node: str, min_file: str, max_file: str, value: int) -> None:
-        cur_min = self.sysfs.try_int(f"{node}/{min_file}")
-        cur_max = self.sysfs.try_int(f"{node}/{max_file}")
-        for which in _ordered_limit_writes(value, value, cur_min, cur_max):
-            self.sysfs.write(f"{node}/{min_file if which == 'min' else max_file}", value)
 
     def _fail(self, capability: str, exc: OSError, node: str) -> None:
         """Degrade a capability after a refused write and put the touched device back."""
@@ -320,25 +280,7 @@ class Actuator:
 
     # -- rollback ------------------------------------------------------------------------------
     def _restore_one(self, s: SavedSetting) -> None:
-        sysfs = self.sysfs
-        if s.kind == "cpufreq":
-            gov_file, min_file, max_file, speed_file = (
-                "scaling_governor",
-                "scaling_min_freq",
-                "scaling_max_freq",
-                "scaling_setspeed",
-            )
-        else:
-            gov_file, min_file, max_file, speed_file = "governor", "min_freq", "max_freq", "userspace/set_freq"
-        if s.min is not None and s.max is not None:
-            cur_min = sysfs.try_int(f"{s.path}/{min_file}")
-            cur_max = sysfs.try_int(f"{s.path}/{max_file}")
-            for which in _ordered_limit_writes(s.min, s.max, cur_min, cur_max):
-                sysfs.write(f"{s.path}/{min_file if which == 'min' else max_file}", s.min if which == "min" else s.max)
-        if s.governor is not None and sysfs.try_read(f"{s.path}/{gov_file}") != s.governor:
-            sysfs.write(f"{s.path}/{gov_file}", s.governor)
-        if s.governor == "userspace" and s.speed is not None:
-            sysfs.write(f"{s.path}/{speed_file}", s.speed)
+        DvfsNode(s.kind, s.path).restore(self.sysfs, s)
 
     def _save_or_clear(self) -> None:
         if self._state is not None and self._state.settings:

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from governors.dvfs import dvfs_nodes
 from governors.platform.jtop_telemetry import JtopTelemetry
 from governors.platform.model import Platform, PowerRail
 from governors.sysfs import CachedReader, describe_oserror
@@ -114,6 +115,7 @@ class Monitor:
         self.telemetry = telemetry
         self.pid = os.getpid() if pid is None else pid
         self._reader = CachedReader(platform.sysfs)
+        self._nodes = dvfs_nodes(platform)  # the same DVFS nodes the actuator sets (read back here)
         self._lock = threading.Lock()
         self._tids: set[int] = set(exclude_tids)
         self._task_prev: dict[int, int] = {}
@@ -232,13 +234,14 @@ class Monitor:
     def _sample_cpu(self, snap: Snapshot) -> None:
         reader = self._reader
         for c in self.platform.clusters:
-            if not c.policies:
+            nodes = self._nodes.get(c.name, ())
+            if not nodes:
                 snap.cpu_khz[c.name] = snap.cpu_max_khz[c.name] = None
                 continue
-            pol = c.policies[0]
-            snap.cpu_khz[c.name] = reader.try_int(f"{pol}/scaling_cur_freq")
-            ceiling = snap.cpu_max_khz[c.name] = reader.try_int(f"{pol}/scaling_max_freq")
-            if _capped(ceiling, reader.try_int(f"{pol}/scaling_min_freq"), c.hw_max_khz):
+            snap.cpu_khz[c.name] = nodes[0].read_cur(reader)
+            floor, ceiling = nodes[0].read_limits(reader)
+            snap.cpu_max_khz[c.name] = ceiling
+            if _capped(ceiling, floor, c.hw_max_khz):
                 snap.throttled.append(c.name)
         cur = self._read_cpu()
         own = self._own_deltas()
@@ -262,11 +265,11 @@ class Monitor:
         gpu = self.platform.gpu
         if gpu is None:
             return
-        if gpu.devfreq:
-            snap.gpu_hz = self._reader.try_int(f"{gpu.devfreq}/cur_freq")
-            snap.gpu_max_hz = self._reader.try_int(f"{gpu.devfreq}/max_freq")
+        for node in self._nodes.get("gpu", ()):
+            snap.gpu_hz = node.read_cur(self._reader)
+            floor, snap.gpu_max_hz = node.read_limits(self._reader)
             hw_max = gpu.available_hz[-1] if gpu.available_hz else None
-            if _capped(snap.gpu_max_hz, self._reader.try_int(f"{gpu.devfreq}/min_freq"), hw_max):
+            if _capped(snap.gpu_max_hz, floor, hw_max):
                 snap.throttled.append("gpu" if gpu.cuda else gpu.name)
         if gpu.load_path:
             raw = self._reader.try_int(gpu.load_path)
