@@ -14,10 +14,16 @@ request of the protocol is idempotent (register, set_budget, infer, ...), so a r
 An app belongs to the client that registered it (docs/protocol.md, "Ownership"): the daemon knows
 this process by its uid, so nothing is needed for that. ``register(app, token=new_token())``
 binds the app to a secret as well; the client then sends it with every request on that app.
+
+On the same machine (an ``ipc://`` endpoint) ``infer`` passes tensors through shared memory
+(docs/protocol.md, "Shared memory"): no tensor bytes on the socket. ``InferenceReply.transport``
+and ``Client.transport`` say which transport served; ``Client(shm=False)`` (or
+``$DYNOFA_SHM=0``) keeps frames, ``shm=True`` refuses to fall back to them.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -32,8 +38,11 @@ import zmq
 
 from dynofa import paths, protocol
 from dynofa.errors import DaemonUnavailableError, ProtocolError
+from dynofa.protocol import RemoteError
+from dynofa.shm import SHM_DIR, ClientRegion
 
 ENDPOINT_ENV = "DYNOFA_ENDPOINT"
+SHM_ENV = "DYNOFA_SHM"  # "0": never use shared memory
 TELEMETRY_ENV = "DYNOFA_TELEMETRY"
 
 
@@ -77,6 +86,7 @@ class InferenceReply:
     latency_ms: float  # the forward pass in the daemon
     queue_ms: float  # time the request waited for the processing element
     round_trip_ms: float  # seen by this client, transport included
+    transport: str = "frames"  # "shm" when the tensors went through shared memory
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,7 @@ class Client:
         retries: int = 1,
         curve: CurveKeys | None = None,
         context: zmq.Context[Any] | None = None,
+        shm: bool | None = None,
     ) -> None:
         self.endpoint = endpoint or default_endpoint()
         self.timeout_ms = max(1, int(timeout_s * 1000))
@@ -121,6 +132,12 @@ class Client:
         self._socket: zmq.Socket[Any] | None = None
         self._next_id = 0
         self.tokens: dict[str, str] = {}  # app -> the token it was registered with (sent on every request on it)
+        # shared memory: None = when the daemon offers it on this machine; False = frames; True = required
+        self.shm = shm if shm is not None else (False if os.environ.get(SHM_ENV) == "0" else None)
+        self.transport: str | None = None  # the transport the last inference used
+        self.shm_problem: str | None = None  # why shared memory is not used, when it was wanted
+        self._shm_offered: bool | None = None
+        self._regions: dict[str, ClientRegion] = {}  # app -> its region
 
     # lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> Client:
@@ -130,6 +147,24 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        """Release this client's shared-memory regions and close the socket."""
+        regions, self._regions = self._regions, {}
+        for app, region in regions.items():
+            if self._socket is None:  # nothing was ever sent on this client: no daemon to tell
+                region.close()
+            else:
+                region.close(functools.partial(self._unregister_region, app))
+        self._reset()
+
+    def _unregister_region(self, app: str, region_id: str) -> None:
+        saved = self.timeout_ms, self.retries
+        self.timeout_ms, self.retries = min(self.timeout_ms, 500), 0  # never hold up close() for long
+        try:
+            self.call("shm_unregister", app=app, region=region_id)
+        finally:
+            self.timeout_ms, self.retries = saved
+
+    def _reset(self) -> None:
         if self._socket is not None:
             self._socket.close(linger=0)
             self._socket = None
@@ -173,7 +208,7 @@ class Client:
                 sock.send_multipart(frames, copy=False)
                 reply_frames = sock.recv_multipart(copy=False)
             except zmq.Again:
-                self.close()  # Lazy Pirate: a REQ socket that timed out is stuck; start over
+                self._reset()  # Lazy Pirate: a REQ socket that timed out is stuck; start over
                 if attempt == self.retries:
                     raise DaemonUnavailableError(
                         f"the dynofa daemon at {self.endpoint} did not answer {op!r} within "
@@ -257,6 +292,13 @@ class Client:
         if array.dtype.name not in protocol.INPUT_DTYPES:
             array = array.astype(np.float32)
         fields, array = protocol.encode_tensor(array)
+        if self._use_shm():
+            try:
+                return self._infer_shm(app, array, subnet)
+            except RemoteError as exc:
+                if self.shm or exc.code not in (protocol.BAD_REGION, protocol.UNKNOWN_OP):
+                    raise
+                self._shm_refused(f"the daemon refused the shared-memory region: {exc.message}")
         started = time.perf_counter()
         reply, frames = self.request("infer", tensor=array, app=app, subnet=subnet, **fields)
         rtt = (time.perf_counter() - started) * 1000.0
@@ -265,14 +307,80 @@ class Client:
             raise ProtocolError(f"an infer reply needs one output frame, got {len(frames)}")
         buffer = frames[0].buffer if hasattr(frames[0], "buffer") else frames[0]
         output = np.frombuffer(buffer, dtype=np.dtype(out.get("dtype", "float32"))).reshape(out.get("shape", [-1]))
-        return InferenceReply(
-            output=output,
-            subnet=str(reply.get("subnet")),
-            pe=str(reply.get("pe")),
-            latency_ms=float(reply.get("latency_ms", 0.0)),
-            queue_ms=float(reply.get("queue_ms", 0.0)),
-            round_trip_ms=rtt,
-        )
+        self.transport = "frames"
+        return _reply(reply, output, rtt, "frames")
+
+    # shared memory -----------------------------------------------------------------------
+    def _use_shm(self) -> bool:
+        if self.shm is False:
+            return False
+        problem = None
+        if not self.endpoint.startswith("ipc://") or self.curve is not None:
+            problem = f"shared memory needs the daemon on this machine (an ipc:// endpoint), not {self.endpoint}"
+        elif not SHM_DIR.is_dir():
+            problem = f"no {SHM_DIR} on this system"
+        else:
+            if self._shm_offered is None:
+                self._shm_offered = "shm" in (self.hello().get("extensions") or {})
+            if not self._shm_offered:
+                problem = "the daemon does not offer the shm extension (an older daemon)"
+        if problem is None:
+            return True
+        if self.shm:
+            raise ProtocolError(f"shm=True: {problem}")
+        self._shm_refused(problem)
+        return False
+
+    def _shm_refused(self, problem: str) -> None:
+        self.shm, self.shm_problem = False, f"{problem}; sending tensor frames"
+
+    def _region(self, app: str, nbytes: int) -> ClientRegion:
+        region = self._regions.get(app)
+        if region is not None and region.fits(nbytes) and region.region is not None:
+            return region
+        if region is not None:
+            self._regions.pop(app)
+            region.close(lambda rid: self._unregister_region(app, rid))
+        region = ClientRegion(nbytes)
+        try:
+            region.region = str(self.call("shm_register", app=app, name=region.name)["region"])
+        except BaseException:
+            region.close()
+            raise
+        finally:
+            region.unlink()  # the daemon holds the file open: nothing is left in /dev/shm if either side dies
+        self._regions[app] = region
+        return region
+
+    def _infer_shm(self, app: str, array: np.ndarray, subnet: str | None) -> InferenceReply:
+        for attempt in range(2):
+            region = self._region(app, array.nbytes)
+            source = region.write_input(array)
+            started = time.perf_counter()
+            try:
+                reply, _ = self.request("infer_shm", app=app, region=region.region, input=source,
+                                        output=region.output_slice(), subnet=subnet)  # fmt: skip
+            except RemoteError as exc:
+                if exc.code != protocol.UNKNOWN_REGION or attempt:
+                    raise
+                region.region = None  # the daemon restarted (or dropped it): register again, once
+                continue
+            rtt = (time.perf_counter() - started) * 1000.0
+            self.transport = "shm"
+            return _reply(reply, region.read_output(reply.get("output") or {}), rtt, "shm")
+        raise AssertionError("unreachable")
+
+
+def _reply(reply: dict[str, Any], output: np.ndarray, rtt: float, transport: str) -> InferenceReply:
+    return InferenceReply(
+        output=output,
+        subnet=str(reply.get("subnet")),
+        pe=str(reply.get("pe")),
+        latency_ms=float(reply.get("latency_ms", 0.0)),
+        queue_ms=float(reply.get("queue_ms", 0.0)),
+        round_trip_ms=rtt,
+        transport=transport,
+    )
 
 
 def _budget_dict(budget: Mapping[str, Any] | Any | None) -> dict[str, Any] | None:

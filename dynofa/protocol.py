@@ -45,10 +45,19 @@ SHUTTING_DOWN = "shutting_down"
 INFERENCE_FAILED = "inference_failed"
 FORBIDDEN = "forbidden"
 INTERNAL = "internal"
+# shared-memory extension (docs/protocol.md, "Shared memory")
+UNKNOWN_REGION = "unknown_region"
+BAD_REGION = "bad_region"
+REGION_BOUNDS = "region_bounds"
+REGION_TRUNCATED = "region_truncated"
 ERROR_CODES = (
     BAD_JSON, BAD_REQUEST, UNKNOWN_OP, UNSUPPORTED_VERSION, TOO_LARGE, BAD_TENSOR, UNKNOWN_APP, UNKNOWN_MODEL,
     UNKNOWN_SUBNET, TOO_MANY_APPS, BAD_BUDGET, BUSY, TIMEOUT, SHUTTING_DOWN, INFERENCE_FAILED, FORBIDDEN, INTERNAL,
+    UNKNOWN_REGION, BAD_REGION, REGION_BOUNDS, REGION_TRUNCATED,
 )  # fmt: skip
+
+#: protocol extensions and their versions, advertised by ``hello``
+EXTENSIONS = {"shm": 1}
 
 # telemetry topics
 TOPIC_OPERATING_POINT = "op"
@@ -165,6 +174,53 @@ def dtype(value: Any, name: str) -> str:
     return str(value)
 
 
+_SHM_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")
+_REGION_ID = re.compile(r"^r[0-9]{1,12}$")
+MAX_OFFSET = 1 << 40
+
+
+def shm_name(value: Any, name: str = "name") -> str:
+    if not isinstance(value, str) or not _SHM_NAME.match(value):
+        raise _bad(name, "a POSIX shared-memory name: 1-200 letters, digits, '.', '_' or '-', no '/'", value)
+    return value
+
+
+def region_id(value: Any, name: str = "region") -> str:
+    if not isinstance(value, str) or not _REGION_ID.match(value):
+        raise _bad(name, "a region id from shm_register (e.g. 'r1')", value)
+    return value
+
+
+def _offset(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_OFFSET:
+        raise _bad(name, "an integer in [0, 2**40)", value)
+    return value
+
+
+def input_slice(value: Any, name: str) -> dict[str, Any]:
+    """``{"offset", "dtype", "shape"}``: where in the region the input tensor lies."""
+    fields = obj(value, name)
+    unknown = sorted(set(fields) - {"offset", "dtype", "shape"})
+    if unknown:
+        raise _bad(name, "an object with offset, dtype and shape only", value)
+    for key in ("offset", "dtype", "shape"):
+        if key not in fields:
+            raise RequestError(BAD_REQUEST, f"field {name!r} needs {key!r}")
+    return {"offset": _offset(fields["offset"], f"{name}.offset"), "dtype": dtype(fields["dtype"], f"{name}.dtype"),
+            "shape": shape(fields["shape"], f"{name}.shape")}  # fmt: skip
+
+
+def output_slice(value: Any, name: str) -> dict[str, Any]:
+    """``{"offset", "bytes"}``: where in the region the output may be written, and how much room there is."""
+    fields = obj(value, name)
+    if set(fields) != {"offset", "bytes"}:
+        raise _bad(name, "an object with offset and bytes", value)
+    room = _offset(fields["bytes"], f"{name}.bytes")
+    if room == 0:
+        raise _bad(f"{name}.bytes", "a positive integer", room)
+    return {"offset": _offset(fields["offset"], f"{name}.offset"), "bytes": room}
+
+
 Checker = Callable[[Any, str], Any]
 
 
@@ -208,6 +264,20 @@ OPS: dict[str, OpSpec] = {
         tensor=True,
         owned=True,
         doc="run one inference on the app's current operating point",
+    ),
+    "shm_register": OpSpec(
+        required={"app": app_name, "name": shm_name},
+        owned=True,
+        doc="register a shared-memory region of this client (POSIX shm name) for infer_shm",
+    ),
+    "shm_unregister": OpSpec(
+        required={"app": app_name, "region": region_id}, owned=True, doc="release a shared-memory region"
+    ),
+    "infer_shm": OpSpec(
+        required={"app": app_name, "region": region_id, "input": input_slice, "output": output_slice},
+        optional={"subnet": text},
+        owned=True,
+        doc="run one inference whose input and output lie in a registered shared-memory region",
     ),
     "feedback": OpSpec(
         required={"app": app_name, "qoe": unit_fraction},

@@ -33,12 +33,14 @@ from dynofa import protocol
 from dynofa.config import Config, CurveConfig
 from dynofa.protocol import Request, RequestError
 from service.engine import Engine, InferenceJob
+from service.shm import RegionTable, Transfer
 from service.tenancy import Caller, caller_of
 from service.threads import INFERENCE_THREAD_PREFIX
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
+SWEEP_INTERVAL_MS = 1000
 
 
 class Outbox:
@@ -80,6 +82,7 @@ class Pending:
     envelope: list[Any]
     request_id: Any
     job: InferenceJob
+    transfer: Transfer | None = None  # infer_shm: input and output lie in a shared-memory region
 
 
 class InferenceWorker(threading.Thread):
@@ -120,6 +123,13 @@ class InferenceWorker(threading.Thread):
             self.outbox.put("reply", item.envelope, self._serve(item))
 
     def _serve(self, pending: Pending) -> list[Any]:
+        try:
+            return self._serve_one(pending)
+        finally:
+            if pending.transfer is not None:
+                pending.transfer.release()
+
+    def _serve_one(self, pending: Pending) -> list[Any]:
         job = pending.job
         waited = time.monotonic() - job.received
         if waited > self.timeout_s:
@@ -131,8 +141,14 @@ class InferenceWorker(threading.Thread):
         try:
             if self._map_task is not None:
                 self._map_task(job.pe, job.threads)
+            if pending.transfer is not None:
+                pending.transfer.read_into(job.x)  # here, not at request time: the forward sees the latest bytes
             done = self.engine.run_inference(job)
-            fields, out = protocol.encode_tensor(done.output)
+            if pending.transfer is not None:
+                fields = pending.transfer.write_output(done.output)
+                out = None
+            else:
+                fields, out = protocol.encode_tensor(done.output)
             header = protocol.ok(
                 pending.request_id,
                 app=job.app,
@@ -142,7 +158,7 @@ class InferenceWorker(threading.Thread):
                 queue_ms=round(done.queue_ms, 4),
                 output=fields,
             )
-            return [protocol.encode(header), out]
+            return [protocol.encode(header)] if out is None else [protocol.encode(header), out]
         except RequestError as exc:
             return [_encode_error(exc, pending.request_id)]
         except Exception as exc:  # noqa: BLE001 - one bad inference must not kill the worker
@@ -224,6 +240,8 @@ class Server:
         self._ipc_control = config.control_endpoint().startswith("ipc://")
         self.rejections = RejectionLog()
         self.requests_served = 0
+        self.regions = RegionTable()
+        self._last_sweep = 0.0
 
     # setup ------------------------------------------------------------------------------
     def bind(self) -> None:
@@ -297,7 +315,8 @@ class Server:
         try:
             while not self._stopping:
                 try:
-                    events = dict(poller.poll())
+                    # while regions exist, wake up now and then to close those of vanished clients
+                    events = dict(poller.poll(SWEEP_INTERVAL_MS if len(self.regions) else None))
                 except zmq.ZMQError as exc:
                     if exc.errno == errno.EINTR:
                         continue
@@ -306,9 +325,16 @@ class Server:
                     self._flush_outbox()
                 if self.router in events:
                     self._read_requests()
+                self._sweep_regions()
         finally:
             if old_fd is not None:
                 signal.set_wakeup_fd(old_fd)
+
+    def _sweep_regions(self) -> None:
+        now = time.monotonic()
+        if now - self._last_sweep >= SWEEP_INTERVAL_MS / 1000 and len(self.regions):
+            self._last_sweep = now
+            self.regions.sweep()
 
     def _read_requests(self, budget: int = 256) -> None:
         assert self.router is not None
@@ -352,18 +378,23 @@ class Server:
         if op == "infer":
             assert request.tensor is not None
             job = engine.prepare_inference(args["app"], request.tensor, args.get("subnet"), time.monotonic())
-            worker = self.workers[engine.models[job.model].device(job.pe)]
-            try:
-                worker.submit(Pending(envelope, request.id, job))
-            except queue.Full:
-                raise RequestError(
-                    protocol.BUSY,
-                    f"{worker.jobs.maxsize} inferences are already queued on {job.pe} "
-                    "(limits.infer_queue); retry later",
-                ) from None
+            self._submit(Pending(envelope, request.id, job))
             return None  # the worker replies
+        if op == "infer_shm":
+            transfer = self.regions.transfer(args["app"], args["region"], args["input"], args["output"])
+            try:
+                job = engine.prepare_inference(args["app"], transfer.buffer(), args.get("subnet"), time.monotonic())
+                self._submit(Pending(envelope, request.id, job, transfer))
+            except BaseException:
+                transfer.release()
+                raise
+            return None
+        if op == "unregister":
+            self.regions.forget_app(args["app"])
         handlers: dict[str, Callable[[], dict[str, Any]]] = {
-            "hello": lambda: engine.hello(args.get("app")),
+            "hello": lambda: {**engine.hello(args.get("app")), "extensions": protocol.EXTENSIONS},
+            "shm_register": lambda: self._register_region(args["app"], args["name"], caller),
+            "shm_unregister": lambda: self.regions.unregister(args["app"], args["region"]),
             "ping": lambda: {},
             "register": lambda: engine.register(
                 args["app"], args.get("model"), args.get("budget"), caller, None if request.override else request.token
@@ -378,6 +409,22 @@ class Server:
         }
         result = handlers[op]()
         return [protocol.encode(protocol.ok(request.id, **result))]
+
+    def _register_region(self, app: str, name: str, caller: Caller) -> dict[str, Any]:
+        if app not in self.engine.app_names():
+            raise RequestError(protocol.UNKNOWN_APP, f"app {app!r} is not registered (send the register op first)")
+        return self.regions.register(app, name, caller.uid, caller.pid)
+
+    def _submit(self, pending: Pending) -> None:
+        job = pending.job
+        worker = self.workers[self.engine.models[job.model].device(job.pe)]
+        try:
+            worker.submit(pending)
+        except queue.Full:
+            raise RequestError(
+                protocol.BUSY,
+                f"{worker.jobs.maxsize} inferences are already queued on {job.pe} (limits.infer_queue); retry later",
+            ) from None
 
     def _send(self, envelope: list[Any], frames: list[Any]) -> None:
         assert self.router is not None
@@ -438,6 +485,7 @@ class Server:
         if self._auth is not None:
             self._auth.stop()
         self.context.term()
+        self.regions.close()
         for path in self._ipc_files:
             with contextlib.suppress(OSError):
                 path.unlink()

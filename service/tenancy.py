@@ -33,6 +33,7 @@ class Caller:
 
     identity: str
     uid: int | None = None
+    pid: int | None = None  # the connecting process, on ipc (shared-memory regions live as long as it does)
 
     def is_operator(self, daemon_uid: int) -> bool:
         return self.uid is not None and self.uid in (0, daemon_uid)
@@ -53,7 +54,7 @@ def caller_of(frame: Any, ipc: bool) -> Caller:
     match = _PEER_CREDS.search(_property(frame, "Peer-Address") or "") if ipc else None
     if match is not None:
         uid = int(match.group(1))
-        return Caller(identity=f"uid:{uid}", uid=uid)
+        return Caller(identity=f"uid:{uid}", uid=uid, pid=int(match.group(3)))
     return Caller(identity=ANONYMOUS)
 
 

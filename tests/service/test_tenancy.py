@@ -217,7 +217,7 @@ class _Frame:
 
 
 def test_caller_identity_comes_from_the_transport_only() -> None:
-    assert caller_of(_Frame({"Peer-Address": "localhost:1000:1000:42"}), ipc=True) == Caller("uid:1000", 1000)
+    assert caller_of(_Frame({"Peer-Address": "localhost:1000:1000:42"}), ipc=True) == Caller("uid:1000", 1000, 42)
     # on tcp an IPv6 address can end like credentials: never trusted as a uid
     assert caller_of(_Frame({"Peer-Address": "fe80::0:0:0"}), ipc=False).uid is None
     assert caller_of(_Frame({"User-Id": "KEY", "Peer-Address": "1.2.3.4"}), ipc=False).identity == "curve:KEY"

@@ -1,0 +1,97 @@
+"""The client's side of shared-memory inference (docs/protocol.md, "Shared memory"); numpy only.
+
+A :class:`ClientRegion` is one POSIX shm file mapped into this process: the input tensor at
+offset 0, the output after it. It is created 0600 (0660 with group ``dynofa`` when this process
+is in that group, so that a daemon running as the ``dynofa`` user can open it), registered with
+the daemon, then unlinked at once: the daemon holds its own descriptor, and a crash of either
+side leaves nothing in /dev/shm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import mmap
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SHM_DIR = Path("/dev/shm")
+DAEMON_GROUP = "dynofa"
+ALIGN = 64  # the output slice starts on a cache line
+OUTPUT_ROOM_BYTES = 1 << 20  # room for the output (1 MiB: 262144 float32 logits); tmpfs allocates touched pages only
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+class ClientRegion:
+    """A mapped shm file with room for inputs of ``input_bytes`` and an output slice after them."""
+
+    def __init__(self, input_bytes: int, shm_dir: Path = SHM_DIR) -> None:
+        self.input_bytes = input_bytes
+        self.out_offset = _align(input_bytes)
+        self.size = self.out_offset + OUTPUT_ROOM_BYTES
+        self.name = f"dynofa-{os.getpid()}-{secrets.token_hex(8)}"
+        self.path = shm_dir / self.name
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            _share_with_daemon_group(fd)
+            os.ftruncate(fd, self.size)
+            self._map = mmap.mmap(fd, self.size)
+        except BaseException:
+            self.unlink()
+            raise
+        finally:
+            os.close(fd)  # the mapping keeps the memory; the daemon opens the file by name
+        self.region: str | None = None  # the daemon's id, once registered
+
+    def fits(self, nbytes: int) -> bool:
+        return nbytes <= self.input_bytes
+
+    def write_input(self, array: np.ndarray) -> dict[str, Any]:
+        """Copy ``array`` (little-endian, C-contiguous) to offset 0; the request's ``input`` fields."""
+        view = np.ndarray(array.shape, dtype=array.dtype, buffer=self._map, offset=0)
+        np.copyto(view, array)
+        return {"offset": 0, "dtype": str(array.dtype), "shape": list(array.shape)}
+
+    def output_slice(self) -> dict[str, int]:
+        return {"offset": self.out_offset, "bytes": OUTPUT_ROOM_BYTES}
+
+    def read_output(self, fields: dict[str, Any]) -> np.ndarray:
+        """A copy of the output the daemon wrote (the slice is reused by the next inference)."""
+        offset, nbytes = int(fields["offset"]), int(fields["bytes"])
+        if not self.out_offset <= offset or offset + nbytes > self.size:
+            raise ValueError(f"the daemon named output bytes [{offset}, {offset + nbytes}) outside the output slice")
+        dtype = np.dtype(str(fields["dtype"]))
+        data = np.frombuffer(self._map, dtype=dtype, count=nbytes // dtype.itemsize, offset=offset)
+        return data.reshape([int(d) for d in fields["shape"]]).copy()
+
+    def unlink(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+    def close(self, unregister: Callable[[str], object] | None = None) -> None:
+        if unregister is not None and self.region is not None:
+            with contextlib.suppress(Exception):  # best effort: the daemon also frees it when this process ends
+                unregister(self.region)
+        self.unlink()
+        with contextlib.suppress(BufferError, ValueError):
+            self._map.close()
+
+
+def _share_with_daemon_group(fd: int) -> None:
+    try:
+        gid = grp.getgrnam(DAEMON_GROUP).gr_gid
+    except KeyError:
+        return  # no system daemon group: the daemon runs as this user, 0600 is enough
+    if gid != os.getegid() and gid not in os.getgroups():
+        return
+    with contextlib.suppress(OSError):
+        os.fchown(fd, -1, gid)
+        os.fchmod(fd, 0o660)
