@@ -1,4 +1,8 @@
-"""``dynofa budget set|clear|list``: change apps' budgets in the running daemon."""
+"""``dynofa budget set|clear|remove|list``: change apps' budgets in the running daemon.
+
+An app belongs to the client that registered it; ``--override`` lets an operator (root, or the
+daemon's user, on the ipc socket) change or remove any app (docs/protocol.md, "Ownership").
+"""
 
 from __future__ import annotations
 
@@ -31,19 +35,39 @@ def register(subparsers: Any) -> None:
                    help="accuracy: the most accurate point meeting the latency; energy: the lowest energy per frame "
                         "meeting the latency and --min-accuracy (default: the daemon's policy.objective)")
     add_connection_args(s)
+    _add_override(s)
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=_set)
 
     c = sub.add_parser("clear", help="remove an app's budget")
     c.add_argument("app")
     add_connection_args(c)
+    _add_override(c)
     c.add_argument("--json", action="store_true")
     c.set_defaults(handler=_clear)
+
+    r = sub.add_parser("remove", help="unregister an app (forget it and its budget)")
+    r.add_argument("app")
+    add_connection_args(r)
+    _add_override(r)
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(handler=_remove)
 
     ls = sub.add_parser("list", help="every app's budget")
     add_connection_args(ls)
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(handler=_list)
+
+
+def _add_override(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--override", action="store_true",
+        help="act on an app another client owns (operators only: root or the daemon's user, on the ipc socket)",
+    )  # fmt: skip
+
+
+def _owned(args: argparse.Namespace) -> dict[str, Any]:
+    return {"app": args.app, "override": True if args.override else None}
 
 
 def _run(args: argparse.Namespace, op: str, **fields: Any) -> dict[str, Any]:
@@ -69,21 +93,30 @@ def _set(args: argparse.Namespace) -> int:
         budget["power_cap_w"] = args.power_cap_w
     if args.objective is not None:
         budget["objective"] = args.objective
-    reply = _run(args, "set_budget", app=args.app, budget=budget)
+    reply = _run(args, "set_budget", budget=budget, **_owned(args))
     _print(args, reply, f"{args.app}: {_describe(reply['budget'])}\n")
     return 0
 
 
 def _clear(args: argparse.Namespace) -> int:
-    reply = _run(args, "clear_budget", app=args.app)
+    reply = _run(args, "clear_budget", **_owned(args))
     _print(args, reply, f"{args.app}: budget cleared\n")
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    reply = _run(args, "unregister", **_owned(args))
+    _print(args, reply, f"{args.app}: unregistered\n")
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
     reply = _run(args, "budgets")
-    rows = [[app, item["model"], _describe(item["budget"])] for app, item in reply["budgets"].items()]
-    _print(args, reply, table(["APP", "MODEL", "BUDGET"], rows) if rows else "no apps registered\n")
+    rows = [
+        [app, item["model"], item.get("owner") or "-", _describe(item["budget"])]
+        for app, item in reply["budgets"].items()
+    ]
+    _print(args, reply, table(["APP", "MODEL", "OWNER", "BUDGET"], rows) if rows else "no apps registered\n")
     return 0
 
 

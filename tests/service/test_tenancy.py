@@ -224,3 +224,19 @@ def test_caller_identity_comes_from_the_transport_only() -> None:
     assert caller_of(b"plain bytes", ipc=True).identity == "anonymous"
     assert Caller("uid:0", 0).is_operator(daemon_uid=1000)
     assert not Caller("uid:5", 5).is_operator(daemon_uid=1000)
+
+
+def test_cli_operator_override(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
+    """`dynofa budget ... --override`: without it the CLI is refused like any other client."""
+    from cli.main import main as cli_main
+
+    daemon.client().register("cli-owned", token=new_token())
+    ep = ["--endpoint", daemon.endpoint]
+    assert cli_main(["budget", "set", "cli-owned", "--latency-ms", "5", *ep]) == 1
+    assert "forbidden" in capsys.readouterr().err
+    assert cli_main(["budget", "set", "cli-owned", "--latency-ms", "5", "--override", *ep]) == 0
+    assert cli_main(["budget", "list", *ep]) == 0
+    assert "uid:" in capsys.readouterr().out
+    assert cli_main(["budget", "remove", "cli-owned", *ep]) == 1
+    assert cli_main(["budget", "remove", "cli-owned", "--override", *ep]) == 0
+    assert "cli-owned" not in daemon.client().budgets()
