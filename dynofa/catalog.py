@@ -170,10 +170,16 @@ def load_catalog(path: str | os.PathLike[str]) -> Catalog:
         raise CatalogError(f"catalog file {source} does not exist") from None
     except OSError as exc:
         raise CatalogError(f"cannot read catalog {source}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise CatalogError(
+            f"catalog {source} is not UTF-8 text (byte {exc.start}); rebuild it with `dynofa catalog build`"
+        ) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise CatalogError(f"catalog {source} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except (ValueError, RecursionError) as exc:  # an integer beyond int()'s digit limit, nesting too deep
+        raise CatalogError(f"catalog {source} is not a catalog: {str(exc)[:200]}") from None
     catalog = catalog_from_dict(data, where=str(source))
     catalog.path = source
     return catalog

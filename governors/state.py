@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dynofa.errors import PlatformError
-from dynofa.paths import state_dir, write_json_atomic
+from dynofa.errors import DynofaError, PlatformError
+from dynofa.paths import read_text_private, remove_stale_temp_files, state_dir, write_json_atomic
 
 STATE_FILE = "dvfs-state.json"
 DEGRADED_FILE = "capabilities.json"
@@ -120,13 +120,17 @@ class StateStore:
         self.degraded_path = os.path.join(self.dir, DEGRADED_FILE)
 
     def load(self) -> SavedState | None:
-        """The saved state, or None if there is none. A corrupt file raises PlatformError."""
+        """The saved state, or None if there is none. A corrupt file raises PlatformError.
+
+        The file is never read through a symlink (its values are written to sysfs as root).
+        """
+        if os.path.isdir(self.dir):
+            remove_stale_temp_files(Path(self.dir), [STATE_FILE, DEGRADED_FILE])
         try:
-            with open(self.path) as fh:
-                data = json.load(fh)
+            data = json.loads(read_text_private(Path(self.path), what="rollback state file"))
         except (FileNotFoundError, NotADirectoryError):
             return None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError, DynofaError) as exc:
             raise PlatformError(
                 f"rollback state file {self.path} is unreadable or corrupt ({exc}); inspect it, restore "
                 "the frequencies by hand (or reboot), then delete it"

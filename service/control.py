@@ -20,6 +20,7 @@ from dynofa import protocol
 from dynofa.budget import DEFAULT_OBJECTIVE
 from dynofa.errors import DynofaError
 from dynofa.operating_point import OperatingPoint
+from dynofa.paths import append_private
 from service.apps import AppRecord
 from service.engine import Change, Engine, Publish
 from service.sdnotify import Notifier
@@ -42,14 +43,14 @@ class TraceWriter:
         try:
             if self._fh is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the daemon's life
+                self._fh = append_private(self.path, mode=0o640)  # never through a symlink; kept open
             self._fh.write(protocol.encode(record).decode() + "\n")
             self._fh.flush()
             if self._fh.tell() > self.max_bytes:
                 self._fh.close()
                 self._fh = None
                 os.replace(self.path, self.path.with_name(self.path.name + ".1"))
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError, TypeError, DynofaError) as exc:
             log.warning("trace file %s disabled: %s", self.path, exc)
             self.path = None
 

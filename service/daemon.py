@@ -23,7 +23,7 @@ from typing import Any
 
 from dynofa.config import Config
 from dynofa.errors import DynofaError
-from dynofa.paths import ensure_private_dir
+from dynofa.paths import ensure_private_dir, open_private
 from service.malloc import retain_freed_memory
 from service.sdnotify import Notifier
 
@@ -43,7 +43,7 @@ class RuntimeLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        fd = open_private(self.path, os.O_RDWR | os.O_CREAT, 0o640, what="lock file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -82,8 +82,8 @@ def run(config: Config) -> int:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     retain_freed_memory()  # before the first forward: see service.malloc
     notifier = Notifier()
-    runtime_dir = ensure_private_dir(config.runtime_dir())
-    state_dir = ensure_private_dir(config.state_dir())
+    runtime_dir = ensure_private_dir(config.runtime_dir(), "paths.runtime_dir")
+    state_dir = ensure_private_dir(config.state_dir(), "paths.state_dir")
     lock = RuntimeLock(runtime_dir / "dynofa.lock")
     lock.acquire()
     actuator: Any = None

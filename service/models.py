@@ -106,6 +106,14 @@ class ModelRuntime:
                 "driver); install a CUDA build of torch or leave gpu out"
             )
         devices = {pe: (config.gpu_device if pe == "gpu" else config.device) for pe in pes}
+        for pe, device in devices.items():
+            if device.startswith("cuda") and not _cuda_available():
+                setting = f"models.{name}.{'gpu_device' if pe == 'gpu' else 'device'}"
+                fix = f"drop gpu from models.{name}.pes" if pe == "gpu" else "set it to 'cpu'"
+                raise ConfigError(
+                    f"field {setting} is {device!r}, but this torch cannot use CUDA (a CPU-only build, or no "
+                    f"GPU visible): {fix}"
+                )
         pools: dict[str, Any] = {}
         for device in sorted(set(devices.values())):
             # graphs: forwards that run without the GIL, so the daemon's other threads cannot stall them

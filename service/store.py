@@ -12,7 +12,7 @@ from typing import Any
 
 from dynofa.budget import Budget
 from dynofa.errors import DynofaError
-from dynofa.paths import fsync_path, write_json_atomic
+from dynofa.paths import UnsafePathError, fsync_path, read_text_private, remove_stale_temp_files, write_json_atomic
 
 log = logging.getLogger(__name__)
 SCHEMA = "dynofa.budgets/1"
@@ -33,13 +33,18 @@ class BudgetStore:
         self.path = state_dir / "budgets.json"
 
     def load(self) -> dict[str, SavedApp]:
-        """The saved apps; a corrupt file is moved aside (and logged), never fatal."""
+        """The saved apps; a corrupt file is moved aside (and logged), never fatal.
+
+        Temporary files a killed daemon left between write and rename are removed first.
+        """
+        for stale in remove_stale_temp_files(self.path.parent, [self.path.name]):
+            log.info("removed %s, left by a daemon killed while saving budgets", stale)
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = json.loads(read_text_private(self.path, what="budgets file"))
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as exc:
-            self._quarantine(f"unreadable ({exc})")
+        except (OSError, ValueError, RecursionError, UnsafePathError) as exc:  # RecursionError: nested too deep
+            self._quarantine(f"unreadable ({str(exc)[:200]})")
             return {}
         if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("apps"), dict):
             self._quarantine("not a dynofa budgets file")
