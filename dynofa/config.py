@@ -163,13 +163,39 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         text = source.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file {source} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {source} is a directory; give the path of the YAML file") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {source}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {source} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_unique_keys_loader())  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {source} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {source} nests too deeply to be a dynofa config") from None
     return config_from_dict({} if data is None else data, where=str(source))
+
+
+def _unique_keys_loader() -> type:
+    """A SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last, silently)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while reading a mapping", node.start_mark,
+                        f"found the key {key!r} twice (first {seen[key]}); keep one", key_node.start_mark,
+                    )  # fmt: skip
+                seen[key] = f"on line {key_node.start_mark.line + 1}"
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def config_from_dict(data: Any, where: str = "config") -> Config:
@@ -202,6 +228,11 @@ def config_from_dict(data: Any, where: str = "config") -> Config:
     )
     for name, endpoint in (("control", config.control_endpoint()), ("telemetry", config.telemetry_endpoint())):
         _check_endpoint(v, config, f"endpoints.{name}", endpoint)
+    if config.control_endpoint() == config.telemetry_endpoint():
+        raise ConfigError(
+            f"{v.where}: endpoints.control and endpoints.telemetry are both {config.control_endpoint()}; "
+            "requests and telemetry need two endpoints (a second bind steals the first): change one"
+        )
     return config
 
 
@@ -240,10 +271,18 @@ def _endpoints(v: _Fields, data: Any) -> EndpointsConfig:
             mode = int(mode, 8)
         except ValueError:
             raise v.fail("endpoints.socket_mode", "an octal file mode such as 0660", mode) from None
+    socket_mode = v.integer(mode, "endpoints.socket_mode", low=0, high=0o777)
+    if socket_mode & 0o007:
+        # the socket's group is the access control (docs/protocol.md): a mode that lets every user in undoes it
+        raise v.fail(
+            "endpoints.socket_mode",
+            "a mode without access for others, such as 0660 (add users to the socket group instead)",
+            f"{socket_mode:04o}",
+        )
     return EndpointsConfig(
         control=v.optional(obj.get("control"), "endpoints.control", v.string),
         telemetry=v.optional(obj.get("telemetry"), "endpoints.telemetry", v.string),
-        socket_mode=v.integer(mode, "endpoints.socket_mode", low=0, high=0o777),
+        socket_mode=socket_mode,
         socket_group=v.optional(obj.get("socket_group", "dynofa"), "endpoints.socket_group", v.string),
         curve=CurveConfig(
             server_secret_key=v.optional(
