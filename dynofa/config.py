@@ -228,7 +228,8 @@ def config_from_dict(data: Any, where: str = "config") -> Config:
     )
     for name, endpoint in (("control", config.control_endpoint()), ("telemetry", config.telemetry_endpoint())):
         _check_endpoint(v, config, f"endpoints.{name}", endpoint)
-    if config.control_endpoint() == config.telemetry_endpoint():
+    ephemeral = config.control_endpoint().startswith("tcp://") and config.control_endpoint().endswith(":0")
+    if config.control_endpoint() == config.telemetry_endpoint() and not ephemeral:  # tcp port 0: two free ports
         raise ConfigError(
             f"{v.where}: endpoints.control and endpoints.telemetry are both {config.control_endpoint()}; "
             "requests and telemetry need two endpoints (a second bind steals the first): change one"
