@@ -109,15 +109,38 @@ def any_request(draw: st.DrawFn) -> tuple[list[bytes], Any]:
         frames.append(bytes(draw(st.sampled_from([0, 4, 12, 12288, 3 * 32 * 32 * 4, 7]))))
     elif extra == 2:
         frames.extend([b"", b"x"])
-    return frames, _expected_id(pairs)
+    return frames, readable_id(frames[0])
 
 
-def _expected_id(pairs: list[tuple[str, str]]) -> Any:
-    ids = [v for k, v in pairs if k == "id"]
-    if len(ids) != 1:
+class _Digits(str):
+    """An integer as written in the JSON text."""
+
+
+class _Repeated:
+    """A key given twice."""
+
+
+def readable_id(header: bytes) -> Any:
+    """The id a reply to ``header`` must echo, found without the daemon's parser (None: nothing to echo).
+
+    The rule of docs/protocol.md: the header is UTF-8 JSON, an object, with exactly one ``id``
+    that is a string or an integer (not a boolean) of at most 128 characters and 19 digits.
+    """
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in items:
+            out[key] = _Repeated() if key in out else value
+        return out
+
+    try:
+        head = json.loads(header.decode("utf-8"), parse_int=_Digits, parse_constant=lambda _: math.nan,
+                          object_pairs_hook=pairs)  # fmt: skip
+    except (ValueError, RecursionError):
         return None
-    # integers are read as text first: an id of 5000 digits is no id (and beyond int()'s limit)
-    value = json.loads(ids[0], parse_int=_Digits, parse_constant=lambda _: math.nan)
+    if not isinstance(head, dict) or "id" not in head:
+        return None
+    value = head["id"]
     if isinstance(value, _Digits):
         if len(value.lstrip("-")) > protocol.MAX_INT_DIGITS:
             return None
@@ -125,7 +148,3 @@ def _expected_id(pairs: list[tuple[str, str]]) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         return None
     return value if len(str(value)) <= protocol.MAX_ID_CHARS else None
-
-
-class _Digits(str):
-    """An integer as written in the JSON text."""

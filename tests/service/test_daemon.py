@@ -18,6 +18,7 @@ from cli.main import main as cli_main
 from dynofa import protocol
 from dynofa.client import Telemetry
 from dynofa.protocol import RemoteError
+from tests.service.grammar import any_request, readable_id
 from tests.service.harness import Daemon, NotifyListener, raw_request
 
 
@@ -281,12 +282,10 @@ def test_vanished_and_slow_clients_do_not_block(daemon: Daemon) -> None:
     for _ in range(200):
         slow.send_multipart([b"", header(op="state")])
     c = daemon.client(timeout_s=30)
-    t0 = time.monotonic()
-    for _ in range(20):
+    for _ in range(20):  # each within the client's timeout: behaviour, not a wall-clock bound
         assert c.ping()["ok"] is True
     assert c.infer("gone-app", image(32)).output.shape == (1, 10)
     slow.close()
-    assert time.monotonic() - t0 < 30
 
 
 def test_max_apps(daemon: Daemon) -> None:
@@ -403,6 +402,8 @@ def _check_reply(frames: list[bytes], sock: zmq.Socket) -> bool:  # type: ignore
     if not reply["ok"]:
         assert reply["error"]["code"] in protocol.ERROR_CODES, (frames[:1], reply)
         assert reply["error"]["code"] != protocol.INTERNAL, (frames[:1], reply)
+    # the id is echoed whenever the header is an object with a readable id (found without the daemon's parser)
+    assert reply.get("id") == readable_id(frames[0]), (frames[0][:200], reply)
     return bool(reply["ok"])
 
 
@@ -478,9 +479,22 @@ def test_fuzz_random_messages_never_crash_the_daemon(daemon: Daemon) -> None:
                 answered += 1
 
         structured()
+
+        # the whole header grammar, numbers at and beyond every limit (tests/service/grammar.py)
+        @settings(max_examples=600, deadline=None, derandomize=True, database=None,
+                  suppress_health_check=list(HealthCheck))  # fmt: skip
+        @given(request=any_request())
+        def grammar(request: tuple[list[bytes], Any]) -> None:
+            nonlocal answered
+            frames = request[0] if request[0][0] else [b"{}", *request[0][1:]]
+            _check_reply(frames, sock)
+            answered += 1
+
+        grammar()
     finally:
         sock.close()
-    assert answered >= 3000
+    assert answered >= 3600
+    assert "Traceback" not in daemon.log(), "a refused request must never log a traceback"
     c = daemon.client()
     assert c.ping()["ok"] is True
     for app in ("fuzz-a", "fuzz-b"):
