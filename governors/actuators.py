@@ -133,15 +133,20 @@ class Actuator:
         self._state = leftover
         return self.restore()
 
-    def _remember(self, node: DvfsNode) -> None:
-        """Save a node's original settings (once) before its first change."""
+    def _remember(self, node: DvfsNode | str) -> None:
+        """Save a node's original settings, or a plain file's contents, (once) before its first change."""
         if self._state is None:
             self._state = SavedState(
                 root=self.sysfs.root, board=self.platform.board, pid=os.getpid(), boot_id=current_boot_id()
             )
-        if self._state.find(node.path) is not None:
+        path = node if isinstance(node, str) else node.path
+        if self._state.find(path) is not None:
             return
-        setting = node.remember(self.sysfs)
+        if isinstance(node, str):
+            setting = SavedSetting(kind="value", path=node, governor=None, min=None, max=None,
+                                   value=self.sysfs.try_read(node))
+        else:
+            setting = node.remember(self.sysfs)
         self._state.settings.append(setting)
         try:
             self.store.save(self._state)
@@ -280,7 +285,38 @@ class Actuator:
 
     # -- rollback ------------------------------------------------------------------------------
     def _restore_one(self, s: SavedSetting) -> None:
+        if s.kind == "value":
+            if s.value is not None and self.sysfs.try_read(s.path) != s.value:
+                self.sysfs.write(s.path, s.value)
+            return
         DvfsNode(s.kind, s.path).restore(self.sysfs, s)
+
+    # -- plain sysfs files (sensor enables) -------------------------------------------------------
+    @_locked
+    def write_value(self, path: str, value: str) -> None:
+        """Write a sysfs file through the rollback record (its original contents are saved first).
+
+        Raises OSError when the kernel refuses; the record is then put back at once.
+        """
+        self._remember(path)
+        try:
+            self.sysfs.write(path, value)
+        except OSError:
+            self.restore_path(path)
+            raise
+
+    @_locked
+    def restore_path(self, path: str) -> None:
+        """Put one remembered file or node back now and drop it from the record (errors are ignored:
+        the record then keeps it and :meth:`restore` retries)."""
+        setting = self._state.find(path) if self._state is not None else None
+        if setting is None:
+            return
+        with contextlib.suppress(OSError):
+            self._restore_one(setting)
+            assert self._state is not None
+            self._state.settings.remove(setting)
+            self._save_or_clear()
 
     def _save_or_clear(self) -> None:
         if self._state is not None and self._state.settings:

@@ -107,11 +107,14 @@ class Monitor:
         exclude_tids: Iterable[int] = (),
         pid: int | None = None,
         telemetry: JtopTelemetry | None = None,
+        writer: Any = None,
     ) -> None:
         """``telemetry``: a jtop client (see :func:`governors.platform.jtop_telemetry.open_telemetry`)
         to take rails, temperatures and GPU load from instead of sysfs; frequencies and CPU load
-        always come from sysfs and /proc."""
+        always come from sysfs and /proc. ``writer``: the :class:`governors.actuators.Actuator`
+        whose rollback record the sensor-enable writes go through (None: written directly)."""
         self.platform = platform
+        self.writer = writer
         self.telemetry = telemetry
         self.pid = os.getpid() if pid is None else pid
         self._reader = CachedReader(platform.sysfs)
@@ -359,7 +362,10 @@ class Monitor:
         for rail in self.platform.rails:
             if rail.enable_path and sysfs.try_read(rail.enable_path) == "0":
                 try:
-                    sysfs.write(rail.enable_path, "1")
+                    if self.writer is not None:
+                        self.writer.write_value(rail.enable_path, "1")  # a crash leaves a way back
+                    else:
+                        sysfs.write(rail.enable_path, "1")
                     self._enabled_sensors.append(rail.enable_path)
                 except OSError as exc:
                     self.platform.degrade("power", f"cannot enable INA231: {describe_oserror(exc, rail.enable_path)}")
@@ -367,6 +373,9 @@ class Monitor:
     def close(self) -> None:
         """Disable the sensors this monitor enabled and close its descriptors."""
         for path in self._enabled_sensors:
+            if self.writer is not None:
+                self.writer.restore_path(path)
+                continue
             with contextlib.suppress(OSError):
                 self.platform.sysfs.write(path, "0")
         self._enabled_sensors.clear()

@@ -27,14 +27,16 @@ BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
 @dataclass
 class SavedSetting:
-    """Original values of one cpufreq policy or devfreq device (``kind``: ``cpufreq`` | ``devfreq``)."""
+    """Original values of one cpufreq policy or devfreq device (``kind``: ``cpufreq`` | ``devfreq``), or of
+    one plain sysfs file the daemon writes, such as an INA231 sensor's ``enable`` (``kind``: ``value``)."""
 
     kind: str
-    path: str  # target path of the policy / devfreq directory
+    path: str  # target path of the policy / devfreq directory, or of the file
     governor: str | None
     min: int | None
     max: int | None
     speed: int | None = None  # scaling_setspeed / userspace/set_freq when the governor was userspace
+    value: str | None = None  # kind "value": the file's original contents
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SavedSetting:
@@ -42,7 +44,7 @@ class SavedSetting:
             return None if v is None else int(v)
 
         kind = str(d["kind"])
-        if kind not in ("cpufreq", "devfreq"):
+        if kind not in ("cpufreq", "devfreq", "value"):
             raise ValueError(f"unknown setting kind {kind!r}")
         return cls(
             kind=kind,
@@ -51,6 +53,7 @@ class SavedSetting:
             min=opt_int(d.get("min")),
             max=opt_int(d.get("max")),
             speed=opt_int(d.get("speed")),
+            value=None if d.get("value") is None else str(d["value"]),
         )
 
 

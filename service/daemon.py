@@ -164,7 +164,7 @@ def _serve(config: Config, notifier: Notifier, actuator: Any, state_dir: Path) -
         },
         max_apps_per_client=config.limits.max_apps_per_client,
     )
-    monitor = Monitor(platform)
+    monitor = Monitor(platform, writer=actuator)  # sensor enables go through the rollback record
     controller = Controller(
         engine, platform, monitor, actuator, policy,
         interval_s=config.control_interval_s,

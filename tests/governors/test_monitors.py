@@ -333,3 +333,27 @@ def test_registration_from_other_threads_while_sampling(tmp_path):
     task_fds = [path for path in m._reader._fds if "/task/" in path]
     assert sorted(task_fds) == sorted(f"/proc/{PID}/task/{t}/stat" for t in range(1000, 1040))
     m.close()
+
+
+def test_ina231_enable_goes_through_the_rollback_record(tmp_path):
+    """A daemon killed after enabling the sensors leaves a record; the next start puts them back."""
+    from governors.actuators import Actuator
+
+    board, p = _make("odroid-xu3", tmp_path)
+    before = tree_snapshot(board.root)
+    state = str(tmp_path / "state")
+    enable = "/sys/bus/i2c/drivers/INA231/3-0040/enable"
+    act = Actuator(p, state_dir=state)
+    m = Monitor(p, pid=PID, writer=act)
+    assert _read(board, enable) == "1\n"
+    assert any(path.endswith("3-0040/enable") for path in act.touched)
+    # crash: neither the monitor nor the actuator closes; a new actuator recovers from the file
+    recovered = Actuator(detect_platform(board.root, hook=board.kernel), state_dir=state)
+    assert recovered.recovered is not None and recovered.recovered.ok
+    assert tree_snapshot(board.root) == before
+    # a clean close through the writer also restores and drops the record
+    m2 = Monitor(p, pid=PID, writer=recovered)
+    assert _read(board, enable) == "1\n"
+    m2.close()
+    assert tree_snapshot(board.root) == before and recovered.touched == []
+    m._reader.close()
