@@ -21,12 +21,13 @@ mappings of apps to PEs (one app per PE, as the simulator models). Two questions
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from benchmarks.sim.soc import FrameRecord, Phase, RunResult, SimApp, SimulatedSoC
+from dynofa.budget import Budget
 from dynofa.catalog import CatalogEntry
 from governors.policies.base import accuracy_of
 
@@ -107,10 +108,14 @@ def _combine(per_app: Sequence[dict[str, _Pick]]) -> list[FrameRecord]:
     return best[1]
 
 
-def objective_run(soc: SimulatedSoC, phases: Sequence[Phase], apps: Sequence[SimApp] | None = None) -> RunResult:
-    """Every frame, each app's exhaustive best by its own objective (module doc)."""
-    apps = list(apps) if apps is not None else [SimApp("app", soc.board.entries)]
-    result = RunResult(policy="oracle")
+#: (frame, app, its budget, its candidates on one PE, their latency, their energy) -> cost keys
+KeysOf = Callable[[int, SimApp, Budget, _Options, np.ndarray, np.ndarray], list[np.ndarray]]
+
+
+def _search(soc: SimulatedSoC, phases: Sequence[Phase], apps: Sequence[SimApp], name: str,
+            keys_of: KeysOf) -> RunResult:
+    """Every frame, every app's candidates on every PE ranked by ``keys_of``, then the best mapping."""
+    result = RunResult(policy=name)
     frame = 0
     for phase in phases:
         options = {a.name: _options(soc, a, phase) for a in apps}
@@ -122,12 +127,7 @@ def objective_run(soc: SimulatedSoC, phases: Sequence[Phase], apps: Sequence[Sim
                 for o in options[app.name]:
                     t = o.latency(soc.jitter(frame, k, o.pe))
                     energy = o.energy_j(t, budget.latency_ms)
-                    late = (t > budget.latency_ms).astype(float)
-                    low = (o.accuracy < budget.min_accuracy).astype(float)
-                    if (budget.objective or "accuracy") == "energy":
-                        keys = [np.where(np.isfinite(t), low, np.inf), late, np.zeros(1), energy]
-                    else:
-                        keys = [np.where(np.isfinite(t), late, np.inf), low, -o.accuracy, energy]
+                    keys = keys_of(frame, app, budget, o, t, energy)
                     pick = _best(o, keys, frame, phase, app.name, t, energy, budget.latency_ms, budget.min_accuracy)
                     if pick is not None:
                         picks[o.pe] = pick
@@ -135,33 +135,35 @@ def objective_run(soc: SimulatedSoC, phases: Sequence[Phase], apps: Sequence[Sim
             result.records.extend(_combine(per_app))
             frame += 1
     return result
+
+
+def objective_run(soc: SimulatedSoC, phases: Sequence[Phase], apps: Sequence[SimApp] | None = None) -> RunResult:
+    """Every frame, each app's exhaustive best by its own objective (module doc)."""
+    def keys_of(frame: int, app: SimApp, budget: Budget, o: _Options, t: np.ndarray,
+                energy: np.ndarray) -> list[np.ndarray]:
+        late = (t > budget.latency_ms).astype(float)
+        low = (o.accuracy < budget.min_accuracy).astype(float)
+        if (budget.objective or "accuracy") == "energy":
+            return [np.where(np.isfinite(t), low, np.inf), late, np.zeros(1), energy]
+        return [np.where(np.isfinite(t), late, np.inf), low, -o.accuracy, energy]
+
+    return _search(soc, phases, _apps(soc, apps), "oracle", keys_of)
 
 
 def dominating_run(soc: SimulatedSoC, phases: Sequence[Phase], run: RunResult,
                    apps: Sequence[SimApp] | None = None) -> RunResult:
     """Every frame, the cheapest points doing at least as well as ``run`` did for each app (module doc)."""
-    apps = list(apps) if apps is not None else [SimApp("app", soc.board.entries)]
     theirs = {(r.frame, r.app): r for r in run.records}
-    result = RunResult(policy=f"oracle-for-{run.policy}")
-    frame = 0
-    for phase in phases:
-        options = {a.name: _options(soc, a, phase) for a in apps}
-        for _ in range(phase.frames):
-            per_app = []
-            for k, app in enumerate(apps):
-                budget = phase.budget_of(app.name)
-                ref = theirs[(frame, app.name)]
-                deadline = max(budget.latency_ms, ref.latency_ms) * (1 + 1e-12)
-                picks = {}
-                for o in options[app.name]:
-                    t = o.latency(soc.jitter(frame, k, o.pe))
-                    energy = o.energy_j(t, budget.latency_ms)
-                    ok = (t <= deadline) & (o.accuracy >= ref.accuracy - 1e-12)
-                    keys = [np.where(ok, 0.0, np.inf), energy]
-                    pick = _best(o, keys, frame, phase, app.name, t, energy, budget.latency_ms, budget.min_accuracy)
-                    if pick is not None:
-                        picks[o.pe] = pick
-                per_app.append(picks)
-            result.records.extend(_combine(per_app))
-            frame += 1
-    return result
+
+    def keys_of(frame: int, app: SimApp, budget: Budget, o: _Options, t: np.ndarray,
+                energy: np.ndarray) -> list[np.ndarray]:
+        ref = theirs[(frame, app.name)]
+        deadline = max(budget.latency_ms, ref.latency_ms) * (1 + 1e-12)
+        ok = (t <= deadline) & (o.accuracy >= ref.accuracy - 1e-12)
+        return [np.where(ok, 0.0, np.inf), energy]
+
+    return _search(soc, phases, _apps(soc, apps), f"oracle-for-{run.policy}", keys_of)
+
+
+def _apps(soc: SimulatedSoC, apps: Sequence[SimApp] | None) -> list[SimApp]:
+    return list(apps) if apps is not None else [SimApp("app", soc.board.entries)]
