@@ -225,6 +225,9 @@ def _inference_figures(daemon: Any, catalog_path: Path, n: int) -> dict[str, Any
     from dynofa.catalog import load_catalog
 
     subnets.ofa_compat.install()
+    from service.malloc import retain_freed_memory
+
+    retain_freed_memory()  # the reference gets the daemon's allocator settings: only the path differs
     catalog = load_catalog(catalog_path)
     frames, shm = daemon.client(timeout_s=60), daemon.client(timeout_s=60)
     frames.shm, shm.shm = False, True
