@@ -75,3 +75,23 @@ def test_an_untraceable_module_keeps_its_eager_forward() -> None:
             raise RuntimeError("cannot trace me")
 
     assert trace_graph(Broken(), (1, 3, 8, 8), torch.device("cpu"), []) is None
+
+
+def test_infer_runs_the_graph_for_its_shape_only(family: OFAMobileNetV3Family, specs: dict[str, SubnetSpec]) -> None:
+    from dataclasses import replace
+
+    sid, spec = next(iter(specs.items()))
+    with SubnetPool(family, {sid: spec}, graphs=True) as pool:
+        slot = pool._slots[sid]
+        assert slot.graph is not None
+        calls: list[tuple[int, ...]] = []
+        script = slot.graph.module
+
+        def counting(x: torch.Tensor) -> torch.Tensor:
+            calls.append(tuple(x.shape))
+            return script(x)
+
+        pool._slots[sid] = replace(slot, graph=replace(slot.graph, module=counting))
+        pool.infer(_input(family.input_shape(spec), seed=1), subnet=sid)
+        pool.infer(_input((2, 3, spec.resolution, spec.resolution), seed=2), subnet=sid)
+        assert calls == [family.input_shape(spec)]
