@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -12,15 +11,7 @@ from subnets.family import SubnetSpec
 from subnets.graphs import graph_constants, trace_graph
 from subnets.ofa_family import OFAMobileNetV3Family
 from subnets.pool import SubnetPool, module_tensors
-from tests.subnets.test_ofa_family import randomize_bn
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+from tests.subnets.test_ofa_family import one_thread, randomize_bn  # noqa: F401  (autouse: one intra-op thread)
 
 
 @pytest.fixture(scope="module")
