@@ -80,6 +80,7 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 MAX_INT_DIGITS = 19  # integers fit in a signed 64-bit value (C clients); more digits are refused
 MAX_DEPTH = 16  # nesting of arrays and objects in a header
 MAX_ID_CHARS = 128
+MAX_HEADER_PEEK = 64 * 1024  # a too_large message's header is still read for its id up to this size
 
 
 class RequestError(ProtocolError):
@@ -318,7 +319,8 @@ def parse_request(frames: Sequence[Any], max_bytes: int, max_frames: int = 4) ->
         raise RequestError(BAD_REQUEST, "empty message: expected a JSON header frame")
     total = sum(frame_len(f) for f in frames)
     if total > max_bytes:
-        raise RequestError(TOO_LARGE, f"message of {total} bytes exceeds the limit of {max_bytes} bytes")
+        message = f"message of {total} bytes exceeds the limit of {max_bytes} bytes"
+        raise RequestError(TOO_LARGE, message, _id_of_small_header(frames[0]))
     header = decode_json(frames[0])
     if not isinstance(header, dict):
         raise RequestError(BAD_REQUEST, f"the header must be a JSON object, got {_json_type(header)}")
@@ -328,6 +330,17 @@ def parse_request(frames: Sequence[Any], max_bytes: int, max_frames: int = 4) ->
     except RequestError as exc:
         exc.request_id = request_id
         raise
+
+
+def _id_of_small_header(frame: Any) -> Any:
+    """The id of a message refused as too large, when its header alone is small enough to read."""
+    if frame_len(frame) > MAX_HEADER_PEEK:
+        return None
+    try:
+        header = decode_json(frame)
+        return _read_id(header) if isinstance(header, dict) else None
+    except RequestError:
+        return None
 
 
 def _read_id(header: dict[str, Any]) -> Any:

@@ -117,3 +117,25 @@ def test_budget_values_outside_the_documented_ranges_are_refused(budget: dict[st
 def test_budget_values_at_the_documented_limits_are_accepted() -> None:
     Budget.from_dict({"latency_ms": 0.01, "min_accuracy": 1, "power_cap_w": 10_000, "priority": -1000})
     Budget.from_dict({"latency_ms": 3_600_000, "min_accuracy": 0, "power_cap_w": 0.01, "priority": 1000})
+
+
+def test_too_large_echoes_the_id_of_a_small_header() -> None:
+    header = json.dumps({"v": 1, "op": "infer", "id": "big", "app": "a", "dtype": "float32", "shape": [1]})
+    with pytest.raises(RequestError) as err:
+        protocol.parse_request([header.encode(), bytes(2048)], max_bytes=1024)
+    assert err.value.code == protocol.TOO_LARGE and err.value.request_id == "big"
+
+
+def test_rejections_log_one_line_each_then_go_quiet(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from service.server import RejectionLog
+    from service.tenancy import NOBODY
+
+    rejections = RejectionLog(burst=3, window_s=3600)
+    with caplog.at_level(logging.DEBUG, logger="service.server"):
+        for _ in range(10):
+            rejections.record(RequestError(protocol.BAD_JSON, "nope"), NOBODY)
+    levels = [r.levelno for r in caplog.records]
+    assert levels == [logging.INFO] * 3 + [logging.DEBUG] * 7
+    assert all(r.exc_info is None and "\n" not in r.getMessage() for r in caplog.records)
