@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,15 +27,56 @@ ACCURACY_SOURCES = ("measured", "predicted")
 
 @dataclass(frozen=True)
 class Latency:
-    """Latency of one subnet on one processing element."""
+    """Latency of one subnet on one processing element: ``ms`` for one image (batch 1).
+
+    ``batch`` holds the latency of one forward of ``b`` images for other batch sizes ``b`` (each a
+    :class:`Latency` of its own, measured or predicted); :meth:`at_batch` reads any batch size
+    from them (see there). Catalogs without ``batch`` figures still load (batch 1 only).
+    """
 
     ms: float
     source: str  # "measured" or "predicted"
     threads: int = 1
     freq_khz: int | None = None  # frequency the figure was taken (or predicted) at, if known
+    batch: Mapping[int, Latency] = field(default_factory=dict, hash=False)  # batch size (>= 2) -> its latency
+
+    def at_batch(self, batch: int = 1) -> float:
+        """Milliseconds for one forward of ``batch`` images: the one batch-scaling rule of dynofa.
+
+        A batch size with a figure returns it. Between two batch sizes with figures the latency is
+        interpolated linearly in the batch size (per-batch overheads plus a per-image cost, which is
+        what the measurements show piecewise); beyond the largest it grows by the per-image cost of
+        the last interval (never less than the average per-image cost at the largest batch times
+        0.5, so noise cannot make extra images free). With no batch figures at all: ``ms * batch``,
+        the safe assumption that batching gains nothing.
+        """
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"batch size must be an integer >= 1, got {batch!r}")
+        points = self.batch_points()
+        if batch in points:
+            return points[batch]
+        sizes = sorted(points)
+        if len(sizes) == 1:
+            return self.ms * batch
+        for low, high in zip(sizes, sizes[1:], strict=False):
+            if low < batch < high:
+                t_low, t_high = points[low], points[high]
+                return t_low + (t_high - t_low) * (batch - low) / (high - low)
+        low, high = sizes[-2], sizes[-1]
+        per_image = max((points[high] - points[low]) / (high - low), 0.5 * points[high] / high)
+        return points[high] + per_image * (batch - high)
+
+    def batch_points(self) -> dict[int, float]:
+        """Every batch size with a figure (1 included) -> milliseconds."""
+        points = {1: self.ms}
+        points.update({int(b): lat.ms for b, lat in self.batch.items()})
+        return points
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ms": self.ms, "source": self.source, "threads": self.threads, "freq_khz": self.freq_khz}
+        out: dict[str, Any] = {"ms": self.ms, "source": self.source, "threads": self.threads, "freq_khz": self.freq_khz}
+        if self.batch:
+            out["batch"] = {str(b): lat.to_dict() for b, lat in sorted(self.batch.items())}
+        return out
 
 
 @dataclass(frozen=True)
@@ -63,6 +104,14 @@ class CatalogEntry:
     latency: dict[str, Latency] = field(default_factory=dict)  # keyed by processing element
     accuracy: Accuracy | None = None
     bn_stats: str | None = None  # sidecar file, relative to the catalog file
+
+    def latency_ms(self, pe: str, batch: int = 1) -> float | None:
+        """Milliseconds for one inference of ``batch`` images on ``pe`` (None: no figure for ``pe``).
+
+        At the frequency the figure was taken at (``latency[pe].freq_khz``); see :meth:`Latency.at_batch`.
+        """
+        lat = self.latency.get(pe)
+        return None if lat is None else lat.at_batch(batch)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -115,6 +164,19 @@ class Catalog:
 
     def pes(self) -> list[str]:
         return sorted({pe for e in self.entries for pe in e.latency})
+
+    def latency_ms(self, subnet_id: str, pe: str, batch: int = 1) -> float | None:
+        """Milliseconds for one inference of ``batch`` images of ``subnet_id`` on ``pe`` (None: no figure)."""
+        return self.get(subnet_id).latency_ms(pe, batch)
+
+    def batch_sizes(self, pe: str) -> list[int]:
+        """Batch sizes every subnet has a figure for on ``pe`` (always 1)."""
+        sizes: set[int] | None = None
+        for entry in self.entries:
+            lat = entry.latency.get(pe)
+            points = set(lat.batch_points()) if lat is not None else {1}
+            sizes = points if sizes is None else sizes & points
+        return sorted(sizes or {1})
 
     def bn_stats_path(self, entry: CatalogEntry) -> Path | None:
         if entry.bn_stats is None:
@@ -229,14 +291,24 @@ def _entry(v: _Validator, data: Any, at: str) -> CatalogEntry:
     )
 
 
-def _latency(v: _Validator, data: Any, at: str) -> Latency:
+def _latency(v: _Validator, data: Any, at: str, nested: bool = False) -> Latency:
     obj = v.mapping(data, at)
     freq = obj.get("freq_khz")
+    batch: dict[int, Latency] = {}
+    if "batch" in obj:
+        if nested:
+            raise CatalogError(f"{v.where}: {at} is already a batch figure; it cannot hold batch figures itself")
+        for key, value in v.mapping(obj["batch"], f"{at}.batch").items():
+            size = int(key) if isinstance(key, str) and key.isdigit() else 0
+            if size < 2:
+                raise v.fail(f"{at}.batch key", "a batch size >= 2 (batch 1 is the entry's own ms)", key)
+            batch[size] = _latency(v, value, f"{at}.batch.{key}", nested=True)
     return Latency(
         ms=v.number(obj.get("ms"), f"{at}.ms", positive=True),
         source=v.choice(obj.get("source"), f"{at}.source", LATENCY_SOURCES),
         threads=v.integer(obj.get("threads", 1), f"{at}.threads", minimum=1),
         freq_khz=None if freq is None else v.integer(freq, f"{at}.freq_khz", minimum=1),
+        batch=batch,
     )
 
 

@@ -213,9 +213,28 @@ class _MBConvFamily(OFAFamily):
         return int(total)
 
     def features(self, spec: SubnetSpec) -> dict[str, float]:
+        """Architecture statistics, and the cost terms latency is made of (for the latency regression).
+
+        Besides MACs: active blocks and SE blocks (per-block and per-layer overheads dominate small
+        subnets), point-wise and depthwise MACs apart (a depthwise MAC costs several point-wise ones
+        on a CPU), and activation traffic (elements read and written by every layer, the memory side;
+        it follows each stage's resolution x channels).
+        """
         plans = self._plans(spec)
         n = max(len(plans), 1)
         macs = self.macs(spec)
+        side = -(-spec.resolution // 2)  # after the stride-2 stem (and the fixed first block, stride 1)
+        pw = dw = act = 0.0
+        for p in plans:
+            out_side = -(-side // p.stride)
+            area_in, area_out = float(side * side), float(out_side * out_side)
+            if p.expand_ratio != 1:
+                pw += area_in * p.in_channels * p.mid_channels
+                act += area_in * (p.in_channels + p.mid_channels)
+            dw += area_out * p.mid_channels * p.kernel_size**2
+            pw += area_out * p.mid_channels * p.out_channels
+            act += area_in * p.mid_channels + area_out * (2 * p.mid_channels + p.out_channels)
+            side = out_side
         feats: dict[str, float] = {
             "macs_m": macs / 1e6,
             "params_m": self.params(spec) / 1e6,
@@ -227,6 +246,9 @@ class _MBConvFamily(OFAFamily):
             "kernel_mean": sum(p.kernel_size for p in plans) / n,
             "mid_channels_sum": float(sum(p.mid_channels for p in plans)),
             "se_blocks": float(sum(p.use_se for p in plans)),
+            "pointwise_macs_m": pw / 1e6,
+            "depthwise_macs_m": dw / 1e6,
+            "activations_m": act / 1e6,
         }
         for k in self.ks_list:
             feats[f"k{k}_frac"] = sum(p.kernel_size == k for p in plans) / n

@@ -41,6 +41,8 @@ def reprofile(
 ) -> Catalog:
     """Re-time ``measure`` subnets of ``catalog`` on this machine's ``pe`` and predict the rest.
 
+    Every batch size the catalog has figures for on ``pe`` is re-timed the same way (the chosen
+    subnets measured at that batch size, the others predicted from their catalog figure at it).
     Returns a new catalog (same path); the input is left unchanged. BN statistics do not change
     latency, so they are only loaded when ``load_bn`` asks for it.
     """
@@ -64,24 +66,45 @@ def reprofile(
         spec = family.spec_from_dict({"config": entry.config, "resolution": entry.resolution})
         bn = _load_bn(catalog, entry) if load_bn else None
         modules[entry.id] = (on_device(family.materialize(spec, bn), device), family.input_shape(spec))
+    # batch figures are re-timed too (each batch size predicted from the catalog's figure at that size)
+    extra = [b for b in catalog.batch_sizes(pe) if b > 1] if ref_name == f"catalog_ms_{pe}" else []
     with pinned(cpus):
-        records = measure_interleaved(modules, device, warmup, repeats, threads)
+        timed = {
+            b: measure_interleaved(
+                {sid: (m, (b, *shape[1:])) for sid, (m, shape) in modules.items()}, device, warmup, repeats, threads
+            )
+            for b in [1, *extra]
+        }
     freq = cpu_freq_khz(cpus) if device == "cpu" else None
     del modules
-    measured = {entry.id: records[entry.id].median_ms for entry in chosen}
-    for entry in chosen:
-        say(f"  [{pe}] {entry.id}: {measured[entry.id]:.2f} ms (measured)")
-    predicted, info = predict_from_reference([e.id for e in entries], reference, ref_name, measured)
-    loo = info.get("loo") or {}
-    if loo.get("mae") is not None:
-        say(f"  [{pe}] reprofile ({info['method']}): leave-one-out MAE {loo['mae']:.2f} ms ({loo['mape_pct']:.1f} %)")
+    ids = [e.id for e in entries]
+    figures: dict[int, tuple[dict[str, float], list[float]]] = {}
+    info: dict[str, Any] = {}
+    for b, records in timed.items():
+        measured = {entry.id: records[entry.id].median_ms for entry in chosen}
+        ref = reference if b == 1 else {e.id: e.latency[pe].batch[b].ms for e in entries}
+        predicted, fit_info = predict_from_reference(ids, ref, ref_name if b == 1 else f"{ref_name}_b{b}", measured)
+        figures[b] = (measured, predicted)
+        if b == 1:
+            info = fit_info
+        else:
+            info.setdefault("batch", {})[str(b)] = fit_info
+        for entry in chosen:
+            say(f"  [{pe}] {entry.id} at batch {b}: {measured[entry.id]:.2f} ms (measured)")
+        loo = fit_info.get("loo") or {}
+        if loo.get("mae") is not None:
+            say(f"  [{pe}] reprofile at batch {b} ({fit_info['method']}): leave-one-out MAE {loo['mae']:.2f} ms "
+                f"({loo['mape_pct']:.1f} %)")
+
+    def figure(sid: str, b: int) -> Latency:
+        measured, predicted = figures[b]
+        if sid in measured:
+            return Latency(ms=measured[sid], source="measured", threads=threads, freq_khz=freq)
+        return Latency(ms=max(predicted[ids.index(sid)], 1e-6), source="predicted", threads=threads, freq_khz=freq)
+
     new_entries = []
-    for entry, guess in zip(entries, predicted, strict=True):
-        lat = (
-            Latency(ms=measured[entry.id], source="measured", threads=threads, freq_khz=freq)
-            if entry.id in measured
-            else Latency(ms=max(guess, 1e-6), source="predicted", threads=threads, freq_khz=freq)
-        )
+    for entry in entries:
+        lat = replace(figure(entry.id, 1), batch={b: figure(entry.id, b) for b in extra})
         new_entries.append(replace(entry, latency={**entry.latency, pe: lat}))
     models = dict(catalog.latency_models)
     previous = models.get(pe)

@@ -1,5 +1,11 @@
 """Latency measurement of inference modules, and the provenance of a measurement.
 
+Two clocks: ``wall`` (``time.perf_counter``, what a request waits on an otherwise idle machine)
+and ``thread`` (``time.thread_time``, the CPU time of the measuring thread). With one torch thread
+on the CPU the two agree on an idle machine, but on a shared one the wall clock also counts the
+time other processes hold the core, which is noise for a catalog; the thread clock leaves it out.
+The thread clock is CPU-only (CUDA kernels run asynchronously on the device).
+
 Used by the offline catalog builder and by the daemon at start-up (:mod:`subnets.reprofile`).
 
 Figures are batch-1 medians of repeated runs after a warm-up, under ``torch.inference_mode``,
@@ -15,7 +21,7 @@ import platform
 import socket
 import statistics
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +44,7 @@ class LatencyRecord:
     device: str = "cpu"
     input_shape: tuple[int, ...] = ()
     warmup: int = 0
+    clock: str = "wall"
 
     @property
     def repeats(self) -> int:
@@ -52,6 +59,7 @@ class LatencyRecord:
             "device": self.device,
             "input_shape": list(self.input_shape),
             "warmup": self.warmup,
+            "clock": self.clock,
         }
 
 
@@ -170,6 +178,7 @@ def measure_interleaved(
     repeats: int = 10,
     threads: int | None = None,
     seed: int = 0,
+    clock: str = "wall",
 ) -> dict[str, LatencyRecord]:
     """Time several modules in interleaved rounds: one run of each (in shuffled order) per round.
 
@@ -182,6 +191,7 @@ def measure_interleaved(
     import torch
 
     is_cuda = _check_timing_args(device, repeats, threads, warmup)
+    now = _timer(clock, is_cuda)
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -190,6 +200,8 @@ def measure_interleaved(
     rng = random.Random(seed)
     try:
         used = torch.get_num_threads()
+        if clock == "thread" and used != 1:
+            raise ValueError(f"the thread clock needs one torch thread (it sees only the measuring thread), got {used}")
         inputs = {name: torch.randn(*shape, device=device) for name, (_, shape) in modules.items()}
         with torch.inference_mode():
             for round_no in range(warmup + repeats):
@@ -198,12 +210,12 @@ def measure_interleaved(
                     module = modules[name][0]
                     if is_cuda:
                         torch.cuda.synchronize(device)
-                    start = time.perf_counter()
+                    start = now()
                     module(inputs[name])
                     if is_cuda:
                         torch.cuda.synchronize(device)
                     if round_no >= warmup:
-                        samples[name].append((time.perf_counter() - start) * 1000.0)
+                        samples[name].append((now() - start) * 1000.0)
     finally:
         torch.set_num_threads(previous)
     return {
@@ -215,6 +227,7 @@ def measure_interleaved(
             device=str(device),
             input_shape=tuple(int(d) for d in modules[name][1]),
             warmup=warmup,
+            clock=clock,
         )
         for name, values in samples.items()
     }
@@ -240,6 +253,20 @@ def cpu_freq_khz(cpus: Sequence[int] | None = None, root: str | os.PathLike[str]
         if text.isdigit() and int(text) > 0:
             readings.append(int(text))
     return max(readings) if readings else None
+
+
+#: the clocks a measurement can be taken with (see the module docstring)
+CLOCKS = ("wall", "thread")
+
+
+def _timer(clock: str, is_cuda: bool) -> Callable[[], float]:
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
+    if clock == "thread":
+        if is_cuda:
+            raise ValueError("the thread clock measures CPU time; time CUDA inference with the wall clock")
+        return time.thread_time
+    return time.perf_counter
 
 
 def _check_timing_args(device: str, repeats: int, threads: int | None, warmup: int) -> bool:

@@ -74,3 +74,50 @@ def test_other_weights_and_unknown_subnet() -> None:
     cat.check_weights("ab" * 32)
     with pytest.raises(UnknownSubnetError, match="s0, s1, s2"):
         cat.get("nope")
+
+
+def _batched() -> Latency:
+    return Latency(
+        ms=2.0,
+        source="measured",
+        batch={8: Latency(ms=9.0, source="measured"), 32: Latency(ms=33.0, source="predicted")},
+    )
+
+
+def test_latency_at_a_batch_size_uses_the_figures_and_interpolates_between_them() -> None:
+    lat = _batched()
+    assert [lat.at_batch(b) for b in (1, 8, 32)] == [2.0, 9.0, 33.0]  # figures as they are
+    assert lat.at_batch(4) == pytest.approx(2.0 + 7.0 * 3 / 7)  # linear between 1 and 8
+    assert lat.at_batch(20) == pytest.approx(9.0 + 24.0 * 12 / 24)  # between 8 and 32
+    assert lat.at_batch(64) == pytest.approx(33.0 + 1.0 * 32)  # beyond: the last interval's per-image cost
+    flat = Latency(ms=5.0, source="measured", batch={16: Latency(ms=4.0, source="measured")})
+    assert flat.at_batch(32) == pytest.approx(4.0 + 0.5 * 4.0 / 16 * 16)  # noise cannot make images free
+    assert Latency(ms=3.0, source="measured").at_batch(4) == 12.0  # no batch figures: no batching gain assumed
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="batch size"):
+            lat.at_batch(bad)  # type: ignore[arg-type]
+
+
+def test_batch_figures_round_trip_and_are_validated(tmp_path: Path) -> None:
+    cat = _catalog()
+    first = cat.entries[0]
+    cat.entries[0] = CatalogEntry(**{**first.__dict__, "latency": {"cpu": _batched()}})
+    back = load_catalog(cat.save(tmp_path / "c.json"))
+    assert back.to_dict() == cat.to_dict()
+    assert back.latency_ms("s0", "cpu", 20) == pytest.approx(21.0)
+    assert back.get("s0").latency_ms("gpu", 4) is None
+    assert back.batch_sizes("cpu") == [1]  # only s0 has batch figures
+    assert _catalog().entries[1].latency_ms("cpu", 3) == pytest.approx(18.0)
+    data = cat.to_dict()
+    for key, value, message in (
+        ("1", {"ms": 1.0, "source": "measured"}, "batch size >= 2"),
+        ("x", {"ms": 1.0, "source": "measured"}, "batch size >= 2"),
+        ("4", {"ms": 0, "source": "measured"}, r"latency.cpu.batch.4.ms"),
+        ("4", {"ms": 1.0, "source": "measured", "batch": {}}, "already a batch figure"),
+    ):
+        bad = json.loads(json.dumps(data))
+        bad["subnets"][0]["latency"]["cpu"]["batch"] = {key: value}
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps(bad))
+        with pytest.raises(CatalogError, match=message):
+            load_catalog(path)

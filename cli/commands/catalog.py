@@ -87,6 +87,18 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="keep predicted figures of selected subnets instead of measuring them",
     )
+    b.add_argument(
+        "--batch-sizes",
+        default="1",
+        metavar="B,B",
+        help="batch sizes the kept subnets are timed at, e.g. 1,8,32 (default 1; others are interpolated)",
+    )
+    b.add_argument(
+        "--clock",
+        choices=("wall", "thread"),
+        default="wall",
+        help="wall (default) or thread: CPU time of the timing thread (one thread; for a shared machine)",
+    )
     b.add_argument("--out", required=True, metavar="FILE", help="catalog file to write (JSON)")
     b.set_defaults(handler=run_build)
 
@@ -180,6 +192,8 @@ def run_build(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         refine=not args.no_refine,
         val_name=Path(args.val).name if args.val else "",
+        batch_sizes=_batch_sizes(args.batch_sizes),
+        clock=args.clock,
     )
     catalog = build_catalog(family, options, val=val, calib=calib, progress=say)
     target = catalog.save(args.out)
@@ -188,6 +202,14 @@ def run_build(args: argparse.Namespace) -> int:
 
     print(format_table(catalog))
     return 0
+
+
+def _batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise CatalogBuildError(f"--batch-sizes must be comma-separated integers, e.g. 1,8,32; got {text!r}") from None
+    return sizes or (1,)
 
 
 def processing_elements(asked: list[str] | None) -> tuple[list[str], dict[str, list[int]]]:

@@ -14,7 +14,9 @@
    those ranks the rest); without it, no accuracy is claimed and MACs stand in for selection;
 5. keep ``keep`` subnets spread across the accuracy/latency Pareto front of the primary PE, then
    measure whatever kept figure was only predicted and select again (``refine``), so the kept
-   subnets carry measured figures wherever the budget allowed.
+   subnets carry measured figures wherever the budget allowed;
+6. time the kept subnets at every extra batch size (``batch_sizes``) and check the batch rule
+   (:meth:`dynofa.catalog.Latency.at_batch`) at a batch size it must interpolate.
 
 Only Pareto-optimal subnets are kept (at most ``keep``), as Dynamic-OFA does: a dominated subnet is
 never the right choice and it misleads level-stepping policies (unless ``fill_dominated``).
@@ -34,7 +36,7 @@ from dynofa.errors import CatalogBuildError
 from subnets.family import ModelFamily
 from subnets.offline import selection
 from subnets.offline.candidates import Candidate, check_data, sample, spread_by_macs
-from subnets.offline.measuring import BuildRun, calibrate, measure, needs_measuring, weights_of
+from subnets.offline.measuring import BuildRun, calibrate, measure, measure_batches, needs_measuring, weights_of
 from subnets.offline.options import BuildOptions
 from subnets.offline.records import build_provenance, entry, write_bn_sidecars
 from subnets.offline.regression import RegressionModel
@@ -80,6 +82,7 @@ def build_catalog(
     kept, models, acc_model = _select_and_refine(family, pool, run)
     predicted = selection.predictions(pool, models, acc_model)
     kept.sort(key=lambda c: selection.final_ms(c, run.pes[0], predicted))  # fastest first on the primary PE
+    batch = measure_batches(family, kept, run)
     entries = []
     for cand in kept:
         if calib is not None and cand.bn is None:
@@ -89,7 +92,7 @@ def build_catalog(
         family=family.describe(),
         entries=entries,
         weights=dict(opts.weights) if opts.weights is not None else weights_of(family),
-        provenance=build_provenance(pool, kept, run),
+        provenance=build_provenance(pool, kept, run, batch),
         latency_models={pe: m.to_dict() for pe, m in models.items()},
     )
     if calib is not None and opts.out is not None:

@@ -29,6 +29,7 @@ class Candidate:
     latency: dict[str, Latency] = field(default_factory=dict)
     accuracy: Accuracy | None = None
     bn: dict[str, Any] | None = None
+    batch_latency: dict[str, dict[int, Latency]] = field(default_factory=dict)  # PE -> batch size -> latency
 
     def measured_on(self, pe: str) -> bool:
         lat = self.latency.get(pe)

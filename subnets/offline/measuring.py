@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dynofa.catalog import Accuracy, Latency
+from subnets import pareto
 from subnets.family import ModelFamily
 from subnets.offline.accuracy import evaluate, image_batches
 from subnets.offline.candidates import Candidate, Progress
@@ -59,7 +61,9 @@ def measure(family: ModelFamily, cands: list[Candidate], run: BuildRun, *, with_
                 c.id: (on_device(family.materialize(c.spec, c.bn), device), family.input_shape(c.spec)) for c in chunk
             }
             with pinned(opts.affinity.get(pe)):
-                records = measure_interleaved(modules, device, opts.warmup, opts.repeats, opts.threads)
+                records = measure_interleaved(
+                    modules, device, opts.warmup, opts.repeats, opts.threads, clock=opts.clock
+                )
             freq = cpu_freq_khz(opts.affinity.get(pe)) if device == "cpu" else None
             run.freq_khz[pe] = freq
             del modules
@@ -72,6 +76,81 @@ def measure(family: ModelFamily, cands: list[Candidate], run: BuildRun, *, with_
             res = evaluate(module, run.val, opts.batch_size, run.eval_device, cand.spec.resolution, opts.val_limit)
             cand.accuracy = Accuracy(top1=res.top1, source="measured", dataset=run.val_name, samples=res.count)
         run.say(f"  [{i}/{len(cands)}] {describe(cand)}")
+
+
+def time_at_batch(
+    family: ModelFamily, cands: list[Candidate], run: BuildRun, pe: str, batch: int
+) -> dict[str, Latency]:
+    """Measured latency of one forward of ``batch`` images of each candidate on ``pe`` (interleaved)."""
+    opts = run.options
+    device = pe_device(pe)
+    out: dict[str, Latency] = {}
+    for start in range(0, len(cands), INTERLEAVE_CHUNK):
+        chunk = cands[start : start + INTERLEAVE_CHUNK]
+        modules = {
+            c.id: (on_device(family.materialize(c.spec, c.bn), device), family.input_shape(c.spec, batch))
+            for c in chunk
+        }
+        with pinned(opts.affinity.get(pe)):
+            records = measure_interleaved(modules, device, opts.warmup, opts.repeats, opts.threads, clock=opts.clock)
+        freq = cpu_freq_khz(opts.affinity.get(pe)) if device == "cpu" else None
+        del modules
+        for cand in chunk:
+            rec = records[cand.id]
+            out[cand.id] = Latency(ms=rec.median_ms, source="measured", threads=rec.threads, freq_khz=freq)
+    return out
+
+
+#: kept subnets the batch-scaling rule is checked on (at a batch size the build did not time)
+BATCH_CHECK_SUBNETS = 3
+
+
+def measure_batches(family: ModelFamily, kept: list[Candidate], run: BuildRun) -> dict[str, Any]:
+    """Time the kept subnets at every extra batch size, then check the batch rule where it interpolates.
+
+    Returns the record stored as ``provenance.build.batch``: the sizes, the rule, and per PE the
+    error of :meth:`dynofa.catalog.Latency.at_batch` against a measurement at a batch size that
+    was not timed (empty without extra batch sizes).
+    """
+    sizes = run.options.extra_batch_sizes()
+    if not sizes or not kept:
+        return {}
+    probe_batch = check_batch([1, *sizes])
+    report: dict[str, Any] = {
+        "sizes": [1, *sizes],
+        "rule": "measured per batch size; linear in the batch size between them (Latency.at_batch)",
+        "check": {},
+    }
+    for pe in run.pes:
+        for batch in sizes:
+            run.say(f"  timing {len(kept)} kept subnet(s) on {pe} at batch {batch}")
+            for cid, lat in time_at_batch(family, kept, run, pe, batch).items():
+                next(c for c in kept if c.id == cid).batch_latency.setdefault(pe, {})[batch] = lat
+        probe = pareto.spread(kept, min(BATCH_CHECK_SUBNETS, len(kept)), cost=functools.partial(_ms, pe=pe))
+        measured = time_at_batch(family, probe, run, pe, probe_batch)
+        errors = []
+        for cand in probe:
+            rule = Latency(ms=cand.latency[pe].ms, source="measured", batch=cand.batch_latency.get(pe, {}))
+            errors.append(abs(rule.at_batch(probe_batch) / measured[cand.id].ms - 1.0) * 100.0)
+        report["check"][pe] = {
+            "batch": probe_batch,
+            "subnets": [c.id for c in probe],
+            "mape_pct": round(sum(errors) / len(errors), 2),
+            "max_pct": round(max(errors), 2),
+        }
+        run.say(f"  batch rule [{pe}] at batch {probe_batch}: mean error {report['check'][pe]['mape_pct']:.1f} %")
+    return report
+
+
+def _ms(cand: Candidate, pe: str) -> float:
+    return cand.latency[pe].ms
+
+
+def check_batch(sizes: list[int]) -> int:
+    """A batch size the rule has to interpolate: the middle of the widest gap between ``sizes``."""
+    ordered = sorted(set(sizes))
+    low, high = max(zip(ordered, ordered[1:], strict=False), key=lambda pair: pair[1] - pair[0])
+    return (low + high) // 2 if high - low > 1 else ordered[-1] + 1
 
 
 def calibrate(family: ModelFamily, cand: Candidate, run: BuildRun) -> dict[str, torch.Tensor]:

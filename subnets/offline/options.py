@@ -19,7 +19,10 @@ class BuildOptions:
     (``{"path", "sha256"}`` or ``{"init": "random", "seed"}``); None asks the family. ``affinity``
     pins the measuring thread to a PE's CPUs (e.g. ``{"cpu-big": [4, 5, 6, 7]}``).
     ``fill_dominated`` tops a short front up to ``keep`` with the best dominated subnets (e.g. to
-    keep every level of a group-pruned net whatever timing noise says).
+    keep every level of a group-pruned net whatever timing noise says). ``batch_sizes`` are the
+    batch sizes the kept subnets are also timed at (selection is on batch 1); between and beyond
+    them :meth:`dynofa.catalog.Latency.at_batch` interpolates, and the build checks that rule on a
+    batch size it did not measure.
     """
 
     pes: Sequence[str] = ("cpu",)
@@ -39,6 +42,14 @@ class BuildOptions:
     calib_limit: int = 2000  # calibration images per subnet for its BN statistics
     batch_size: int = 64  # images per batch when evaluating and calibrating
     fill_dominated: bool = False
+    #: batch sizes every kept subnet is timed at (1 always): the catalog's per-batch figures
+    batch_sizes: Sequence[int] = (1,)
+    #: "wall" or "thread" (CPU time of the measuring thread; for one thread on a shared machine)
+    clock: str = "wall"
+
+    def extra_batch_sizes(self) -> list[int]:
+        """The batch sizes above 1 to time, sorted, without repeats."""
+        return sorted({int(b) for b in self.batch_sizes} - {1})
 
     def check(self) -> None:
         """Raise :class:`CatalogBuildError` naming the first option out of range."""
@@ -56,6 +67,12 @@ class BuildOptions:
             raise CatalogBuildError(f"--measure ({self.measure}) cannot exceed --candidates ({self.candidates})")
         if self.keep < 1 or self.keep > self.candidates:
             raise CatalogBuildError(f"--keep must be between 1 and --candidates ({self.candidates}), got {self.keep}")
+        if any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in self.batch_sizes):
+            raise CatalogBuildError(f"--batch-sizes must be integers >= 1, got {list(self.batch_sizes)}")
+        if self.clock not in ("wall", "thread"):
+            raise CatalogBuildError(f"--clock must be wall or thread, got {self.clock!r}")
+        if self.clock == "thread" and (self.threads != 1 or any(pe == "gpu" for pe in self.pes)):
+            raise CatalogBuildError("--clock thread times one CPU thread: use --threads 1 and CPU PEs only")
         if self.threads < 1 or self.repeats < 1 or self.warmup < 0 or self.batch_size < 1:
             raise CatalogBuildError(
                 f"threads, repeats and batch size must be >= 1 and warmup >= 0, got threads={self.threads}, "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ def entry(
             lat = Latency(
                 ms=max(float(predicted[pe]), 1e-6), source="predicted", threads=run.options.threads, freq_khz=freq
             )
-        latency[pe] = lat
+        latency[pe] = replace(lat, batch=dict(cand.batch_latency.get(pe, {})))
     accuracy = cand.accuracy if cand.accuracy_measured() else None
     if accuracy is None and acc_model is not None and "top1" in predicted:
         accuracy = Accuracy(top1=float(predicted["top1"]), source="predicted", dataset=run.val_name, samples=0)
@@ -65,7 +66,9 @@ def write_bn_sidecars(kept: list[Candidate], out: Path, catalog: Catalog) -> Non
                 stale.unlink()
 
 
-def build_provenance(pool: list[Candidate], kept: list[Candidate], run: BuildRun) -> dict[str, Any]:
+def build_provenance(
+    pool: list[Candidate], kept: list[Candidate], run: BuildRun, batch: Mapping[str, Any]
+) -> dict[str, Any]:
     opts = run.options
     with_val = run.val is not None
     prov = provenance(run.eval_device, opts.threads)
@@ -83,11 +86,13 @@ def build_provenance(pool: list[Candidate], kept: list[Candidate], run: BuildRun
         "threads": opts.threads,
         "warmup": opts.warmup,
         "repeats": opts.repeats,
+        "clock": opts.clock,
         "primary_pe": run.pes[0],
         "selection": "pareto accuracy vs latency" if with_val else "pareto MACs vs latency (no accuracy)",
         "accuracy": (
             f"measured on {run.val_name}" if with_val else "not claimed: no validation data given (--val DATA)"
         ),
         "bn_calibration": None if run.calib is None else {"images": min(opts.calib_limit, len(run.calib.y))},
+        "batch": dict(batch) or {"sizes": [1]},
     }
     return prov

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +89,8 @@ class RegressionModel:
     upper: float | None = None
     n_train: int = 0
     error: dict[str, Any] = field(default_factory=dict)  # "held_out" and "loo" ErrorReport dicts
+    #: "ridge-poly" (:func:`fit`) or "cost-terms" (:func:`fit_cost_terms`): how the form was chosen
+    fitter: str = "ridge-poly"
 
     def predict(self, rows: Sequence[Mapping[str, float]]) -> list[float]:
         if not rows:
@@ -120,6 +122,7 @@ class RegressionModel:
             "upper": self.upper,
             "n_train": self.n_train,
             "error": self.error,
+            "fitter": self.fitter,
         }
 
     @classmethod
@@ -141,6 +144,7 @@ class RegressionModel:
                 upper=None if data.get("upper") is None else float(data["upper"]),
                 n_train=int(data.get("n_train", 0)),
                 error=dict(data.get("error", {})),
+                fitter=str(data.get("fitter", "ridge-poly")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CatalogBuildError(f"malformed regression model: {exc!r}") from None
@@ -295,15 +299,18 @@ def fit_with_holdout(
     *,
     holdout: float = 0.25,
     seed: int = 0,
+    fitter: Callable[..., RegressionModel] | None = None,
     **options: Any,
 ) -> RegressionModel:
     """Report the error on held-out points, then refit on all points.
 
     A fraction ``holdout`` of the points (at least one, and only when at least 4 points
-    exist) is set aside; a model fitted on the rest predicts them and its error is stored as
-    ``error["held_out"]``. The returned model is refitted on every point (more data), and
-    also carries its leave-one-out error ``error["loo"]``.
+    exist) is set aside; a model fitted on the rest (by ``fitter``, default :func:`fit`, which
+    chooses its form by cross-validation on those points only) predicts them and its error is
+    stored as ``error["held_out"]``. The returned model is refitted on every point (more data),
+    and also carries its leave-one-out error ``error["loo"]``.
     """
+    fit_fn = fitter or fit
     n = len(rows)
     held: ErrorReport
     if n >= 4 and holdout > 0:
@@ -311,12 +318,12 @@ def fit_with_holdout(
         random.Random(seed).shuffle(order)
         n_held = max(1, min(n - 2, round(n * holdout)))
         test, train = order[:n_held], order[n_held:]
-        partial = fit([rows[i] for i in train], [targets[i] for i in train], **options)
+        partial = fit_fn([rows[i] for i in train], [targets[i] for i in train], **options)
         predicted = partial.predict([rows[i] for i in test])
         held = error_report("held-out", [float(targets[i]) for i in test], predicted)
     else:
         held = ErrorReport("none", 0, float("nan"), float("nan"), float("nan"))
-    model = fit(rows, targets, **options)
+    model = fit_fn(rows, targets, **options)
     model.error["held_out"] = held.to_dict()
     return model
 
@@ -324,11 +331,145 @@ def fit_with_holdout(
 def fit_latency(
     rows: Sequence[Mapping[str, float]], latencies_ms: Sequence[float], *, seed: int = 0, **options: Any
 ) -> RegressionModel:
-    """Latency model: identity or log target, clipped to stay positive."""
+    """The latency model of the catalog builder and of ``benchmarks.catalog_regression``.
+
+    Two families of forms compete on the leave-one-out relative error of the measured subnets
+    (:func:`choose_latency_model`): the additive cost-term model (:func:`fit_cost_terms`), when
+    the family reports cost terms, and the ridge polynomial (:func:`fit`, identity or log target).
+    Predictions are clipped to stay positive. The held-out error (a quarter of the measured
+    subnets set aside, the choice made without them) is stored in ``error["held_out"]``.
+    """
     options.setdefault("log_target", (False, True))
     positive = 0.5 * min(float(v) for v in latencies_ms) if len(latencies_ms) else 1e-6
     options.setdefault("lower", max(positive, 1e-6))
-    return fit_with_holdout(rows, latencies_ms, target="latency_ms", seed=seed, **options)
+    return fit_with_holdout(rows, latencies_ms, seed=seed, fitter=choose_latency_model, **options)
+
+
+def choose_latency_model(
+    rows: Sequence[Mapping[str, float]], latencies_ms: Sequence[float], **options: Any
+) -> RegressionModel:
+    """The cost-term model or the ridge polynomial, whichever predicts left-out subnets better.
+
+    Each fitter picks its own form (features, ridge, transform) by cross-validation, so its own
+    leave-one-out error is optimistic; the two are compared by *nested* leave-one-out instead: each
+    measured subnet is predicted by each fitter run, selection included, on the others. The
+    result is stored as ``error["nested_loo"]`` (for both, in ``error["choice"]``).
+    """
+    poly = fit(rows, latencies_ms, target="latency_ms", **options)
+    cost = fit_cost_terms(rows, latencies_ms, lower=options.get("lower"))
+    if cost is None:
+        return poly
+    y = [float(v) for v in latencies_ms]
+    scores: dict[str, float] = {}
+    for name, fitter in (
+        ("cost-terms", lambda r, t: fit_cost_terms(r, t, lower=options.get("lower"))),
+        ("ridge-poly", lambda r, t: fit(r, t, target="latency_ms", **options)),
+    ):
+        predicted = []
+        for i in range(len(rows)):
+            inner = fitter([*rows[:i], *rows[i + 1 :]], [*y[:i], *y[i + 1 :]])
+            predicted.append(inner.predict_one(rows[i]) if inner is not None else float("inf"))
+        scores[name] = error_report("nested-leave-one-out", y, predicted).mape_pct
+    chosen = cost if scores["cost-terms"] <= scores["ridge-poly"] else poly
+    chosen.error["choice"] = {name: round(v, 3) for name, v in scores.items()}
+    return chosen
+
+
+#: additive cost terms a family's features may carry (see ``_MBConvFamily.features``): latency on a
+#: CPU is close to a constant (stem, head, framework) plus non-negative costs per block, per SE block,
+#: per point-wise MAC, per depthwise MAC, per activation element moved and per weight read
+COST_TERMS = (
+    "active_blocks",
+    "se_blocks",
+    "pointwise_macs_m",
+    "depthwise_macs_m",
+    "activations_m",
+    "macs_m",
+    "params_m",
+)
+
+
+#: ridge strengths tried by :func:`fit_cost_terms` (on terms scaled to unit spread)
+COST_RIDGES = (1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+
+
+def fit_cost_terms(
+    rows: Sequence[Mapping[str, float]],
+    latencies_ms: Sequence[float],
+    *,
+    lower: float | None = None,
+    terms: Sequence[str] = COST_TERMS,
+    ridges: Sequence[float] = COST_RIDGES,
+) -> RegressionModel | None:
+    """Latency as a constant plus non-negative costs of the family's cost terms; None without them.
+
+    Every cost term the rows share enters; non-negative least squares (a term cannot make a subnet
+    faster) on *relative* error (rows weighted by 1/latency: the goal is a low percentage error
+    across subnets 10x apart) keeps the model physical and stops a handful of noisy points from
+    fitting noise, and zeroes the terms the data do not support. The ridge strength (towards zero
+    costs, on standardised terms) is chosen by leave-one-out MAPE.
+    """
+    y = np.asarray(latencies_ms, dtype=float)
+    common = _common_features(rows)
+    names = [t for t in terms if t in common]
+    if not names or y.size < 4 or np.any(y <= 0):
+        return None
+    x_all = _matrix(rows, names)
+    usable = [j for j in range(len(names)) if np.ptp(x_all[:, j]) > 0]
+    if not usable:
+        return None
+    x = x_all[:, usable]
+    scale = x.std(axis=0)
+    best: tuple[float, float, np.ndarray] | None = None
+    for ridge in sorted(ridges):
+        loo = np.array([
+            _nnls_relative(np.delete(x, i, axis=0), np.delete(y, i), scale, ridge) @ np.r_[1.0, x[i]]
+            for i in range(y.size)
+        ])
+        if lower is not None:
+            loo = np.maximum(loo, lower)
+        score = float(np.mean(np.abs(loo - y) / y))
+        if math.isfinite(score) and (best is None or score < best[0] * (1.0 - 1e-9)):
+            best = (score, ridge, _nnls_relative(x, y, scale, ridge))
+    if best is None:
+        return None
+    _, ridge, coef = best
+    model = RegressionModel(
+        target="latency_ms",
+        features=[names[j] for j in usable],
+        degree=1,
+        ridge=ridge,
+        log_target=False,
+        mean=[0.0] * len(usable),  # raw terms: the coefficients are costs per unit (ms per block, ...)
+        scale=[1.0] * len(usable),
+        coef=[float(v) for v in coef],
+        lower=lower,
+        n_train=int(y.size),
+        fitter="cost-terms",
+    )
+    model.error["loo"] = loo_error(model, rows, y).to_dict()
+    return model
+
+
+def _nnls_relative(x: np.ndarray, y: np.ndarray, scale: np.ndarray, ridge: float) -> np.ndarray:
+    """``[c0, c1..]``, c1.. >= 0, minimising sum(((c0 + x c) / y - 1)^2) + ridge * sum((c * scale / mean(y))^2).
+
+    The penalty is on each term's share of a typical latency (dimensionless, like the residuals).
+    """
+    from scipy.optimize import nnls
+
+    n, k = x.shape
+    safe = np.where(scale > 1e-12, scale, 1.0) / float(np.mean(y))
+    # the free intercept as the difference of two non-negative ones
+    design = np.column_stack([np.ones(n), -np.ones(n), x / safe]) / y[:, None]
+    target = np.ones(n)
+    if ridge > 0:
+        penalty = np.zeros((k, k + 2))
+        penalty[:, 2:] = np.sqrt(ridge) * np.eye(k)
+        design = np.vstack([design, penalty])
+        target = np.concatenate([target, np.zeros(k)])
+    solution, _ = nnls(design, target, maxiter=50 * (k + 2))
+    return np.concatenate([[solution[0] - solution[1]], solution[2:] / safe])
 
 
 def fit_accuracy(
@@ -341,13 +482,24 @@ def fit_accuracy(
 
 
 def loo_error(model: RegressionModel, rows: Sequence[Mapping[str, float]], targets: Any) -> ErrorReport:
-    """Leave-one-out error of ``model``'s form (degree, ridge, transform) on ``rows``."""
+    """Leave-one-out error of ``model``'s form (features, degree, ridge, transform) on ``rows``.
+
+    A cost-term model is refitted without each point (non-negative least squares has no
+    closed-form leave-one-out); a ridge polynomial uses the hat matrix.
+    """
     y = np.asarray(targets, dtype=float)
     x = _matrix(rows, model.features)
-    design = _design(x, np.asarray(model.mean), np.asarray(model.scale), model.degree)
-    yt = np.log(y) if model.log_target else y
-    _, loo_pred = _ridge_with_loo(design, yt, model.ridge)
-    pred = np.exp(np.clip(loo_pred, -50.0, 50.0)) if model.log_target else loo_pred
+    if model.fitter == "cost-terms":
+        scale = x.std(axis=0)
+        pred = np.array([
+            _nnls_relative(np.delete(x, i, axis=0), np.delete(y, i), scale, model.ridge) @ np.r_[1.0, x[i]]
+            for i in range(y.size)
+        ])
+    else:
+        design = _design(x, np.asarray(model.mean), np.asarray(model.scale), model.degree)
+        yt = np.log(y) if model.log_target else y
+        _, loo_pred = _ridge_with_loo(design, yt, model.ridge)
+        pred = np.exp(np.clip(loo_pred, -50.0, 50.0)) if model.log_target else loo_pred
     if model.lower is not None or model.upper is not None:
         pred = np.clip(pred, model.lower, model.upper)
     if not np.all(np.isfinite(pred)):

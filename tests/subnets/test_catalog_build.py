@@ -135,10 +135,11 @@ def test_build_with_validation_and_calibration(tmp_path: Path) -> None:
 
 def test_without_validation_no_accuracy_is_claimed_and_predictions_are_marked() -> None:
     family = FakeFamily()
-    cat = build(family, ["cpu"], candidates=20, measure=4, keep=6, seed=1, refine=False, **FAST)
+    # keep more than were measured (filled past the front): some kept figures must be predictions
+    cat = build(family, ["cpu"], candidates=20, measure=4, keep=8, seed=1, refine=False, fill_dominated=True, **FAST)
     assert all(e.accuracy is None for e in cat)
-    sources = {e.latency["cpu"].source for e in cat}
-    assert "predicted" in sources
+    sources = [e.latency["cpu"].source for e in cat]
+    assert sources.count("predicted") >= 4
     assert cat.provenance["build"]["accuracy"].startswith("not claimed")
     # selection by MACs vs latency keeps the biggest subnet (the most MACs is never dominated)
     largest = family.largest()
@@ -389,3 +390,53 @@ def test_only_the_pareto_front_is_kept_unless_asked_to_fill() -> None:
     )
     assert len(filled) == 12
     assert len(front_only) <= len(filled)
+
+
+def test_kept_subnets_are_timed_per_batch_size_and_the_rule_is_checked() -> None:
+    from subnets.offline.measuring import check_batch
+
+    assert check_batch([1, 4]) == 2 and check_batch([1, 8, 32]) == 20 and check_batch([1, 2]) == 3
+    cat = build(FakeFamily(), ["cpu"], candidates=12, measure=4, keep=4, seed=2, batch_sizes=(1, 4, 8), **FAST)
+    for e in cat:
+        lat = e.latency["cpu"]
+        assert sorted(lat.batch) == [4, 8] and all(b.source == "measured" for b in lat.batch.values())
+        assert e.latency_ms("cpu", 8) == lat.batch[8].ms and e.latency_ms("cpu", 1) == lat.ms
+    assert cat.batch_sizes("cpu") == [1, 4, 8]
+    record = cat.provenance["build"]["batch"]
+    assert record["sizes"] == [1, 4, 8]
+    check = record["check"]["cpu"]
+    assert check["batch"] == 6 and len(check["subnets"]) == min(3, len(cat)) and check["mape_pct"] >= 0
+    # without extra batch sizes the catalog says so, and has batch-1 figures only
+    plain = build(FakeFamily(), ["cpu"], candidates=6, measure=2, keep=2, refine=False, **FAST)
+    assert plain.provenance["build"]["batch"] == {"sizes": [1]} and all(not e.latency["cpu"].batch for e in plain)
+
+
+def test_reprofile_re_times_every_batch_size_of_the_catalog() -> None:
+    family = FakeFamily()
+    cat = build(family, ["cpu"], candidates=12, measure=6, keep=5, seed=3, fill_dominated=True,
+                batch_sizes=(1, 4), **FAST)  # fmt: skip
+    new = reprofile(cat, family, "cpu", measure=2, repeats=2)
+    sources = [e.latency["cpu"].batch[4].source for e in new]
+    assert sources.count("measured") == 2 and sources.count("predicted") == len(cat) - 2
+    info = new.latency_models["cpu"]["reprofile"]
+    assert info["batch"]["4"]["reference"] == "catalog_ms_cpu_b4" and len(info["batch"]["4"]["measured"]) == 2
+    measured_at_1 = {e.id for e in new if e.latency["cpu"].source == "measured"}
+    assert measured_at_1 == {e.id for e in new if e.latency["cpu"].batch[4].source == "measured"}
+
+
+def test_the_thread_clock_leaves_out_time_the_thread_does_not_run() -> None:
+    import time
+
+    class Sleeper(torch.nn.Module):  # waits without using the CPU, like a preempted inference
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            time.sleep(0.02)
+            return x
+
+    shape = (1, 3, 4, 4)
+    wall = measure_interleaved({"s": (Sleeper(), shape)}, warmup=0, repeats=3, threads=1)["s"]
+    cpu = measure_interleaved({"s": (Sleeper(), shape)}, warmup=0, repeats=3, threads=1, clock="thread")["s"]
+    assert wall.median_ms >= 20.0 and cpu.median_ms < 10.0 and cpu.clock == "thread"
+    with pytest.raises(ValueError, match="clock must be one of"):
+        measure_interleaved({"s": (Sleeper(), shape)}, repeats=1, clock="sundial")
+    with pytest.raises(ValueError, match="one torch thread"):
+        measure_interleaved({"s": (Sleeper(), shape)}, repeats=1, threads=2, clock="thread")

@@ -122,3 +122,52 @@ def test_few_noisy_points_do_not_buy_an_overfitted_model() -> None:
     many = [{"macs": rng.uniform(1, 10), "res": rng.uniform(1, 10), "junk": rng.uniform(0, 1)} for _ in range(30)]
     model = fit_latency(many, [2.0 * r["macs"] + 3.0 * r["res"] for r in many])
     assert set(model.features) == {"macs", "res"}
+
+
+def _cost_rows(n: int, seed: int = 0) -> list[dict[str, float]]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        blocks = float(rng.randint(5, 20))
+        pw, dw = rng.uniform(0.5, 20.0), rng.uniform(0.05, 2.0)
+        rows.append({"active_blocks": blocks, "pointwise_macs_m": pw, "depthwise_macs_m": dw,
+                     "macs_m": pw + dw, "se_blocks": float(rng.randint(0, 8)), "resolution": rng.choice([16.0, 32.0])})
+    return rows
+
+
+def _cost(row: dict[str, float]) -> float:
+    # a constant, a per-block overhead, point-wise MACs, and depthwise MACs 8x dearer than point-wise ones
+    return 0.4 + 0.25 * row["active_blocks"] + 0.05 * row["pointwise_macs_m"] + 0.4 * row["depthwise_macs_m"]
+
+
+def test_cost_terms_recover_an_additive_latency_and_beat_macs() -> None:
+    from subnets.offline.regression import choose_latency_model, fit_cost_terms
+
+    rows = _cost_rows(12)
+    model = fit_cost_terms(rows, [_cost(r) for r in rows])
+    assert model is not None and model.fitter == "cost-terms"
+    assert set(model.features) == {"active_blocks", "pointwise_macs_m", "depthwise_macs_m"}
+    test = _cost_rows(20, seed=1)
+    for row, pred in zip(test, model.predict(test), strict=True):
+        assert pred == pytest.approx(_cost(row), rel=1e-3)
+    chosen = fit_latency(rows, [_cost(r) for r in rows])
+    assert chosen.fitter == "cost-terms" and chosen.error["held_out"]["mape_pct"] < 1.0
+    macs_only = fit([{"macs_m": r["macs_m"]} for r in rows], [_cost(r) for r in rows], degrees=(1,))
+    assert macs_only.error["loo"]["mape_pct"] > 5 * chosen.error["loo"]["mape_pct"]
+    # round trip keeps the fitter
+    assert RegressionModel.from_dict(json.loads(json.dumps(chosen.to_dict()))).fitter == "cost-terms"
+    # rows without cost terms: the ridge polynomial
+    assert fit_cost_terms(_rows(10), [_poly(r) for r in _rows(10)]) is None
+    assert choose_latency_model(_rows(12), [abs(_poly(r)) + 1 for r in _rows(12)]).fitter == "ridge-poly"
+
+
+def test_a_cost_term_is_never_given_a_negative_cost() -> None:
+    from subnets.offline.regression import fit_cost_terms
+
+    rows = _cost_rows(16, seed=4)
+    # latency *falls* with SE blocks here: no physical cost model may use them
+    targets = [_cost(r) + 2.0 - 0.2 * r["se_blocks"] for r in rows]
+    model = fit_cost_terms(rows, targets)
+    assert model is not None and "se_blocks" not in model.features
+    index = {name: i for i, name in enumerate(model.features)}
+    assert all(model.coef[1 + i] >= 0 for i in index.values())
