@@ -390,7 +390,7 @@ COST_TERMS = (
 
 
 #: ridge strengths tried by :func:`fit_cost_terms` (on terms scaled to unit spread)
-COST_RIDGES = (1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+COST_RIDGES = (0.0, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
 
 
 def fit_cost_terms(
