@@ -217,6 +217,44 @@ class Flood:
         self.proc.wait()
 
 
+def _busy(daemon: Any, calls: list[Any], x: np.ndarray, n: int, suffix: str = "") -> dict[str, float]:
+    """The daemon's forward against in process while another process floods the daemon."""
+    flood = Flood(daemon.endpoint)
+    try:
+        busy = _alternating(calls, x, n)
+    finally:
+        flood.close()
+    ratio = _med(busy["frames_forward_ms"]) / _med(busy["in_process_forward_ms"])
+    return {f"daemon_forward_busy_ms_median{suffix}": round(_med(busy["frames_forward_ms"]), 4),
+            f"daemon_forward_busy_vs_in_process_median{suffix}": round(ratio, 4)}  # fmt: skip
+
+
+def _eager_busy(work: Path, catalog_path: Path, n: int) -> dict[str, float]:
+    """The same flooded figure from a daemon without graphs (models.<name>.graphs: false), eager in process."""
+    import torch
+
+    from dynofa.catalog import load_catalog
+    from tests.service.harness import start_daemon, write_config
+
+    models = {"tiny": {"catalog": str(catalog_path), "graphs": False}}
+    daemon = start_daemon(write_config(work, catalog_path, models=models, logging={"level": "warning"}),
+                          log_name="daemon-eager.log")  # fmt: skip
+    try:
+        catalog = load_catalog(catalog_path)
+        sid = next(e.id for e in catalog.entries if e.resolution == 224)
+        client = daemon.client(timeout_s=60)
+        client.shm = False
+        client.register("bench-eager")
+        torch.set_num_threads(client.state()["apps"]["bench-eager"]["operating_point"]["threads"])
+        reference = _Reference(catalog, sid, graphs=False)
+        x = np.random.default_rng(0).random((1, 3, 224, 224), dtype=np.float32)
+        figures = _busy(daemon, [reference, _remote(client, "bench-eager", sid, "frames")], x, n, "_eager")
+        reference.pool.close()
+        return figures
+    finally:
+        daemon.stop()
+
+
 def _inference_figures(daemon: Any, catalog_path: Path, n: int) -> dict[str, Any]:
     """Daemon forward, frames and shm round trips against in-process, same subnet, alternating."""
     import torch
@@ -263,15 +301,7 @@ def _inference_figures(daemon: Any, catalog_path: Path, n: int) -> dict[str, Any
             f"infer_shm_minus_in_process_ms_median{suffix}": round(_med(got["shm_ms"]) - local, 4),
         })  # fmt: skip
         if suffix == "":
-            flood = Flood(daemon.endpoint)
-            try:
-                busy = _alternating(calls[:2], x, max(20, n // 2))
-            finally:
-                flood.close()
-            out["daemon_forward_busy_ms_median"] = round(_med(busy["frames_forward_ms"]), 4)
-            out["daemon_forward_busy_vs_in_process_median"] = round(
-                _med(busy["frames_forward_ms"]) / _med(busy["in_process_forward_ms"]), 4
-            )
+            out.update(_busy(daemon, calls[:2], x, max(20, n // 2)))
         reference.pool.close()
         eager.pool.close()
     frames.close()
@@ -284,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=3000, help="control round trips timed")
     parser.add_argument("--infer", type=int, default=100, help="paired inferences timed")
     parser.add_argument("--idle-seconds", type=float, default=6.0)
+    parser.add_argument("--eager-daemon", action="store_true",
+                        help="also flood a daemon without graphs (the GIL stall the graphs remove)")  # fmt: skip
     args = parser.parse_args(argv)
 
     from tests.service.harness import start_daemon, write_config
@@ -331,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
             "infer_shm_vs_in_process_median": result["infer_shm_vs_in_process_median"] <= 1.05,
             "daemon_forward_busy_vs_in_process_median": result["daemon_forward_busy_vs_in_process_median"] <= 1.05,
         }  # fmt: skip
+        daemon.stop()
+        if args.eager_daemon:
+            result.update(_eager_busy(work, catalog_path, max(20, args.infer // 2)))
     finally:
         daemon.stop()
         shutil.rmtree(work, ignore_errors=True)
