@@ -115,12 +115,21 @@ def evaluate(pool: list[Candidate], ms: dict[str, float], held_out: int, seed: i
     return rows
 
 
-def report(name: str, family: ModelFamily, args: argparse.Namespace) -> dict[str, Any]:
-    family.supernet()
+def report(name: str, family: ModelFamily, args: argparse.Namespace, raw: dict[str, Any]) -> dict[str, Any]:
+    """One family's report; its measurements are read from / written to ``raw`` (``--from-raw``)."""
     pool = sample(family, args.subnets, args.seed)
-    print(f"{name}: timing {len(pool)} subnets ({args.passes} passes x {args.repeats} interleaved rounds)...",
-          file=sys.stderr, flush=True)  # fmt: skip
-    ms, noise = time_all(family, pool, args.passes, args.repeats, args.clock)
+    if name in raw:
+        saved = raw[name]
+        ms, noise = {str(k): float(v) for k, v in saved["ms"].items()}, float(saved["noise"])
+        missing = [c.id for c in pool if c.id not in ms]
+        if missing:
+            raise SystemExit(f"--from-raw has no measurement of {len(missing)} sampled {name} subnets")
+    else:
+        family.supernet()
+        print(f"{name}: timing {len(pool)} subnets ({args.passes} passes x {args.repeats} interleaved rounds)...",
+              file=sys.stderr, flush=True)  # fmt: skip
+        ms, noise = time_all(family, pool, args.passes, args.repeats, args.clock)
+        raw[name] = {"ms": ms, "noise": noise}
     by_m = evaluate(pool, ms, args.held_out, args.seed)
     head = next((r for r in by_m if r["measured"] == HEADLINE), by_m[-1])
     return {
@@ -171,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--families", default="demo,mbv3", help="comma-separated: demo, mbv3")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", metavar="PNG", help="also draw the error against the number measured")
+    parser.add_argument("--save-raw", metavar="JSON", help="write the measured latencies (to re-evaluate later)")
+    parser.add_argument("--from-raw", metavar="JSON", help="evaluate measurements saved by --save-raw (no timing)")
     args = parser.parse_args(argv)
     if args.held_out < 1 or args.subnets < args.held_out + min(MEASURED):
         parser.error(f"--subnets must leave at least {min(MEASURED)} subnets beside --held-out")
@@ -179,14 +190,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [n for n in names if n not in makers]
     if unknown:
         parser.error(f"unknown families {unknown}; choose from {sorted(makers)}")
+    raw: dict[str, Any] = {}
+    if args.from_raw:
+        with open(args.from_raw, encoding="utf-8") as fh:
+            raw = json.load(fh)
     result = {
         "clock": args.clock,
         "passes": args.passes,
         "repeats": args.repeats,
         "estimator": "median over passes of each pass's 25th percentile (interleaved rounds)",
-        "families": [report(n, makers[n](), args) for n in names],
+        "families": [report(n, makers[n](), args, raw) for n in names],
     }
     print(json.dumps(result))
+    if args.save_raw:
+        with open(args.save_raw, "w", encoding="utf-8") as fh:
+            json.dump(raw, fh)
     if args.plot:
         plot(result, args.plot)
     return 0

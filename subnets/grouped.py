@@ -521,14 +521,25 @@ def _geometry_net(arch: str, groups: int, num_classes: int, in_channels: int, wi
 
 
 def grouped_family(description: Mapping[str, Any], weights: str | None = None) -> GroupedFamily:
-    """Registry factory: rebuild the family from a catalog's ``family`` object."""
+    """Registry factory: rebuild the family from a catalog's ``family`` object.
+
+    With a weights file, the architecture fields the description leaves out come from the file (it
+    records them), so ``dynofa catalog build --family grouped --weights FILE`` works on any file
+    ``dynofa train grouped`` wrote; a field the description does give must match the file.
+    """
+    defaults: dict[str, Any] = {"arch": "small", "groups": 4, "num_classes": 10, "resolution": 32, "width_mult": 1.0}
+    if weights is not None:
+        payload = read_grouped_file(weights)
+        recorded = payload.get("arch", {})
+        defaults.update({k: recorded[k] for k in ("arch", "groups", "num_classes", "width_mult") if k in recorded})
+        defaults["resolution"] = int(payload.get("extra", {}).get("resolution", defaults["resolution"]))
     try:
         return GroupedFamily(
-            arch=str(description.get("arch", "small")),
-            groups=int(description.get("groups", 4)),
-            num_classes=int(description.get("num_classes", 10)),
-            resolution=int(description.get("resolution", 32)),
-            width_mult=float(description.get("width_mult", 1.0)),
+            arch=str(description.get("arch", defaults["arch"])),
+            groups=int(description.get("groups", defaults["groups"])),
+            num_classes=int(description.get("num_classes", defaults["num_classes"])),
+            resolution=int(description.get("resolution", defaults["resolution"])),
+            width_mult=float(description.get("width_mult", defaults["width_mult"])),
             weights=weights,
         )
     except (TypeError, ValueError) as exc:

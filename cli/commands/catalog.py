@@ -105,6 +105,8 @@ def register(subparsers: Any) -> None:
     s = sub.add_parser("show", help="print a catalog: provenance, regression errors and subnets")
     s.add_argument("file", metavar="FILE")
     s.add_argument("--json", action="store_true", help="print the catalog's JSON")
+    s.add_argument("--plot", metavar="PNG", help="also draw the accuracy/latency front per batch size")
+    s.add_argument("--pe", default=None, help="PE whose latency the plot shows (default: the first)")
     s.set_defaults(handler=run_show)
 
 
@@ -253,6 +255,8 @@ def run_show(args: argparse.Namespace) -> int:
     from dynofa.catalog import load_catalog
 
     catalog = load_catalog(args.file)
+    if args.plot:
+        plot_front(catalog, args.plot, args.pe)
     if args.json:
         print(json.dumps(catalog.to_dict(), indent=1))
         return 0
@@ -275,6 +279,32 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def plot_front(catalog: Any, path: str, pe: str | None = None) -> None:
+    """Top-1 against latency of every subnet, one panel per batch size the catalog has figures for."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pe = pe or (catalog.pes() or ["cpu"])[0]
+    rows = [e for e in catalog if e.accuracy is not None and pe in e.latency]
+    if not rows:
+        raise CatalogBuildError(f"nothing to plot: no subnet has both accuracy and a latency on {pe}")
+    sizes = catalog.batch_sizes(pe)
+    fig, axes = plt.subplots(1, len(sizes), figsize=(3.6 * len(sizes), 3.2), squeeze=False)
+    for ax, batch in zip(axes[0], sizes, strict=True):
+        points = sorted((e.latency_ms(pe, batch), 100 * e.accuracy.top1) for e in rows)
+        ax.plot([p[0] for p in points], [p[1] for p in points], "o-")
+        ax.set_xscale("log")
+        ax.set_xlabel(f"{pe} latency (ms), batch {batch}")
+        ax.set_ylabel("top-1 (%)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{catalog.family.get('name')}: {len(rows)} subnets", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _model_line(model: Any) -> str:
     if not isinstance(model, dict):
         return "(unreadable)"
@@ -283,7 +313,13 @@ def _model_line(model: Any) -> str:
         count = len(info.get("measured", []))
         head = f"re-profiled ({info.get('method')}) from {info.get('reference')}, measured {count}"
         return f"{head}; " + _errors({"loo": info.get("loo") or {}})
-    return f"degree {model.get('degree')}, fitted on {model.get('n_train')}; " + _errors(model.get("error") or {})
+    form = model.get("fitter", "ridge-poly")
+    if form == "cost-terms":
+        used = [f for f, c in zip(model.get("features", []), model.get("coef", [])[1:], strict=False) if c]
+        form += f" ({', '.join(used)})"
+    else:
+        form += f" degree {model.get('degree')}"
+    return f"{form}, fitted on {model.get('n_train')}; " + _errors(model.get("error") or {})
 
 
 def _errors(error: dict[str, Any]) -> str:

@@ -53,8 +53,10 @@ def register(subparsers: Any) -> None:
         description="Train the bundled demo supernet. --epochs fixes the schedule (what reproduces the shipped "
         "weights); --minutes caps the wall time. Progress goes to stdout.",
     )
-    d.add_argument("--epochs", type=int, default=30, help="epochs (default 30, as shipped)")
+    d.add_argument("--epochs", type=int, default=None, help="epochs (default: the shipped weights' schedule)")
     d.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")
+    d.add_argument("--max-steps", type=int, default=None, metavar="N",
+                   help="stop after N steps (the lr schedule still follows --epochs; for quick checks)")
     d.add_argument("--width-mult", type=float, default=0.35)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--threads", type=int, default=1)
@@ -74,9 +76,11 @@ def register(subparsers: Any) -> None:
     c.add_argument("--only", choices=("ofa", "grouped"), help="build just one of the two")
     c.add_argument("--candidates", type=int, default=200)
     c.add_argument("--measure", type=int, default=40)
-    c.add_argument("--keep", type=int, default=8)
+    c.add_argument("--keep", type=int, default=10)
     c.add_argument("--repeats", type=int, default=10)
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--clock", choices=("thread", "wall"), default="thread",
+                   help="timing clock (default thread: CPU time of the timing thread, robust on a shared machine)")
     c.set_defaults(handler=run_catalogs)
 
 
@@ -117,8 +121,9 @@ def run_demo(args: argparse.Namespace) -> int:
     from subnets.offline.train_demo import DemoTrainConfig, save_demo_weights, train_demo
 
     config = DemoTrainConfig(
-        epochs=args.epochs, minutes=args.minutes, width_mult=args.width_mult, seed=args.seed,
-        threads=args.threads, device=args.device,
+        epochs=args.epochs if args.epochs is not None else DemoTrainConfig.epochs, minutes=args.minutes,
+        max_steps=args.max_steps, width_mult=args.width_mult, seed=args.seed, threads=args.threads,
+        device=args.device,
     )
     result = train_demo(config, log=_say)
     save_demo_weights(result, args.out, config)
@@ -132,13 +137,13 @@ def run_catalogs(args: argparse.Namespace) -> int:
     from subnets.offline.demo_build import build_grouped_catalog, build_ofa_catalog
 
     out = Path(args.out_dir)
-    common = {"candidates": args.candidates, "measure": args.measure, "keep": args.keep,
+    common = {"candidates": args.candidates, "measure": args.measure, "keep": args.keep, "clock": args.clock,
               "repeats": args.repeats, "seed": args.seed, "progress": lambda m: print(m, file=sys.stderr, flush=True)}
     if args.only in (None, "ofa"):
         path = build_ofa_catalog(out / "catalog-ofa.json", weights=args.ofa_weights, **common)
         _say(f"wrote {path}")
     if args.only in (None, "grouped"):
         path = build_grouped_catalog(out / "catalog-grouped.json", weights=args.grouped_weights,
-                                     repeats=args.repeats, progress=common["progress"])
+                                     repeats=args.repeats, clock=args.clock, progress=common["progress"])
         _say(f"wrote {path}")
     return 0

@@ -36,7 +36,11 @@ def accuracy_model(pool: list[Candidate], seed: int, say: Progress | None) -> Re
 
 
 def model_summary(model: RegressionModel, unit: str) -> str:
-    text = f"degree {model.degree}{' (log)' if model.log_target else ''}, fitted on {model.n_train}"
+    if model.fitter == "cost-terms":
+        used = [f for f, c in zip(model.features, model.coef[1:], strict=True) if c > 0]
+        text = f"cost terms ({', '.join(used) or 'constant'}), fitted on {model.n_train}"
+    else:
+        text = f"ridge-poly degree {model.degree}{' (log)' if model.log_target else ''}, fitted on {model.n_train}"
     scale = 1.0 if unit else 100.0
     unit = unit or "pt"
     for key, label in (("held_out", "held-out"), ("loo", "leave-one-out")):

@@ -39,11 +39,11 @@ Log = Callable[[str], None]
 class DemoTrainConfig:
     width_mult: float = 0.35
     ks_list: tuple[int, ...] = (3, 5, 7)
-    # a wide elastic range (e 2..6, d 1..4, 24..64 px) so that subnets span a real accuracy range
+    # a wide elastic range (e 2..6, d 1..4, 16..32 px) so that subnets span a real accuracy range
     expand_ratio_list: tuple[int, ...] = (2, 3, 4, 6)
     depth_list: tuple[int, ...] = (1, 2, 3, 4)
-    resolutions: tuple[int, ...] = (24, 32, 40, 48, 56, 64)
-    epochs: int = 30
+    resolutions: tuple[int, ...] = (16, 20, 24, 28, 32)
+    epochs: int = 12
     batch_size: int = 64
     lr: float = 0.05
     momentum: float = 0.9
@@ -54,7 +54,9 @@ class DemoTrainConfig:
     seed: int = 0
     minutes: float | None = None  # hard cap on training time (the lr schedule still follows ``epochs``)
     max_steps: int | None = None  # for quick tests
-    eval_every: int = 5  # epochs between held-out checks of the largest and smallest subnet
+    eval_every: int = 4  # epochs between held-out checks of the largest and smallest subnet
+    distorted: bool = True  # the harder, distorted digits (subnets' capacity shows in their accuracy)
+    train_copies: int = 3  # distorted copies of each training image
     threads: int = 1
     device: str = "cpu"
 
@@ -119,8 +121,10 @@ def train_demo(
     rng = random.Random(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     top = max(config.resolutions)
-    train = train if train is not None else digits_dataset("train", top, config.seed)
-    val = val if val is not None else digits_dataset("val", top, config.seed)
+    if train is None:
+        train = digits_dataset("train", top, config.seed, distorted=config.distorted,
+                               copies=config.train_copies if config.distorted else 1)
+    val = val if val is not None else digits_dataset("val", top, config.seed, distorted=config.distorted)
     family = config.family()
     net: Any = family.supernet()
     device = torch.device(config.device)

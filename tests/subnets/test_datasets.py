@@ -177,3 +177,21 @@ def test_batches_split_and_errors() -> None:
         ArrayDataset(np.zeros((3, 4, 4), np.float32), np.zeros(3, int))
     with pytest.raises(DatasetError):
         digits_dataset("holdout")
+
+
+def test_distorted_digits_are_fixed_copies_of_their_own_split() -> None:
+    import numpy as np
+
+    clean = digits_dataset("test", resolution=32, normalize=None)
+    noisy = digits_dataset("test", resolution=32, normalize=None, distorted=True, copies=3)
+    assert noisy.x.shape == (3 * len(clean), 3, 32, 32) and noisy.name.startswith("sklearn-digits-distorted/test")
+    assert np.array_equal(noisy.y, np.tile(clean.y, 3))  # every test digit three times, labels kept
+    again = digits_dataset("test", resolution=32, normalize=None, distorted=True, copies=3)
+    assert np.array_equal(noisy.x, again.x)  # the same array every time (seeded per split and copy)
+    first, second = noisy.x[: len(clean)], noisy.x[len(clean) : 2 * len(clean)]
+    assert not np.allclose(first, second)  # each copy its own distortion
+    assert not np.allclose(first, clean.x) and noisy.x.min() >= 0.0 and noisy.x.max() <= 1.0
+    train = digits_dataset("train", resolution=16, normalize=None, distorted=True)
+    assert train.x.shape[2:] == (16, 16)
+    with pytest.raises(DatasetError, match="copies"):
+        digits_dataset("test", copies=2)  # copies only of distorted digits
