@@ -38,66 +38,6 @@ import zmq
 
 from dynofa import protocol
 
-_POOL: list[Any] = [
-    None, True, False, -1, 0, 1, 2**63, 10**19, -(10**19), 1e308, 5e-324, -0.5, 0.01, 3_600_000.0001, 1001, -1001,
-    65536, 65537, "", "tiny", "fz-a", "x" * 300, [], [65536] * 4, [1, 3, 32, 32], {}, {"a": 1}, {"latency_ms": 1e-9},
-]  # fmt: skip
-_RAW_EDGES = [b"1e309", b"-1e309", b"NaN", b"Infinity", b"9" * 5000, b"1" * 20, b"[" * 30 + b"]" * 30]
-
-
-def _header(**fields: Any) -> bytes:
-    return json.dumps({"v": 1, **fields}).encode()
-
-
-def _valid_corpus() -> list[list[bytes]]:
-    tensor = np.zeros((1, 3, 32, 32), np.float32).tobytes()
-    infer = _header(op="infer", id=1, app="fz-a", dtype="float32", shape=[1, 3, 32, 32])
-    return [
-        [_header(op="hello", id=1, app="fz-a")], [_header(op="ping", id="p")],
-        [_header(op="register", id=2, app="fz-a")],
-        [_header(op="set_budget", id=3, app="fz-b", budget={"latency_ms": 5, "min_accuracy": 0.5, "priority": 2})],
-        [_header(op="clear_budget", id=4, app="fz-b")], [_header(op="budgets", id=5)], [_header(op="state", id=6)],
-        [_header(op="subnets", id=7, model="tiny")], [_header(op="feedback", id=8, app="fz-a", qoe=0.5)],
-        [infer, tensor],
-    ]  # fmt: skip
-
-
-def _mutate(rng: random.Random, frames: list[bytes]) -> list[bytes]:
-    frames = list(frames)
-    kind = rng.randrange(8)
-    if kind == 0:  # flip bytes
-        i = rng.randrange(len(frames))
-        data = bytearray(frames[i] or b"x")
-        for _ in range(rng.randint(1, 4)):
-            data[rng.randrange(len(data))] = rng.randrange(256)
-        frames[i] = bytes(data)
-    elif kind == 1:  # truncate
-        i = rng.randrange(len(frames))
-        frames[i] = frames[i][: rng.randrange(len(frames[i]) + 1)] or b"{"
-    elif kind == 2:  # add or drop frames
-        frames = (frames[:-1] or [b"{}"]) if rng.random() < 0.5 else [*frames, rng.randbytes(rng.randrange(64))]
-    elif kind == 3 and frames[0].endswith(b"}"):  # splice a raw edge value (not writable by json.dumps)
-        key = rng.choice([b"id", b"v", b"qoe", b"zzz", b"budget", b"shape"])
-        frames[0] = frames[0][:-1] + b', "' + key + b'": ' + rng.choice(_RAW_EDGES) + b"}"
-    else:  # rewrite a JSON field (if the header is still a JSON object)
-        try:
-            head = json.loads(frames[0])
-        except (ValueError, RecursionError):
-            return frames
-        if not isinstance(head, dict):
-            return frames
-        key = rng.choice([*head, "v", "op", "id", "app", "budget", "shape", "dtype", "token", "override", "zzz"])
-        if kind == 4:
-            head.pop(key, None)
-        elif kind == 5 and isinstance(head.get("budget"), dict):
-            head["budget"][rng.choice(["latency_ms", "min_accuracy", "power_cap_w", "priority", "objective"])] = (
-                rng.choice(_POOL)
-            )
-        else:
-            head[key] = rng.choice(_POOL)
-        frames[0] = json.dumps(head).encode()
-    return frames if frames[0] else [b"{}", *frames[1:]]
-
 
 def _drawn_corpus(n: int, seed: int) -> list[list[bytes]]:
     """``n`` requests drawn by Hypothesis over the whole grammar."""
@@ -120,11 +60,11 @@ def _drawn_corpus(n: int, seed: int) -> list[list[bytes]]:
 
 
 def fuzz(endpoint: str, log_path: Path, messages: int, seed: int) -> dict[str, Any]:
-    from tests.service.grammar import readable_id
+    from tests.service.grammar import mutate, readable_id, valid_corpus
 
     rng = random.Random(seed)
     drawn = _drawn_corpus(min(20_000, max(100, messages // 3)), seed)
-    valid = _valid_corpus()
+    valid = valid_corpus()
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
@@ -141,7 +81,7 @@ def fuzz(endpoint: str, log_path: Path, messages: int, seed: int) -> dict[str, A
             else:
                 frames = rng.choice(valid if i % 3 == 1 else drawn)
                 for _ in range(rng.randint(1, 3)):
-                    frames = _mutate(rng, frames)
+                    frames = mutate(rng, frames)
             expected = readable_id(frames[0])
             sock.send_multipart(frames)
             sent += 1

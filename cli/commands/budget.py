@@ -39,19 +39,16 @@ def register(subparsers: Any) -> None:
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=_set)
 
-    c = sub.add_parser("clear", help="remove an app's budget")
-    c.add_argument("app")
-    add_connection_args(c)
-    _add_override(c)
-    c.add_argument("--json", action="store_true")
-    c.set_defaults(handler=_clear)
-
-    r = sub.add_parser("remove", help="unregister an app (forget it and its budget)")
-    r.add_argument("app")
-    add_connection_args(r)
-    _add_override(r)
-    r.add_argument("--json", action="store_true")
-    r.set_defaults(handler=_remove)
+    for action, handler, text in (
+        ("clear", _clear, "remove an app's budget"),
+        ("remove", _remove, "unregister an app (forget it and its budget)"),
+    ):
+        p = sub.add_parser(action, help=text)
+        p.add_argument("app")
+        add_connection_args(p)
+        _add_override(p)
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(handler=handler)
 
     ls = sub.add_parser("list", help="every app's budget")
     add_connection_args(ls)

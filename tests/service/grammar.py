@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from typing import Any
 
+import numpy as np
 from hypothesis import strategies as st
 
 from dynofa import protocol
@@ -148,3 +150,68 @@ def readable_id(header: bytes) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         return None
     return value if len(str(value)) <= protocol.MAX_ID_CHARS else None
+
+
+# --- random mutations of valid requests (the daemon fuzz test and benchmarks/fuzz.py) ---------------
+
+_POOL: list[Any] = [
+    None, True, False, -1, 0, 1, 2**63, 10**19, -(10**19), 1e308, 5e-324, -0.5, 0.01, 3_600_000.0001, 1001, -1001,
+    65536, 65537, "", "tiny", "fz-a", "x" * 300, [], [65536] * 4, [1, 3, 32, 32], {}, {"a": 1}, {"latency_ms": 1e-9},
+]  # fmt: skip
+_RAW_EDGES = [b"1e309", b"-1e309", b"NaN", b"Infinity", b"9" * 5000, b"1" * 20, b"[" * 30 + b"]" * 30]
+
+
+def _header(**fields: Any) -> bytes:
+    return json.dumps({"v": 1, **fields}).encode()
+
+
+def valid_corpus() -> list[list[bytes]]:
+    """One valid request of each op (with ids), for :func:`mutate` to start from."""
+    tensor = np.zeros((1, 3, 32, 32), np.float32).tobytes()
+    infer = _header(op="infer", id=1, app="fz-a", dtype="float32", shape=[1, 3, 32, 32])
+    return [
+        [_header(op="hello", id=1, app="fz-a")], [_header(op="ping", id="p")],
+        [_header(op="register", id=2, app="fz-a")],
+        [_header(op="set_budget", id=3, app="fz-b", budget={"latency_ms": 5, "min_accuracy": 0.5, "priority": 2})],
+        [_header(op="clear_budget", id=4, app="fz-b")], [_header(op="budgets", id=5)], [_header(op="state", id=6)],
+        [_header(op="subnets", id=7, model="tiny")], [_header(op="feedback", id=8, app="fz-a", qoe=0.5)],
+        [infer, tensor],
+    ]  # fmt: skip
+
+
+def mutate(rng: random.Random, frames: list[bytes]) -> list[bytes]:
+    """A random damage to a request: flipped bytes, truncation, frames added or dropped, edge values spliced in."""
+    frames = list(frames)
+    kind = rng.randrange(8)
+    if kind == 0:  # flip bytes
+        i = rng.randrange(len(frames))
+        data = bytearray(frames[i] or b"x")
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        frames[i] = bytes(data)
+    elif kind == 1:  # truncate
+        i = rng.randrange(len(frames))
+        frames[i] = frames[i][: rng.randrange(len(frames[i]) + 1)] or b"{"
+    elif kind == 2:  # add or drop frames
+        frames = (frames[:-1] or [b"{}"]) if rng.random() < 0.5 else [*frames, rng.randbytes(rng.randrange(64))]
+    elif kind == 3 and frames[0].endswith(b"}"):  # splice a raw edge value (not writable by json.dumps)
+        key = rng.choice([b"id", b"v", b"qoe", b"zzz", b"budget", b"shape"])
+        frames[0] = frames[0][:-1] + b', "' + key + b'": ' + rng.choice(_RAW_EDGES) + b"}"
+    else:  # rewrite a JSON field (if the header is still a JSON object)
+        try:
+            head = json.loads(frames[0])
+        except (ValueError, RecursionError):
+            return frames
+        if not isinstance(head, dict):
+            return frames
+        key = rng.choice([*head, "v", "op", "id", "app", "budget", "shape", "dtype", "token", "override", "zzz"])
+        if kind == 4:
+            head.pop(key, None)
+        elif kind == 5 and isinstance(head.get("budget"), dict):
+            head["budget"][rng.choice(["latency_ms", "min_accuracy", "power_cap_w", "priority", "objective"])] = (
+                rng.choice(_POOL)
+            )
+        else:
+            head[key] = rng.choice(_POOL)
+        frames[0] = json.dumps(head).encode()
+    return frames if frames[0] else [b"{}", *frames[1:]]

@@ -18,7 +18,7 @@ from cli.main import main as cli_main
 from dynofa import protocol
 from dynofa.client import Telemetry
 from dynofa.protocol import RemoteError
-from tests.service.grammar import any_request, readable_id
+from tests.service.grammar import APPS, any_request, mutate, readable_id, valid_corpus
 from tests.service.harness import Daemon, NotifyListener, raw_request
 
 
@@ -407,50 +407,6 @@ def _check_reply(frames: list[bytes], sock: zmq.Socket) -> bool:  # type: ignore
     return bool(reply["ok"])
 
 
-def _valid_corpus() -> list[list[bytes]]:
-    tensor = image(32).tobytes()
-    infer = header(op="infer", app="fuzz-a", dtype="float32", shape=[1, 3, 32, 32])
-    return [
-        [header(op="hello", app="fuzz-a")], [header(op="ping")], [header(op="register", app="fuzz-a")],
-        [header(op="set_budget", app="fuzz-b", budget={"latency_ms": 5, "min_accuracy": 0.5})],
-        [header(op="clear_budget", app="fuzz-b")], [header(op="budgets")], [header(op="state")],
-        [header(op="subnets", model="tiny")], [header(op="feedback", app="fuzz-a", qoe=0.5)], [infer, tensor],
-    ]  # fmt: skip
-
-
-_POOL = [None, True, -1, 0, 1, 2**70, 1e308, -0.5, "", "tiny", "fuzz-a", "x" * 300, [], [1, 3, 32, 32], {}, {"a": 1}]
-
-
-def _mutate(rng: random.Random, frames: list[bytes]) -> list[bytes]:
-    frames = list(frames)
-    kind = rng.randrange(7)
-    if kind == 0:  # flip bytes
-        i = rng.randrange(len(frames))
-        data = bytearray(frames[i] or b"x")
-        for _ in range(rng.randint(1, 4)):
-            data[rng.randrange(len(data))] = rng.randrange(256)
-        frames[i] = bytes(data)
-    elif kind == 1:  # truncate
-        i = rng.randrange(len(frames))
-        frames[i] = frames[i][: rng.randrange(len(frames[i]) + 1)] or b"{"
-    elif kind == 2:  # add or drop frames
-        frames = frames[:-1] or [b"{}"] if rng.random() < 0.5 else [*frames, rng.randbytes(rng.randrange(64))]
-    else:  # rewrite a JSON field (if the header is still a JSON object)
-        try:
-            head = json.loads(frames[0])
-        except ValueError:
-            return frames
-        if not isinstance(head, dict):
-            return frames
-        key = rng.choice([*head, "v", "op", "id", "app", "budget", "shape", "dtype", "zzz"])
-        if kind == 3:
-            head.pop(key, None)
-        else:
-            head[key] = rng.choice(_POOL)
-        frames[0] = json.dumps(head).encode()
-    return frames if frames[0] else [b"{}", *frames[1:]]
-
-
 def test_fuzz_random_messages_never_crash_the_daemon(daemon: Daemon) -> None:
     """Thousands of mutated requests plus hypothesis-built ones: each gets a well-formed reply."""
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
@@ -461,11 +417,11 @@ def test_fuzz_random_messages_never_crash_the_daemon(daemon: Daemon) -> None:
     answered = 0
     try:
         rng = random.Random(1234)
-        corpus = _valid_corpus()
+        corpus = valid_corpus()
         for _ in range(3000):
             frames = rng.choice(corpus)
             for _ in range(rng.randint(1, 3)):
-                frames = _mutate(rng, frames)
+                frames = mutate(rng, frames)
             _check_reply(frames, sock)
             answered += 1
 
@@ -497,7 +453,7 @@ def test_fuzz_random_messages_never_crash_the_daemon(daemon: Daemon) -> None:
     assert "Traceback" not in daemon.log(), "a refused request must never log a traceback"
     c = daemon.client()
     assert c.ping()["ok"] is True
-    for app in ("fuzz-a", "fuzz-b"):
+    for app in APPS:
         if app in c.budgets():
             c.unregister(app)
 
