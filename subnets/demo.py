@@ -3,7 +3,7 @@
 Two families trained by us on scikit-learn's handwritten digits (no download anywhere):
 
 * the demo supernet, a small elastic OFA MobileNetV3 (``ofa-mbv3``, width 0.35, 10 classes,
-  resolutions 24-64), trained by :mod:`subnets.offline.train_demo`;
+  resolutions 16-32), trained by :mod:`subnets.offline.train_demo` on distorted digits;
 * a group-pruned incremental net (``grouped``, arch "small", 4 groups), trained by
   :mod:`subnets.offline.train_grouped`.
 
@@ -36,7 +36,7 @@ OFA_DEMO_ARGS: dict[str, Any] = {
     "expand_ratio_list": (2, 3, 4, 6),
     "depth_list": (1, 2, 3, 4),
     "n_classes": 10,
-    "resolutions": (24, 32, 40, 48, 56, 64),
+    "resolutions": (16, 20, 24, 28, 32),
     "dropout_rate": 0.0,
     "seed": 0,
     "name": "ofa-mbv3-w0.35-digits",

@@ -23,12 +23,21 @@ from subnets.grouped import GroupedFamily, load_grouped
 from subnets.offline.accuracy import evaluate
 from subnets.offline.datasets import digits_dataset
 
-#: re-measured accuracy may differ from the catalog by at most one test image's worth (+ slack for
-#: a different BLAS on another machine flipping a near-tie): 2 of 360 images
-ACCURACY_TOLERANCE = 2 / 360
+#: re-measured accuracy may differ from the catalog by at most 2 test images (a different BLAS on
+#: another machine may flip a near-tie); the OFA demo's test set is 1080 images, the grouped one's 360
+TOLERANCE_IMAGES = 2
+TEST_IMAGES = {"ofa": 1080, "grouped": 360}
 SIZE_LIMIT_BYTES = 10 * 1024 * 1024
 #: the accuracy spread (most accurate minus fastest subnet) each shipped catalog shows, at least
-MIN_SPREAD = {"ofa": 0.03, "grouped": 0.05}
+MIN_SPREAD = {"ofa": 0.05, "grouped": 0.05}
+
+
+def _test_split(kind: str, resolution: int) -> object:
+    if kind == "ofa":
+        from subnets.offline.demo_build import TEST_COPIES
+
+        return digits_dataset("test", resolution, DIGITS_SEED, distorted=True, copies=TEST_COPIES)
+    return digits_dataset("test", resolution, DIGITS_SEED)
 
 
 def _files(root: Path) -> list[Path]:
@@ -47,11 +56,10 @@ def test_artefacts_are_shipped_and_small() -> None:
 @pytest.mark.parametrize("kind", ["ofa", "grouped"])
 def test_catalogs_claim_measured_held_out_accuracy(kind: str) -> None:
     catalog = load_catalog(demo_catalog_path(kind))
-    test = digits_dataset("test", 8, DIGITS_SEED, normalize=None)
     assert catalog.family["kind"] == ("ofa-mbv3" if kind == "ofa" else "grouped")
     for entry in catalog:
         assert entry.accuracy is not None and entry.accuracy.source == "measured"
-        assert entry.accuracy.samples == len(test) and "test split" in entry.accuracy.dataset
+        assert entry.accuracy.samples == TEST_IMAGES[kind] and "test split" in entry.accuracy.dataset
         assert entry.latency["cpu"].ms > 0
     # a real trade-off: the fastest subnet is clearly less accurate than the most accurate one
     by_latency = sorted(catalog, key=lambda e: e.latency["cpu"].ms)
@@ -69,7 +77,7 @@ def test_grouped_levels_rise_monotonically_and_reproduce() -> None:
     measured = []
     for entry in by_level:
         top1 = evaluate(family.materialize(family.spec(entry.config["level"])), test).top1
-        assert entry.accuracy is not None and abs(top1 - entry.accuracy.top1) <= ACCURACY_TOLERANCE
+        assert entry.accuracy is not None and abs(top1 - entry.accuracy.top1) <= TOLERANCE_IMAGES / len(test)
         measured.append(top1)
     assert measured == sorted(measured) and measured[-1] > measured[0]
     net = load_grouped(demo_weights_path("grouped"))
@@ -80,14 +88,44 @@ def test_grouped_levels_rise_monotonically_and_reproduce() -> None:
 def test_ofa_demo_catalog_accuracy_reproduces() -> None:
     catalog = load_catalog(demo_catalog_path("ofa"))
     family = ofa_demo_family()
-    test = digits_dataset("test", max(family.resolutions()), DIGITS_SEED)
+    test = _test_split("ofa", max(family.resolutions()))
     ordered = sorted(catalog, key=lambda e: e.macs)
     for entry in (ordered[0], ordered[-1]):
         spec = family.spec_from_dict({"config": entry.config, "resolution": entry.resolution})
         bn_path = catalog.bn_stats_path(entry)
         bn = load_bn_stats(bn_path) if bn_path is not None else None
-        top1 = evaluate(family.materialize(spec, bn), test, resolution=spec.resolution).top1
-        assert entry.accuracy is not None and abs(top1 - entry.accuracy.top1) <= ACCURACY_TOLERANCE
+        top1 = evaluate(family.materialize(spec, bn), test, resolution=spec.resolution).top1  # type: ignore[arg-type]
+        assert entry.accuracy is not None and abs(top1 - entry.accuracy.top1) <= TOLERANCE_IMAGES / TEST_IMAGES["ofa"]
+
+
+def test_ofa_demo_front_is_worth_switching_along() -> None:
+    """Pareto-optimal subnets 5x apart in latency and 5 points in top-1, at every batch size sent.
+
+    Issue 11 asks for at least 8 subnets; the shipped build keeps 5 (see docs/demo-model.md): this
+    test holds what is shipped, not the goal.
+    """
+    catalog = load_catalog(demo_catalog_path("ofa"))
+    entries = list(catalog)
+    assert len(entries) >= 5
+    for batch in (1, 32):
+        ms = [e.latency_ms("cpu", batch) or 0.0 for e in entries]
+        assert min(ms) > 0 and max(ms) / min(ms) >= 5.0
+    top1 = [e.accuracy.top1 for e in entries if e.accuracy is not None]
+    assert max(top1) - min(top1) >= 0.05
+    # Pareto-optimal at batch 1: no subnet is both slower and less accurate than another
+    by_ms = [e.accuracy.top1 for e in sorted(entries, key=lambda e: e.latency["cpu"].ms) if e.accuracy]
+    assert all(faster < slower for faster, slower in zip(by_ms, by_ms[1:], strict=False))
+    assert catalog.batch_sizes("cpu") == [1, 8, 32]
+
+
+def test_shipped_demo_weights_are_what_the_default_command_trains() -> None:
+    from dataclasses import asdict
+
+    from subnets.offline.train_demo import DemoTrainConfig
+
+    meta = torch.load(demo_weights_path("ofa"), map_location="cpu", weights_only=True)["dynofa"]
+    default = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(DemoTrainConfig()).items()}
+    assert meta["config"] == default
 
 
 def test_short_demo_training_runs_end_to_end(tmp_path: Path) -> None:
