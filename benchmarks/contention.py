@@ -15,8 +15,8 @@ with a latency budget. Phases, by wall-clock time, chosen so that the right choi
    with room): the policy must step up (``step_up_inferences``: inferences until it runs
    the phase's best choice);
 4. ``floor``: budget B3 with ``objective: energy`` and ``min_accuracy`` = the accuracy of
-   the second fastest subnet of the front: the right choice is the cheapest subnet over
-   the floor, neither the largest nor the smallest;
+   the second fastest subnet of the front (the fastest on a front of three): the right
+   choice is the cheapest subnet over the floor, not the most accurate one that fits;
 5. ``tight``: the budget tightens to B2 (only smaller subnets fit).
 
 The policies run **in the same run, interleaved** (each tick, every policy decides and
@@ -260,7 +260,9 @@ def _run(args: argparse.Namespace, work: Workload) -> dict[str, Any]:
     b2 = args.tight_budget_ms or max(1.15 * (quiet[largest.id] + quiet[second.id]) / 2,
                                      1.3 * quiet_p95[smallest.id])
     b3 = max(b1, 2.0 * quiet_p95[largest.id])  # loose: the most accurate subnet fits with room
-    floor = front[1 if len(front) > 2 else 0].accuracy  # the floor phase's best: the 2nd fastest of the front
+    # the floor phase's best choice: the front's second fastest (the fastest on a front of three or fewer,
+    # whose other two subnets are the other phases' choices)
+    floor = front[1 if len(front) > 3 else 0].accuracy
     s = args.scale
     w = args.workers
     phases = [PhasePlan("quiet", 12 * s, b1, False, False),
