@@ -173,21 +173,25 @@ class LatencyModel:
         kind: str,
         freq_khz: int | None,
         top_khz: int | None,
+        batch: int = 1,
     ) -> float | None:
-        """Latency in ms, or None when the catalog has no figure for this PE.
+        """Latency in ms of one forward of ``batch`` images, or None when the catalog has no figure for this PE.
 
         ``freq_khz`` is the PE's frequency in kHz (GPU Hz / 1000); None = not controlled
-        (the catalog figure is used as is). ``top_khz`` is the top of the PE's ladder.
+        (the catalog figure is used as is). ``top_khz`` is the top of the PE's ladder. The
+        batch figure is the catalog's (:meth:`dynofa.catalog.Latency.at_batch`: measured per
+        batch size, or its one interpolation rule), scaled to the frequency like batch 1.
         """
         lat = entry.latency.get(pe)
         if lat is None:
             return None
+        ms = lat.at_batch(batch)
         if freq_khz is None:
-            return lat.ms
+            return ms
         ref = lat.freq_khz or top_khz
         if ref is None:
-            return lat.ms
-        return lat.ms * self.scaling(pe, kind).factor(freq_khz, ref)
+            return ms
+        return ms * self.scaling(pe, kind).factor(freq_khz, ref)
 
     def to_dict(self) -> dict[str, Any]:
         return {pe: s.to_dict() for pe, s in sorted(self.scalings.items())}

@@ -51,6 +51,27 @@ class LatencyWindow:
 
 
 @dataclass
+class RatioWindow:
+    """Recent measured / predicted latency ratios: the daemon's prediction error for one app."""
+
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+
+    def add(self, ratio: float) -> None:
+        if ratio > 0 and math.isfinite(ratio):
+            self.recent.append(ratio)
+
+    def to_dict(self) -> dict[str, Any] | None:
+        """Median and spread (10th and 90th percentiles) of the recent ratios; None before the first."""
+        if not self.recent:
+            return None
+        ordered = sorted(self.recent)
+
+        def q(p: float) -> float:
+            return round(ordered[min(len(ordered) - 1, max(0, math.ceil(p * len(ordered)) - 1))], 4)
+        return {"median": round(ordered[len(ordered) // 2], 4), "p10": q(0.1), "p90": q(0.9), "samples": len(ordered)}
+
+
+@dataclass
 class AppRecord:
     name: str
     model: str
@@ -60,6 +81,7 @@ class AppRecord:
     switches: int = 0  # subnet changes decided for this app
     qoe: float | None = None
     owner: Owner = field(default_factory=lambda: Owner(None))
+    batch: int = 1  # images in the app's last inference: latency is predicted for that batch size
     registered_at: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.monotonic)
 
@@ -76,6 +98,7 @@ class AppRecord:
             "switches": self.switches,
             "qoe": self.qoe,
             "owner": self.owner.identity,
+            "batch": self.batch,
         }
 
 

@@ -21,7 +21,7 @@ from dynofa.budget import DEFAULT_OBJECTIVE
 from dynofa.errors import DynofaError
 from dynofa.operating_point import OperatingPoint
 from dynofa.paths import append_private
-from service.apps import AppRecord
+from service.apps import AppRecord, RatioWindow
 from service.engine import Change, Engine, Publish
 from service.sdnotify import Notifier
 from service.threads import pin_roles
@@ -94,6 +94,8 @@ class Controller:
         self.pes = tuple(pe for pe in pes_from_platform(platform) if pe.name in served)
         self._lock = threading.Lock()  # policy and last-sample state
         self._step_lock = threading.Lock()  # one control step at a time
+        # per app: measured / predicted, and measured / the contention-free (catalog) prediction
+        self._predictions: dict[str, tuple[RatioWindow, RatioWindow]] = {}
         self._snapshot: Any = None
         self._decision: Any = None
         self._applied_khz: dict[str, int | None] = {}
@@ -109,6 +111,7 @@ class Controller:
     # called from other threads -------------------------------------------------------------
     def observe(self, app: str, point: OperatingPoint, latency_ms: float) -> None:
         with self._lock:
+            self._record_prediction(app, point, latency_ms)
             try:
                 self.policy.observe(app, latency_ms, point)
                 urgent = self.policy.needs_decision()
@@ -125,7 +128,22 @@ class Controller:
             except Exception as exc:  # noqa: BLE001
                 log.warning("policy %s failed on feedback for %s: %s", self.policy_name, app, exc)
 
+    def _record_prediction(self, app: str, point: OperatingPoint, latency_ms: float) -> None:
+        """Measured / predicted for an inference that ran at the decided point (caller holds the lock)."""
+        decision = self._decision
+        outcome = decision.outcomes.get(app) if decision is not None else None
+        decided = decision.points.get(app) if decision is not None else None
+        if outcome is None or decided is None or (decided.subnet, decided.pe) != (point.subnet, point.pe):
+            return
+        windows = self._predictions.setdefault(app, (RatioWindow(), RatioWindow()))
+        if outcome.predicted_ms > 0:
+            windows[0].add(latency_ms / outcome.predicted_ms)
+        if outcome.nominal_ms:
+            windows[1].add(latency_ms / outcome.nominal_ms)
+
     def forget(self, app: str) -> None:
+        with self._lock:
+            self._predictions.pop(app, None)
         self.engine.wake.set()
 
     def map_task(self, pe: str, threads: int) -> None:
@@ -156,6 +174,8 @@ class Controller:
             snap = self._snapshot
             decision = self._decision
             policy_state = _safe(self.policy.state) if hasattr(self.policy, "state") else {}
+            predictions = {app: {"measured_over_predicted": w[0].to_dict(), "measured_over_catalog": w[1].to_dict()}
+                           for app, w in self._predictions.items()}
         snap_dict = snap.to_dict() if snap is not None else None
         pes: dict[str, Any] = {}
         for pe in self.pes:
@@ -184,6 +204,7 @@ class Controller:
                 "last_error": self.last_step_error,
             },
             "capabilities": {k: v.to_dict() for k, v in sorted(self.platform.capabilities().items())},
+            "predictions": predictions,
         }
 
     # the loop -----------------------------------------------------------------------------
@@ -266,7 +287,8 @@ class Controller:
             if app.budget is None:
                 continue
             budget = app.budget if app.budget.objective else replace(app.budget, objective=self.default_objective)
-            requests.append(AppRequest(app.name, budget, tuple(self.engine.models[app.model].catalog.entries)))
+            entries = tuple(self.engine.models[app.model].catalog.entries)
+            requests.append(AppRequest(app.name, budget, entries, batch=app.batch))
         if not requests or not self.pes:
             return None
         load = load_from_snapshot(snap)  # the Snapshot itself: its units (gpu_load in %) are unambiguous

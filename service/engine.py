@@ -253,6 +253,8 @@ class Engine:
         with self._lock:
             apps = {name: a.to_dict(self._accuracy(a)) for name, a in sorted(self._apps.items())}
         control = self.controller.describe() if self.controller is not None else {}
+        for name, app in apps.items():
+            app["prediction"] = control.get("predictions", {}).get(name)
         return {
             "daemon": {
                 "version": __version__,
@@ -305,14 +307,19 @@ class Engine:
             log.warning("inference for %s on %s failed: %s", job.app, job.subnet, exc)
             raise RequestError(protocol.INFERENCE_FAILED, f"inference failed: {exc}") from None
         point: OperatingPoint | None = None
+        batch = int(job.x.shape[0]) if job.x.ndim else 1
+        new_batch = False
         with self._lock:
             record = self._apps.get(job.app)
             if record is not None:
+                new_batch, record.batch = record.batch != batch, batch
                 record.latency.add(outcome.latency_ms, record.budget)
                 # the point this inference really ran at (a forced subnet is not the decided one)
                 base = record.point or OperatingPoint(subnet=outcome.subnet, pe=job.pe)
                 point = replace(base, subnet=outcome.subnet, pe=job.pe, threads=job.threads)
         if point is not None and self.controller is not None:
+            if new_batch:  # predict for what the app now sends before judging this latency against it
+                self.controller.decide_now()
             self.controller.observe(job.app, point, outcome.latency_ms)
         return InferenceDone(
             output=outcome.output,
@@ -329,7 +336,7 @@ class Engine:
             return [
                 AppRecord(
                     name=a.name, model=a.model, budget=a.budget, point=a.point, latency=a.latency,
-                    switches=a.switches, qoe=a.qoe, owner=a.owner,
+                    switches=a.switches, qoe=a.qoe, owner=a.owner, batch=a.batch,
                 )  # fmt: skip
                 for a in self._apps.values()
             ]

@@ -112,7 +112,7 @@ class BanditPolicy(Policy):
         for pe in inp.pes:
             for entry in app.entries:
                 for f in _ladder_sample(pe):
-                    t = self.latency_model.predict_ms(entry, pe.name, pe.kind, pe.khz(f), pe.top_khz)
+                    t = self.latency_model.predict_ms(entry, pe.name, pe.kind, pe.khz(f), pe.top_khz, app.batch)
                     if t is not None:
                         e = power.frame_energy(pe.name, pe.khz(f), t, app.period).joules
                         raw.append((entry, pe, f, t, e))

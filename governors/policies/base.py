@@ -76,6 +76,7 @@ class AppRequest:
     budget: Budget
     entries: tuple[CatalogEntry, ...]
     period_ms: float | None = None
+    batch: int = 1  # images per inference the app sends (latency is predicted for that batch size)
 
     def __post_init__(self) -> None:
         if not self.entries:
@@ -145,6 +146,7 @@ class AppOutcome:
     reason: str = ""
     meets_power: bool = True
     objective: str = DEFAULT_OBJECTIVE  # the one that ruled this app's choice
+    nominal_ms: float | None = None  # the prediction without any contention estimate (catalog x frequency x batch)
 
     @property
     def feasible(self) -> bool:
@@ -159,6 +161,7 @@ class AppOutcome:
             "meets_latency": self.meets_latency, "meets_accuracy": self.meets_accuracy,
             "meets_power": self.meets_power, "feasible": self.feasible, "reason": self.reason,
             "objective": self.objective,
+            "nominal_ms": None if self.nominal_ms is None else round(self.nominal_ms, 3),
         }
 
 

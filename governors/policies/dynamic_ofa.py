@@ -111,10 +111,11 @@ class DynamicOfaPolicy(Policy):
             lat = entry.latency[st.pe]
             points[app.name] = OperatingPoint(subnet=entry.id, pe=st.pe, threads=lat.threads)
             acc = accuracy_of(entry)
+            ms = lat.at_batch(app.batch)
             outcomes[app.name] = AppOutcome(
-                app=app.name, subnet=entry.id, pe=st.pe, predicted_ms=lat.ms,
+                app=app.name, subnet=entry.id, pe=st.pe, predicted_ms=ms,
                 accuracy=entry.accuracy.top1 if entry.accuracy is not None else None, energy_j=None,
-                meets_latency=lat.ms <= app.budget.latency_ms, meets_accuracy=acc >= app.budget.min_accuracy,
+                meets_latency=ms <= app.budget.latency_ms, meets_accuracy=acc >= app.budget.min_accuracy,
                 reason="catalog figure; dynamic-ofa does not model contention, DVFS or mapping",
             )
         for gone in set(self._apps) - {a.name for a in inp.apps}:

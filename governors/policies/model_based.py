@@ -84,9 +84,9 @@ class ModelBasedPolicy(Policy):
         return self._urgent
 
     # -- prediction -------------------------------------------------------------------
-    def nominal_ms(self, entry: CatalogEntry, pe: PeInfo, freq: int | None) -> float | None:
-        """Latency without contention: catalog x frequency regression."""
-        return self.latency_model.predict_ms(entry, pe.name, pe.kind, pe.khz(freq), pe.top_khz)
+    def nominal_ms(self, entry: CatalogEntry, pe: PeInfo, freq: int | None, batch: int = 1) -> float | None:
+        """Latency without contention: catalog (at the app's batch size) x frequency regression."""
+        return self.latency_model.predict_ms(entry, pe.name, pe.kind, pe.khz(freq), pe.top_khz, batch)
 
     def _predictor(self, inp: DecisionInput) -> Predictor:
         slow = {}
@@ -98,7 +98,7 @@ class ModelBasedPolicy(Policy):
             slow[pe.name] = self.estimator.slowdown(pe.name, prior)
 
         def predict(app: AppRequest, entry: CatalogEntry, pe: PeInfo, freq: int | None) -> float | None:
-            t = self.nominal_ms(entry, pe, freq)
+            t = self.nominal_ms(entry, pe, freq, app.batch)
             return None if t is None else t * slow[pe.name]
         return predict
 
@@ -157,8 +157,20 @@ class ModelBasedPolicy(Policy):
         self._inp = inp
         self._measured_power(inp, chosen, power)
         decision = to_decision(chosen, inp, power, notes)
+        self._with_nominal(decision, inp)
         self._points = dict(decision.points)
         return decision
+
+    def _with_nominal(self, decision: Decision, inp: DecisionInput) -> None:
+        """Add each outcome's contention-free prediction (what the prediction error is judged against)."""
+        for app in inp.apps:
+            outcome, point = decision.outcomes.get(app.name), decision.points.get(app.name)
+            if outcome is None or point is None:
+                continue
+            entry = next(e for e in app.entries if e.id == point.subnet)
+            pe = inp.pe(point.pe)
+            freq = point.gpu_freq_hz if pe.kind == "gpu" else point.cpu_freq_khz.get(pe.name)
+            decision.outcomes[app.name] = replace(outcome, nominal_ms=self.nominal_ms(entry, pe, freq, app.batch))
 
     def _hysteresis(self, inp: DecisionInput, current: Plan | None, best: Plan, predict: Predictor,
                     margins: dict[str, float], power: PowerModel) -> tuple[Plan, str]:
@@ -242,7 +254,7 @@ class ModelBasedPolicy(Policy):
         if entry is None:
             return
         freq = point.gpu_freq_hz if pe.kind == "gpu" else point.cpu_freq_khz.get(pe.name)
-        nominal = self.nominal_ms(entry, pe, freq)
+        nominal = self.nominal_ms(entry, pe, freq, request.batch)
         if nominal is None:
             return
         missed = latency_ms > request.budget.latency_ms

@@ -70,7 +70,7 @@ class StaticPolicy(Policy):
                 raise PolicyError(f"static: app {app.name!r} has no catalog latency on {pe.name}")
             entry = choose_entry(candidates, self.subnet, pe.name)
             f = self._freq(pe)
-            t = self.latency_model.predict_ms(entry, pe.name, pe.kind, pe.khz(f), pe.top_khz) or 0.0
+            t = self.latency_model.predict_ms(entry, pe.name, pe.kind, pe.khz(f), pe.top_khz, app.batch) or 0.0
             points[app.name] = OperatingPoint(subnet=entry.id, pe=pe.name, cpu_freq_khz=dict(cpu_freqs),
                                               gpu_freq_hz=gpu_hz, threads=entry.latency[pe.name].threads)
             outcomes[app.name] = AppOutcome(
