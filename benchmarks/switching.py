@@ -5,7 +5,11 @@
 Prints one JSON object. Everything is measured in the same run with one intra-op thread, so
 the ratios hold on a noisy shared machine even when absolute times drift:
 
-* ``switch_overhead_ms_p50/p99``: wall time of ``pool.switch`` between random pairs of the K subnets;
+Switches and first inferences go through a :class:`~subnets.pool.SubnetHandle`, the path production
+takes: the daemon's decision swaps an app's handle (``ModelRuntime.select``) and its inferences read it
+(``ModelRuntime.infer``); an embedded app (``subnets.embedded``) swaps and reads its own handle.
+
+* ``switch_overhead_ms_p50/p99``: wall time of ``SubnetHandle.switch`` between random pairs of the K subnets;
 * ``first_inference_excess_ms_median``: first inference after a switch minus that subnet's
   steady-state median, the steady state measured interleaved with the switches (``_cpu_``: the same
   in thread CPU time, which other processes' load does not inflate; ``_paired_``: minus the median
@@ -81,11 +85,12 @@ def _timed(fn: Callable[[], Any]) -> float:
 
 
 def measure_switch_overhead(pool: SubnetPool, switches: int, rng: random.Random) -> list[float]:
+    handle = pool.handle()  # what the daemon holds per app, and an embedded app for itself
     times = []
     for _ in range(switches):
-        target = rng.choice([sid for sid in pool.ids if sid != pool.active])
+        target = rng.choice([sid for sid in pool.ids if sid != handle.active])
         start = time.perf_counter_ns()
-        pool.switch(target)
+        handle.switch(target)
         times.append(_ms(time.perf_counter_ns() - start))
     return times
 
@@ -102,16 +107,18 @@ def measure_first_inference(
     pool: SubnetPool, inputs: dict[str, torch.Tensor], switches: int, steady_per_switch: int, rng: random.Random
 ) -> dict[str, Any]:
     """First inference after each switch, and the steady state of each subnet measured interleaved."""
+    handle = pool.handle()  # what the daemon holds per app, and an embedded app for itself
     first: list[tuple[str, tuple[float, float]]] = []
     steady: dict[str, list[tuple[float, float]]] = {sid: [] for sid in pool.ids}
     paired: list[float] = []
     for _ in range(switches):
-        target = rng.choice([sid for sid in pool.ids if sid != pool.active])
+        target = rng.choice([sid for sid in pool.ids if sid != handle.active])
         x = inputs[target]
-        pool.switch(target)
-        t_first = _timed_both(lambda x=x: pool.infer(x))  # type: ignore[misc]
+        handle.switch(target)
+        t_first = _timed_both(lambda x=x: handle.infer(x, resize=True))  # type: ignore[misc]
         first.append((target, t_first))
-        after = [_timed_both(lambda x=x: pool.infer(x)) for _ in range(steady_per_switch)]  # type: ignore[misc]
+        steady_call = lambda x=x: handle.infer(x, resize=True)  # type: ignore[misc]  # noqa: E731
+        after = [_timed_both(steady_call) for _ in range(steady_per_switch)]
         steady[target].extend(after)
         if after:
             paired.append(t_first[0] - statistics.median(t for t, _ in after))
@@ -192,19 +199,20 @@ def measure_cache_mode(
     with SubnetPool(family, {sid: specs[sid] for sid in first_ids}, optimize="none") as sizing:
         budget = sizing.memory()["total_bytes"]
     pool = SubnetPool(family, specs, memory_budget_bytes=budget, optimize="none")
+    handle = pool.handle()
     switch_ms: list[float] = []
     hit_first: list[float] = []
     miss_first: list[float] = []
     for _ in range(switches):
-        target = rng.choice([sid for sid in pool.ids if sid != pool.active])
+        target = rng.choice([sid for sid in pool.ids if sid != handle.active])
         misses = pool.cache_stats()["misses"]
         start = time.perf_counter_ns()
-        pool.switch(target)
+        handle.switch(target)
         switch_ms.append(_ms(time.perf_counter_ns() - start))
         missed = pool.cache_stats()["misses"] > misses
         x = inputs[target]
-        (miss_first if missed else hit_first).append(_timed(lambda x=x: pool.infer(x)))  # type: ignore[misc]
-        pool.infer(x)
+        (miss_first if missed else hit_first).append(_timed(lambda x=x: handle.infer(x, resize=True)))  # type: ignore[misc]
+        handle.infer(x, resize=True)
     pool.wait_idle()
     stats = pool.cache_stats()
     ratio = pool.memory()["ratio_to_supernet"]

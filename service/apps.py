@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dynofa.budget import Budget
+from dynofa.catalog import CatalogEntry
 from dynofa.operating_point import OperatingPoint
 from service.tenancy import Owner
 
@@ -84,6 +85,18 @@ class AppRecord:
     batch: int = 1  # images in the app's last inference: latency is predicted for that batch size
     registered_at: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.monotonic)
+    entries: tuple[CatalogEntry, ...] = ()  # the subnets the policy may choose for this app
+    pes: tuple[str, ...] = ()  # the processing elements it may run on
+
+    def most_accurate(self) -> str:
+        """The subnet an app without a budget gets: the most accurate it may run."""
+        return max(self.entries, key=lambda e: (e.accuracy.top1 if e.accuracy else 0.0, e.macs)).id
+
+    def accuracy_of(self, subnet: str) -> float | None:
+        for entry in self.entries:
+            if entry.id == subnet:
+                return None if entry.accuracy is None else entry.accuracy.top1
+        return None
 
     def to_dict(self, accuracy: float | None = None) -> dict[str, Any]:
         return {

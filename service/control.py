@@ -3,6 +3,10 @@
 It runs on its own thread every ``control_interval_s`` (sooner when a budget changes),
 pings the systemd watchdog only while it keeps iterating (a stalled loop gets the daemon
 restarted), and never lets a failing policy or monitor stop it.
+
+It knows the apps only through an :class:`~service.inbox.AppTable` (read a snapshot, hand
+decisions back) and hears about them only through the :class:`~service.inbox.ControlInbox`
+(observations, feedback, budget changes from the served and the embedded paths alike).
 """
 
 from __future__ import annotations
@@ -12,19 +16,25 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dynofa import protocol
 from dynofa.budget import DEFAULT_OBJECTIVE
 from dynofa.errors import DynofaError
 from dynofa.operating_point import OperatingPoint
 from dynofa.paths import append_private
-from service.apps import AppRecord, RatioWindow
-from service.engine import Change, Engine, Publish
+from service.apps import AppRecord
+from service.inbox import AppTable, Change, ControlInbox, Publish
 from service.sdnotify import Notifier
 from service.threads import pin_roles
+
+if TYPE_CHECKING:
+    from governors.actuators import Actuator
+    from governors.monitors import Monitor, Snapshot
+    from governors.platform import Platform
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +75,12 @@ class Controller:
 
     def __init__(
         self,
-        engine: Engine,
-        platform: Any,
-        monitor: Any,
-        actuator: Any,
-        policy: Any,
+        apps: AppTable,
+        inbox: ControlInbox,
+        served_pes: Collection[str],
+        platform: Platform,
+        monitor: Monitor,
+        actuator: Actuator,
         interval_s: float,
         telemetry_period_s: float,
         publish: Publish,
@@ -79,24 +90,21 @@ class Controller:
     ) -> None:
         from governors.policies.base import pes_from_platform
 
-        self.engine = engine
+        self.apps = apps
+        self.inbox = inbox
         self.platform = platform
         self.monitor = monitor
         self.actuator = actuator
-        self.policy = policy
         self.interval_s = interval_s
         self.telemetry_period_s = telemetry_period_s
         self.publish = publish
         self.notifier = notifier
         self.trace = trace
         self.default_objective = default_objective  # for budgets that name no objective
-        served = {pe for m in engine.models.values() for pe in m.pes}
-        self.pes = tuple(pe for pe in pes_from_platform(platform) if pe.name in served)
-        self._lock = threading.Lock()  # policy and last-sample state
-        self._step_lock = threading.Lock()  # one control step at a time
-        # per app: measured / predicted, and measured / the contention-free (catalog) prediction
-        self._predictions: dict[str, tuple[RatioWindow, RatioWindow]] = {}
-        self._snapshot: Any = None
+        self.pes = tuple(pe for pe in pes_from_platform(platform) if pe.name in served_pes)
+        self._lock = threading.Lock()  # last-sample state (the inbox guards the policy)
+        self._step_lock = threading.Lock()  # one control step at a time (the loop, the start-up step)
+        self._snapshot: Snapshot | None = None
         self._decision: Any = None
         self._applied_khz: dict[str, int | None] = {}
         self._applied_gpu_hz: int | None = None
@@ -109,43 +117,6 @@ class Controller:
         self.last_step_error: str | None = None
 
     # called from other threads -------------------------------------------------------------
-    def observe(self, app: str, point: OperatingPoint, latency_ms: float) -> None:
-        with self._lock:
-            self._record_prediction(app, point, latency_ms)
-            try:
-                self.policy.observe(app, latency_ms, point)
-                urgent = self.policy.needs_decision()
-            except Exception as exc:  # noqa: BLE001 - a policy bug must not fail the inference reply
-                log.warning("policy %s failed to observe %s: %s", self.policy_name, app, exc)
-                return
-        if urgent:  # a deadline miss: decide before the app's next inference, not at the next tick
-            self.engine.wake.set()
-
-    def feedback(self, app: str, qoe: float) -> None:
-        with self._lock:
-            try:
-                self.policy.feedback(app, qoe)
-            except Exception as exc:  # noqa: BLE001
-                log.warning("policy %s failed on feedback for %s: %s", self.policy_name, app, exc)
-
-    def _record_prediction(self, app: str, point: OperatingPoint, latency_ms: float) -> None:
-        """Measured / predicted for an inference that ran at the decided point (caller holds the lock)."""
-        decision = self._decision
-        outcome = decision.outcomes.get(app) if decision is not None else None
-        decided = decision.points.get(app) if decision is not None else None
-        if outcome is None or decided is None or (decided.subnet, decided.pe) != (point.subnet, point.pe):
-            return
-        windows = self._predictions.setdefault(app, (RatioWindow(), RatioWindow()))
-        if outcome.predicted_ms > 0:
-            windows[0].add(latency_ms / outcome.predicted_ms)
-        if outcome.nominal_ms:
-            windows[1].add(latency_ms / outcome.nominal_ms)
-
-    def forget(self, app: str) -> None:
-        with self._lock:
-            self._predictions.pop(app, None)
-        self.engine.wake.set()
-
     def map_task(self, pe: str, threads: int) -> None:
         """Put inference (the calling worker and torch's intra-op threads) on ``pe`` with ``threads``
         intra-op threads, and the daemon's housekeeping off it (the other CPUs, where there are any).
@@ -167,15 +138,14 @@ class Controller:
 
     @property
     def policy_name(self) -> str:
-        return str(getattr(self.policy, "name", type(self.policy).__name__))
+        return self.inbox.policy_name
 
     def describe(self) -> dict[str, Any]:
         with self._lock:
             snap = self._snapshot
             decision = self._decision
-            policy_state = _safe(self.policy.state) if hasattr(self.policy, "state") else {}
-            predictions = {app: {"measured_over_predicted": w[0].to_dict(), "measured_over_catalog": w[1].to_dict()}
-                           for app, w in self._predictions.items()}
+        policy_state = _safe(self.inbox.policy_state)
+        predictions = self.inbox.predictions()
         snap_dict = snap.to_dict() if snap is not None else None
         pes: dict[str, Any] = {}
         for pe in self.pes:
@@ -209,12 +179,14 @@ class Controller:
 
     # the loop -----------------------------------------------------------------------------
     def start(self) -> None:
+        self.inbox.looping(True)
         self._thread = threading.Thread(target=self._run, name="dynofa-control", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self.engine.wake.set()
+        self.inbox.looping(False)
+        self.inbox.wake.set()
         if self._thread is not None:
             self._thread.join(timeout=max(5.0, 4 * self.interval_s))
 
@@ -231,12 +203,13 @@ class Controller:
             wait = self.interval_s - (time.monotonic() - started)
             if watchdog is not None:
                 wait = min(wait, max(0.0, next_ping - time.monotonic()))
-            self.engine.wake.wait(max(0.0, wait))
-            self.engine.wake.clear()
+            self.inbox.wake.wait(max(0.0, wait))
+            self.inbox.wake.clear()
 
     def step(self) -> None:
-        """One control period. Never raises. Steps never overlap (the loop and :meth:`decide_now`)."""
+        """One control period. Never raises. Steps never overlap (the loop, the start-up step)."""
         with self._step_lock:
+            ticket = self.inbox.step_begins()  # the changes this step sees
             started = time.perf_counter()
             try:
                 self._step()
@@ -247,25 +220,24 @@ class Controller:
                 self.last_step_error = str(exc)
             self.last_step_ms = (time.perf_counter() - started) * 1e3
             self.steps += 1
-
-    def decide_now(self) -> None:
-        """A budget changed: decide and apply on the calling thread before it replies."""
-        self.step()
+            self.inbox.step_done(ticket)  # the requests waiting on those changes may reply now
 
     def _step(self) -> None:
         self._exclude_own_threads()
         snap = self.monitor.sample()
-        apps = self.engine.snapshot_apps()
+        self.apps.expire()
+        apps = self.apps.snapshot_apps()
         decision = self._decide(apps, snap)
         points = dict(decision.points) if decision is not None else {}
         for app in apps:
             if app.budget is None:  # no budget: best accuracy where it already runs
                 points[app.name] = self._unbudgeted_point(app)
-        changes = self.engine.apply_points(points)
+        changes = self.apps.apply_points(points)
         self._apply_frequencies(points)
         with self._lock:
             self._snapshot = snap
             self._decision = decision
+        self.inbox.decided(decision)  # observations are judged against what was predicted
         now = time.monotonic()
         for change in changes:
             self._publish_change(change, decision)
@@ -278,7 +250,7 @@ class Controller:
                 self.publish(protocol.TOPIC_STATE, record)
             self.notifier.status(self.status_line())
 
-    def _decide(self, apps: list[AppRecord], snap: Any) -> Any:
+    def _decide(self, apps: list[AppRecord], snap: Snapshot) -> Any:
         from governors.contention import load_from_snapshot
         from governors.policies.base import AppRequest, DecisionInput
 
@@ -287,20 +259,17 @@ class Controller:
             if app.budget is None:
                 continue
             budget = app.budget if app.budget.objective else replace(app.budget, objective=self.default_objective)
-            entries = tuple(self.engine.models[app.model].catalog.entries)
-            requests.append(AppRequest(app.name, budget, entries, batch=app.batch))
+            requests.append(AppRequest(app.name, budget, app.entries, batch=app.batch))
         if not requests or not self.pes:
             return None
         load = load_from_snapshot(snap)  # the Snapshot itself: its units (gpu_load in %) are unambiguous
         inp = DecisionInput(apps=tuple(requests), pes=self.pes, board=str(self.platform.board), load=load)
-        with self._lock:
-            return self.policy.decide(inp)
+        return self.inbox.decide(inp)
 
     def _unbudgeted_point(self, app: AppRecord) -> OperatingPoint:
-        runtime = self.engine.models[app.model]
-        pe = app.point.pe if app.point is not None else runtime.pes[0]
+        pe = app.point.pe if app.point is not None else app.pes[0]
         threads = app.point.threads if app.point is not None else 1
-        return OperatingPoint(subnet=runtime.most_accurate(), pe=pe, threads=threads)
+        return OperatingPoint(subnet=app.most_accurate(), pe=pe, threads=threads)
 
     def _apply_frequencies(self, points: dict[str, OperatingPoint]) -> None:
         wanted: dict[str, int] = {}
@@ -346,10 +315,9 @@ class Controller:
             },
         )
 
-    def _telemetry_record(self, snap: Any) -> dict[str, Any]:
+    def _telemetry_record(self, snap: Snapshot) -> dict[str, Any]:
         apps = {}
-        for app in self.engine.snapshot_apps():
-            runtime = self.engine.models[app.model]
+        for app in self.apps.snapshot_apps():
             apps[app.name] = {
                 "budget_ms": None if app.budget is None else app.budget.latency_ms,
                 "min_accuracy": None if app.budget is None else app.budget.min_accuracy,
@@ -358,7 +326,7 @@ class Controller:
                 "subnet": None if app.point is None else app.point.subnet,
                 "pe": None if app.point is None else app.point.pe,
                 "threads": None if app.point is None else app.point.threads,
-                "accuracy": None if app.point is None else runtime.accuracy(app.point.subnet),
+                "accuracy": None if app.point is None else app.accuracy_of(app.point.subnet),
                 "inferences": app.latency.count,
                 "hit_rate": app.latency.hit_rate(),
                 "switches": app.switches,
@@ -377,7 +345,7 @@ class Controller:
 
     def status_line(self) -> str:
         parts = []
-        for app in self.engine.snapshot_apps():
+        for app in self.apps.snapshot_apps():
             if app.point is None:
                 continue
             median = app.latency.median()

@@ -132,6 +132,7 @@ def _serve(config: Config, notifier: Notifier, actuator: Any, state_dir: Path) -
     from service.check import build_policy
     from service.control import Controller, TraceWriter
     from service.engine import Engine
+    from service.inbox import ControlInbox
     from service.models import ModelRuntime
     from service.server import InferenceWorker, Outbox, Server
     from service.store import BudgetStore
@@ -150,12 +151,14 @@ def _serve(config: Config, notifier: Notifier, actuator: Any, state_dir: Path) -
     def publish(topic: str, message: dict[str, Any]) -> None:
         outbox.put("pub", topic, message)
 
+    inbox = ControlInbox(policy)  # the one way into the control loop, for served and embedded apps
     engine = Engine(
         models,
         config.app_model(),
         BudgetStore(state_dir),
         config.limits.max_apps,
         publish,
+        inbox,
         platform_info=lambda: {
             "board": platform.board,
             "model": platform.model,
@@ -166,7 +169,7 @@ def _serve(config: Config, notifier: Notifier, actuator: Any, state_dir: Path) -
     )
     monitor = Monitor(platform, writer=actuator)  # sensor enables go through the rollback record
     controller = Controller(
-        engine, platform, monitor, actuator, policy,
+        engine, inbox, {pe for m in models.values() for pe in m.pes}, platform, monitor, actuator,
         interval_s=config.control_interval_s,
         telemetry_period_s=config.telemetry.period_s,
         publish=publish,
@@ -174,7 +177,6 @@ def _serve(config: Config, notifier: Notifier, actuator: Any, state_dir: Path) -
         trace=TraceWriter(config.trace_path(), config.telemetry.trace_max_bytes),
         default_objective=config.policy.objective,
     )  # fmt: skip
-    engine.controller = controller
     devices = sorted({m.device(pe) for m in models.values() for pe in m.pes})
     workers = {
         d: InferenceWorker(
@@ -183,7 +185,7 @@ def _serve(config: Config, notifier: Notifier, actuator: Any, state_dir: Path) -
         )  # fmt: skip
         for d in devices
     }
-    server = Server(config, engine, outbox, workers)
+    server = Server(config, engine, outbox, workers, describe_control=controller.describe)
     try:
         server.bind()
     except Exception:

@@ -1,8 +1,11 @@
 """The daemon's state and operations, independent of ZeroMQ.
 
-The server calls the engine for every request; the control loop calls :meth:`Engine.control_step`;
-inference workers call :meth:`Engine.run_inference`. App state is guarded by one lock that is
-never held during a forward pass, so a control request is never stuck behind an inference.
+The server calls the engine for every request; inference workers call :meth:`Engine.run_inference`.
+The engine tells the control loop what happens through a :class:`~service.inbox.ControlInput`
+(observations, feedback, budget changes) and never holds the controller; the control loop reads
+:meth:`Engine.snapshot_apps` and hands its decisions back to :meth:`Engine.apply_points` (the
+:class:`~service.inbox.AppTable` side). App state is guarded by one lock that is never held
+during a forward pass, so a control request is never stuck behind an inference.
 """
 
 from __future__ import annotations
@@ -23,14 +26,14 @@ from dynofa.errors import BudgetError, DynofaError
 from dynofa.operating_point import OperatingPoint
 from dynofa.protocol import RequestError
 from service.apps import AppRecord
+from service.inbox import Change, ControlInput, Publish
 from service.models import ModelRuntime
 from service.store import BackgroundSync, BudgetStore, SavedApp
 from service.tenancy import NOBODY, Caller, Owner, check_access, token_hash
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[str, dict[str, Any]], None]
-Change = tuple[str, OperatingPoint | None, OperatingPoint]
+__all__ = ["Change", "Engine", "InferenceDone", "InferenceJob", "Publish"]
 
 
 @dataclass
@@ -38,7 +41,7 @@ class InferenceJob:
     app: str
     model: str
     pe: str
-    subnet: str
+    subnet: str | None  # forced by the request; None: the app's decided subnet (its handle)
     x: np.ndarray
     threads: int
     received: float  # time.monotonic() when the request arrived
@@ -63,7 +66,7 @@ class Engine:
         store: BudgetStore,
         max_apps: int,
         publish: Publish,
-        controller: Any = None,
+        control: ControlInput,
         platform_info: Callable[[], dict[str, Any]] | None = None,
         max_apps_per_client: int | None = None,
     ) -> None:
@@ -74,12 +77,11 @@ class Engine:
         self.max_apps_per_client = max_apps if max_apps_per_client is None else max_apps_per_client
         self.daemon_uid = os.geteuid()
         self.publish = publish
-        self.controller = controller  # service.control.Controller, set by the daemon
+        self.control = control
         self._platform_info = platform_info or (lambda: {})
         self._apps: dict[str, AppRecord] = {}
         self._lock = threading.RLock()
         self.started = time.time()
-        self.wake = threading.Event()  # set when a budget changes: the control loop decides at once
         self._restore_saved()
         self._sync = BackgroundSync(store.path)
 
@@ -113,8 +115,12 @@ class Engine:
 
     def _new_app(self, name: str, model: str, budget: Budget | None, owner: Owner) -> AppRecord:
         runtime = self.models[model]
-        record = AppRecord(name=name, model=model, budget=budget, owner=owner)
+        record = AppRecord(
+            name=name, model=model, budget=budget, owner=owner, entries=tuple(runtime.catalog.entries),
+            pes=tuple(runtime.pes),
+        )  # fmt: skip
         record.point = OperatingPoint(subnet=runtime.most_accurate(), pe=runtime.pes[0])
+        runtime.select(name, record.point)
         return record
 
     # requests ------------------------------------------------------------------------------
@@ -192,11 +198,11 @@ class Engine:
 
     def unregister(self, app: str) -> dict[str, Any]:
         with self._lock:
-            self._app(app)
+            record = self._app(app)
             del self._apps[app]
+            self.models[record.model].release(app)
             self._save()
-        if self.controller is not None:
-            self.controller.forget(app)
+        self.control.forget(app)
         self.publish(protocol.TOPIC_BUDGET, {"app": app, "budget": None, "unregistered": True})
         return {"app": app}
 
@@ -245,28 +251,20 @@ class Engine:
             record = self._app(app)
             record.qoe = qoe
             record.last_seen = time.monotonic()
-        if self.controller is not None:
-            self.controller.feedback(app, qoe)
+        self.control.feedback(app, qoe)
         return {"app": app, "qoe": qoe}
 
     def state(self) -> dict[str, Any]:
+        """The apps and the daemon; the server adds the control loop's view (pes, monitor, policy)."""
         with self._lock:
             apps = {name: a.to_dict(self._accuracy(a)) for name, a in sorted(self._apps.items())}
-        control = self.controller.describe() if self.controller is not None else {}
-        for name, app in apps.items():
-            app["prediction"] = control.get("predictions", {}).get(name)
         return {
             "daemon": {
                 "version": __version__,
                 "pid": os.getpid(),
                 "uptime_s": round(time.time() - self.started, 3),
-                "trace": control.get("trace"),
             },
             "apps": apps,
-            "pes": control.get("pes", {}),
-            "monitor": control.get("monitor"),
-            "policy": control.get("policy"),
-            "capabilities": control.get("capabilities", {}),
             "platform": self._platform_info(),
             "models": {name: {"pes": m.pes, "subnets": len(m.ids)} for name, m in self.models.items()},
         }
@@ -290,7 +288,7 @@ class Engine:
             app=app,
             model=record.model,
             pe=point.pe if point.pe in runtime.pes else runtime.pes[0],
-            subnet=subnet or point.subnet,
+            subnet=subnet,
             x=x,
             threads=point.threads,
             received=received,
@@ -300,7 +298,7 @@ class Engine:
         """Run on the calling (worker) thread; records the latency for the app and the policy."""
         started = time.monotonic()
         try:
-            outcome = self.models[job.model].infer(job.pe, job.x, job.subnet)
+            outcome = self.models[job.model].infer(job.app, job.pe, job.x, job.subnet)
         except DynofaError as exc:
             raise RequestError(protocol.INFERENCE_FAILED, str(exc)) from None
         except (RuntimeError, ValueError) as exc:  # torch reports shape/device problems this way
@@ -317,10 +315,10 @@ class Engine:
                 # the point this inference really ran at (a forced subnet is not the decided one)
                 base = record.point or OperatingPoint(subnet=outcome.subnet, pe=job.pe)
                 point = replace(base, subnet=outcome.subnet, pe=job.pe, threads=job.threads)
-        if point is not None and self.controller is not None:
+        if point is not None:
             if new_batch:  # predict for what the app now sends before judging this latency against it
-                self.controller.decide_now()
-            self.controller.observe(job.app, point, outcome.latency_ms)
+                self.control.changed(job.app)
+            self.control.observe(job.app, point, outcome.latency_ms)
         return InferenceDone(
             output=outcome.output,
             subnet=outcome.subnet,
@@ -336,7 +334,7 @@ class Engine:
             return [
                 AppRecord(
                     name=a.name, model=a.model, budget=a.budget, point=a.point, latency=a.latency,
-                    switches=a.switches, qoe=a.qoe, owner=a.owner, batch=a.batch,
+                    switches=a.switches, qoe=a.qoe, owner=a.owner, batch=a.batch, entries=a.entries, pes=a.pes,
                 )  # fmt: skip
                 for a in self._apps.values()
             ]
@@ -357,21 +355,23 @@ class Engine:
                 old = record.point
                 if old is None or old.subnet != point.subnet:
                     record.switches += 1
+                runtime.select(app, point)  # the reference swap: the app's next inference runs it
                 record.point = point
                 changes.append((app, old, point))
         return changes
+
+    def expire(self) -> list[str]:
+        """Served apps hold no lease (their budgets are persisted): nothing expires."""
+        return []
 
     def _budget_changed(self, app: str) -> None:
         with self._lock:
             record = self._apps.get(app)
             budget = None if record is None or record.budget is None else record.budget.to_dict()
         self.publish(protocol.TOPIC_BUDGET, {"app": app, "budget": budget})
-        if self.controller is not None:
-            # decide now, on this thread, so that the reply to register/set_budget comes after the new
-            # operating point is in place and the app's next inference already runs at it
-            self.controller.decide_now()
-        else:
-            self.wake.set()
+        # returns once the control loop has decided and applied the new point: the reply to
+        # register/set_budget comes after it, and the app's next inference already runs at it
+        self.control.changed(app)
 
     def _app(self, app: str) -> AppRecord:
         record = self._apps.get(app)

@@ -3,12 +3,15 @@
 CPU processing elements (``cpu``, ``cpu-big``, ``cpu-little``) share one pool on the CPU
 device: which cluster runs an inference is task mapping (thread affinity), not a second
 copy of the weights. The ``gpu`` processing element gets a pool on the CUDA device.
+
+Each app holds a :class:`~subnets.pool.SubnetHandle` per pool: the control loop's decision swaps
+it (:meth:`ModelRuntime.select`, one reference assignment) and the app's inferences read it
+(:meth:`ModelRuntime.infer`), the same switching model an embedded app uses in its own process.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,7 @@ import numpy as np
 from dynofa.catalog import Catalog, CatalogEntry, load_catalog
 from dynofa.config import ModelConfig
 from dynofa.errors import ConfigError
+from dynofa.operating_point import OperatingPoint
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +86,7 @@ class ModelRuntime:
         self.pes = list(pes)
         self._devices = devices  # PE -> torch device
         self._entries = {e.id: e for e in catalog.entries}
-        self._locks = {device: threading.Lock() for device in pools}
+        self._handles: dict[tuple[str, str], Any] = {}  # (app, torch device) -> SubnetHandle
         self.in_channels = int(catalog.family.get("in_channels", 3) or 3)
 
     @classmethod
@@ -174,21 +178,35 @@ class ModelRuntime:
             return f"image height and width must be within [8, 4096], got {shape[2]}x{shape[3]}"
         return None
 
+    # switching -----------------------------------------------------------------------------
+    def select(self, app: str, point: OperatingPoint) -> None:
+        """Make ``point.subnet`` the subnet of ``app``'s next inference on ``point.pe`` (a reference swap)."""
+        device = self._devices[point.pe]
+        handle = self._handles.get((app, device))
+        if handle is None:
+            self._handles[(app, device)] = self.pools[device].handle(point.subnet)
+        else:
+            handle.switch(point.subnet)
+
+    def release(self, app: str) -> None:
+        for key in [k for k in self._handles if k[0] == app]:
+            del self._handles[key]
+
     # inference -----------------------------------------------------------------------------
-    def infer(self, pe: str, x: np.ndarray, subnet: str) -> InferenceOutcome:
-        """Run ``subnet`` on ``x`` (resized to the subnet's resolution when it differs)."""
+    def infer(self, app: str, pe: str, x: np.ndarray, subnet: str | None = None) -> InferenceOutcome:
+        """Run ``app``'s selected subnet (or the forced ``subnet``) on ``x``, resized to its resolution."""
         import torch
 
         device = self._devices[pe]
         pool = self.pools[device]
-        resolution = self._entries[subnet].resolution
         tensor = torch.from_numpy(x if x.flags.writeable and x.dtype == np.float32 else x.astype(np.float32))
-        if tuple(tensor.shape[2:]) != (resolution, resolution):
-            tensor = torch.nn.functional.interpolate(
-                tensor, size=(resolution, resolution), mode="bilinear", align_corners=False
-            )
-        with self._locks[device]:  # one forward at a time per pool: its activation buffers are shared
-            result = pool.infer(tensor, subnet=subnet)
+        if subnet is not None:
+            result = pool.infer(tensor, subnet=subnet, resize=True)
+        else:
+            handle = self._handles.get((app, device))
+            if handle is None:  # the app was decided onto another PE's pool: start at the best subnet here
+                handle = self._handles[(app, device)] = pool.handle(self.most_accurate())
+            result = handle.infer(tensor, resize=True)
         output = result.output
         if hasattr(output, "detach"):
             output = output.detach().to("cpu").numpy()

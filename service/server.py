@@ -226,9 +226,17 @@ def load_curve_keys(curve: CurveConfig) -> tuple[bytes, bytes]:
 class Server:
     """Binds the sockets and runs the main loop until :meth:`request_stop`."""
 
-    def __init__(self, config: Config, engine: Engine, outbox: Outbox, workers: dict[str, InferenceWorker]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        engine: Engine,
+        outbox: Outbox,
+        workers: dict[str, InferenceWorker],
+        describe_control: Callable[[], dict[str, Any]] = dict,
+    ) -> None:
         self.config = config
         self.engine = engine
+        self._describe_control = describe_control  # the control loop's view, for the state op
         self.outbox = outbox
         self.workers = workers
         self.context = zmq.Context()
@@ -403,7 +411,7 @@ class Server:
             "set_budget": lambda: engine.set_budget(args["app"], args["budget"], caller, request.token),
             "clear_budget": lambda: engine.clear_budget(args["app"]),
             "budgets": lambda: engine.budgets(),
-            "state": lambda: engine.state(),
+            "state": self._state,
             "subnets": lambda: engine.subnets(args.get("model")),
             "feedback": lambda: engine.feedback(args["app"], args["qoe"], args.get("detail")),
         }
@@ -425,6 +433,16 @@ class Server:
                 protocol.BUSY,
                 f"{worker.jobs.maxsize} inferences are already queued on {job.pe} (limits.infer_queue); retry later",
             ) from None
+
+    def _state(self) -> dict[str, Any]:
+        state = self.engine.state()
+        control = self._describe_control()
+        state["daemon"]["trace"] = control.get("trace")
+        for key, default in (("pes", {}), ("monitor", None), ("policy", None), ("capabilities", {})):
+            state[key] = control.get(key, default)
+        for name, app in state["apps"].items():
+            app["prediction"] = control.get("predictions", {}).get(name)
+        return state
 
     def _send(self, envelope: list[Any], frames: list[Any]) -> None:
         assert self.router is not None

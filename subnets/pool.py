@@ -2,9 +2,14 @@
 
 Switching is a reference swap between two inferences: every subnet is materialised ahead
 of time (sharing the supernet's tensors, see ``ModelFamily.materialize``), the pool holds an
-immutable *slot* per subnet, and ``switch`` assigns one slot reference. ``infer`` reads that
-reference once and runs its whole forward on it, so a switch that lands mid-inference never
-produces an output that mixes two subnets.
+immutable *slot* per subnet, and a :class:`SubnetHandle` (one consumer's active subnet) assigns
+one slot reference in ``switch``. ``infer`` reads that reference once and runs its whole forward
+on it, so a switch that lands mid-inference never produces an output that mixes two subnets.
+
+This is the one switching model of dynofa: the daemon keeps a handle per app and swaps it when
+the control loop decides (``service.models``), an embedded app swaps its own handle when the
+daemon's decision arrives (``subnets.embedded``), and ``SubnetPool.switch``/``infer`` are the
+pool's default handle. ``benchmarks.switching`` measures exactly these calls.
 
 When all K materialisations do not fit ``memory_budget_bytes`` the pool keeps the supernet
 (the shared sub-graph) resident and caches materialisations by use (LRU, the SUSHI
@@ -35,7 +40,7 @@ from dynofa.errors import ConfigError, InputError, UnknownSubnetError
 from subnets.family import ModelFamily, SubnetSpec
 from subnets.graphs import Graph, trace_graph
 
-__all__ = ["InferenceResult", "SubnetPool", "tensor_bytes", "module_tensors", "OPTIMIZE_MODES"]
+__all__ = ["InferenceResult", "SubnetHandle", "SubnetPool", "tensor_bytes", "module_tensors", "OPTIMIZE_MODES"]
 
 #: "none": every subnet shares the supernet's tensors (least memory);
 #: "fold-bn": fold BatchNorm into private copies of the conv weights wherever the budget allows (faster);
@@ -194,6 +199,36 @@ def _claim(family: ModelFamily, pool: SubnetPool) -> None:
     pools.add(pool)
 
 
+class SubnetHandle:
+    """One consumer's active subnet in a pool (an app of the daemon, an embedded app, the pool itself).
+
+    ``switch`` is the reference swap (one assignment; in cache mode it also counts the use and may
+    queue a build); ``infer`` reads the reference once, so a concurrent switch never mixes subnets.
+    """
+
+    __slots__ = ("_pool", "_slot", "__weakref__")
+
+    def __init__(self, pool: SubnetPool, slot: _Slot) -> None:
+        self._pool = pool
+        self._slot = slot
+
+    @property
+    def active(self) -> str:
+        return self._slot.id
+
+    @property
+    def resolution(self) -> int:
+        return int(self._slot.spec.resolution)
+
+    def switch(self, subnet_id: str) -> None:
+        """Make ``subnet_id`` this handle's active subnet (raises UnknownSubnetError)."""
+        self._slot = self._pool._use(subnet_id)
+
+    def infer(self, x: Tensor, resize: bool = False) -> InferenceResult:
+        """One inference on the active subnet; ``resize``: bilinear to its resolution when it differs."""
+        return self._pool._run(self._slot, x, resize)
+
+
 class SubnetPool:
     """K pre-sampled subnets of one family, resident on one device, switched by reference."""
 
@@ -261,7 +296,7 @@ class SubnetPool:
             raise
 
         first = initial if initial is not None else next(iter(self._specs))
-        self._active: _Slot = self._slots.get(first) or self._fallback_slots[first]
+        self._handles: weakref.WeakSet[SubnetHandle] = weakref.WeakSet()
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._pending: set[str] = set()
         self._worker: threading.Thread | None = None
@@ -269,8 +304,7 @@ class SubnetPool:
             self._worker = threading.Thread(target=self._build_loop, name="dynofa-pool-builder", daemon=True)
             self._worker.start()
             self._stopper = weakref.finalize(self, _stop_builder, self._queue, self._worker)
-            if first not in self._slots:
-                self._request_build(first)
+        self._default = self._new_handle(first)  # in cache mode this queues the first build
 
     # ------------------------------------------------------------------ construction
 
@@ -347,7 +381,11 @@ class SubnetPool:
 
     @property
     def active(self) -> str:
-        return self._active.id
+        return self._default.active
+
+    @property
+    def _active(self) -> _Slot:
+        return self._default._slot
 
     def spec(self, subnet_id: str) -> SubnetSpec:
         try:
@@ -356,26 +394,14 @@ class SubnetPool:
             raise UnknownSubnetError(self._unknown(subnet_id)) from None
 
     def switch(self, subnet_id: str) -> None:
-        """Make ``subnet_id`` the active subnet: a reference swap (no extraction, no allocation)."""
-        if self.mode == "resident":
-            slot = self._slots.get(subnet_id)
-            if slot is None:
-                raise UnknownSubnetError(self._unknown(subnet_id))
-            self._active = slot
-            self._stats.hits += 1
-            return
-        if subnet_id not in self._specs:
-            raise UnknownSubnetError(self._unknown(subnet_id))
-        with self._lock:
-            slot = self._slots.get(subnet_id)
-            if slot is not None:
-                self._modules.move_to_end(subnet_id)
-                self._stats.hits += 1
-            else:
-                slot = self._fallback_slots[subnet_id]
-                self._stats.misses += 1
-                self._request_build(subnet_id)
-            self._active = slot
+        """Make ``subnet_id`` the active subnet of the pool's default handle: a reference swap."""
+        self._default.switch(subnet_id)
+
+    def handle(self, initial: str | None = None) -> SubnetHandle:
+        """A new consumer's active subnet (``initial``, default: the pool's active one)."""
+        if initial is not None and initial not in self._specs:
+            raise UnknownSubnetError(self._unknown(initial))
+        return self._new_handle(initial if initial is not None else self._default.active)
 
     def prefetch(self, subnet_id: str) -> bool:
         """Ask for ``subnet_id``'s materialisation in the background (cache mode) without switching,
@@ -390,30 +416,10 @@ class SubnetPool:
             self._request_build(subnet_id)
             return False
 
-    def infer(self, x: Tensor, subnet: str | None = None) -> InferenceResult:
+    def infer(self, x: Tensor, subnet: str | None = None, resize: bool = False) -> InferenceResult:
         """Run one inference on the active subnet (or on ``subnet``, without switching)."""
-        if self._closed:
-            raise ConfigError("this subnet pool is closed")
-        slot = self._active if subnet is None else self._slot_for(subnet)
-        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != self.family.in_channels:
-            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            channels = self.family.in_channels
-            raise InputError(f"{self.family.name} takes tensors of shape (N, {channels}, H, W); got {got}")
-        if not x.is_floating_point():
-            raise InputError(f"{self.family.name} takes floating-point images; got dtype {x.dtype}")
-        if x.dtype != torch.float32:
-            x = x.float()
-        if x.device != self.device:
-            x = x.to(self.device)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            if slot.graph is not None and slot.graph.accepts(x):
-                out = slot.graph.module(x)
-            else:
-                out = slot.module(x) if slot.module is not None else self._dynamic(slot, x)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return InferenceResult(out, slot.id, (time.perf_counter() - start) * 1e3)
+        slot = self._default._slot if subnet is None else self._use(subnet)
+        return self._run(slot, x, resize)
 
     def memory(self) -> dict[str, Any]:
         """Tensor bytes: the supernet, views into it, what the materialisations add, per subnet."""
@@ -528,12 +534,24 @@ class SubnetPool:
     def _unknown(self, subnet_id: str) -> str:
         return f"unknown subnet {subnet_id!r}; this pool holds: {', '.join(self._specs)}"
 
-    def _slot_for(self, subnet_id: str) -> _Slot:
-        """The slot of a subnet used without switching; in cache mode that use counts (hit, or miss + build)."""
+    def _new_handle(self, sid: str) -> SubnetHandle:
+        handle = SubnetHandle(self, self._slots.get(sid) or self._fallback_slots[sid])
+        if self.mode == "cache":
+            with self._lock:
+                handle._slot = self._slots.get(sid) or self._fallback_slots[sid]
+                self._handles.add(handle)
+                if sid not in self._slots:
+                    self._request_build(sid)
+        return handle
+
+    def _use(self, subnet_id: str) -> _Slot:
+        """The slot of ``subnet_id`` for a switch or a one-off use; in cache mode the use counts
+        (a hit moves it to the LRU end, a miss serves by dynamic slicing and queues a build)."""
         if self.mode == "resident":
             slot = self._slots.get(subnet_id)
             if slot is None:
                 raise UnknownSubnetError(self._unknown(subnet_id))
+            self._stats.hits += 1
             return slot
         if subnet_id not in self._specs:
             raise UnknownSubnetError(self._unknown(subnet_id))
@@ -546,6 +564,34 @@ class SubnetPool:
             self._stats.misses += 1
             self._request_build(subnet_id)
             return self._fallback_slots[subnet_id]
+
+    def _run(self, slot: _Slot, x: Tensor, resize: bool) -> InferenceResult:
+        """One forward of ``slot`` (read once by the caller). Materialised subnets are reentrant
+        (their forward mutates nothing), so no lock is taken; dynamic slicing takes the family's."""
+        if self._closed:
+            raise ConfigError("this subnet pool is closed")
+        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != self.family.in_channels:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            channels = self.family.in_channels
+            raise InputError(f"{self.family.name} takes tensors of shape (N, {channels}, H, W); got {got}")
+        if not x.is_floating_point():
+            raise InputError(f"{self.family.name} takes floating-point images; got dtype {x.dtype}")
+        if x.dtype != torch.float32:
+            x = x.float()
+        if x.device != self.device:
+            x = x.to(self.device)
+        resolution = int(slot.spec.resolution)
+        if resize and (x.shape[2] != resolution or x.shape[3] != resolution):
+            x = torch.nn.functional.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            if slot.graph is not None and slot.graph.accepts(x):
+                out = slot.graph.module(x)
+            else:
+                out = slot.module(x) if slot.module is not None else self._dynamic(slot, x)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return InferenceResult(out, slot.id, (time.perf_counter() - start) * 1e3)
 
     def _dynamic(self, slot: _Slot, x: Tensor) -> Tensor:
         """Serve a cache miss by dynamic slicing of the supernet (serialised by the family's lock)."""
@@ -618,13 +664,15 @@ class SubnetPool:
             self._evict_for(fp, keep=sid)
             self._admit(sid, module, fp)
             self._stats.builds += 1
-            if self._active.id == sid and self._active.module is None:
-                self._active = self._slots[sid]
+            for handle in list(self._handles):  # handles served by dynamic slicing move to the build
+                if handle._slot.id == sid and handle._slot.module is None:
+                    handle._slot = self._slots[sid]
 
     def _evict_for(self, incoming: _Footprint, keep: str) -> None:
         """Drop least-recently-used materialisations until ``incoming`` fits (caller holds the lock)."""
         while self._modules and self._ledger.total() + self._ledger.marginal(incoming) > self._capacity():
-            victim = next((sid for sid in self._modules if sid not in (keep, self._active.id)), None)
+            active = {h.active for h in list(self._handles)}
+            victim = next((sid for sid in self._modules if sid != keep and sid not in active), None)
             if victim is None:
                 victim = next(iter(self._modules))
             del self._modules[victim]
@@ -632,5 +680,6 @@ class SubnetPool:
             self._optimizations.pop(victim, None)
             self._ledger.remove(victim)
             self._stats.evictions += 1
-            if self._active.id == victim:
-                self._active = self._fallback_slots[victim]
+            for handle in list(self._handles):
+                if handle._slot.id == victim:
+                    handle._slot = self._fallback_slots[victim]

@@ -304,3 +304,20 @@ def test_a_supernet_serves_one_device_at_a_time(specs: dict[str, SubnetSpec]) ->
     with SubnetPool(fam, {sid: spec}, warmup=False) as second_cpu_pool:  # same device: fine
         assert second_cpu_pool.infer(_input(spec)).subnet == sid
     cpu_pool.close()
+
+
+def test_handles_switch_independently_by_reference(pool: SubnetPool) -> None:
+    """The one switching model: each consumer (a daemon app, an embedded app) holds a handle."""
+    a, b = pool.handle(pool.ids[0]), pool.handle(pool.ids[1])
+    a.switch(pool.ids[2])
+    assert (a.active, b.active) == (pool.ids[2], pool.ids[1])
+    assert a._slot is pool._slots[pool.ids[2]]  # a reference to the resident slot, nothing built
+    spec = pool.spec(pool.ids[1])
+    x = torch.randn(1, 3, spec.resolution + 8, spec.resolution + 8, generator=torch.Generator().manual_seed(3))
+    resized = torch.nn.functional.interpolate(x, size=(spec.resolution,) * 2, mode="bilinear", align_corners=False)
+    result = b.infer(x, resize=True)
+    assert result.subnet == pool.ids[1]
+    assert torch.equal(result.output, pool.infer(resized, subnet=pool.ids[1]).output)
+    with pytest.raises(UnknownSubnetError):
+        a.switch("nope")
+    assert a.active == pool.ids[2]
