@@ -26,6 +26,21 @@ import numpy as np
 from dynofa.errors import ProtocolError
 
 PROTOCOL_VERSION = 1
+#: optional parts of protocol 1 this version speaks (``hello`` lists them; docs/protocol.md)
+FEATURES = ("embedded-1",)
+
+# embedded apps (docs/protocol.md, "Embedded apps")
+MIN_LEASE_S = 1.0
+MAX_LEASE_S = 3600.0
+DEFAULT_LEASE_S = 10.0
+MAX_SAMPLES = 4096
+TOPIC_DECISION = "decision/"  # + app + "/": operating points pushed to one embedded app
+
+
+def decision_topic(app: str) -> str:
+    """The telemetry topic that carries ``app``'s decisions (the trailing '/' keeps prefixes exact)."""
+    return f"{TOPIC_DECISION}{app}/"
+
 
 # error codes (docs/protocol.md lists when each is sent)
 BAD_JSON = "bad_json"
@@ -222,6 +237,44 @@ def output_slice(value: Any, name: str) -> dict[str, Any]:
     return {"offset": _offset(fields["offset"], f"{name}.offset"), "bytes": room}
 
 
+def names(value: Any, name: str) -> list[str]:
+    """A list of 1-256 distinct non-empty strings (subnet ids, processing element names)."""
+    ok = isinstance(value, list) and 1 <= len(value) <= 256 and len(set(map(str, value))) == len(value)
+    if not ok or not all(isinstance(v, str) and 0 < len(v) <= 256 for v in value):
+        raise _bad(name, "a list of 1 to 256 distinct non-empty strings", value)
+    return list(value)
+
+
+def lease(value: Any, name: str) -> float:
+    number = finite(value, name)
+    if not MIN_LEASE_S <= number <= MAX_LEASE_S:
+        raise _bad(name, f"a number of seconds in [{MIN_LEASE_S:g}, {MAX_LEASE_S:g}]", value)
+    return number
+
+
+def counter(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 53:
+        raise _bad(name, "a non-negative integer", value)
+    return value
+
+
+def samples(value: Any, name: str) -> list[tuple[str, str, float]]:
+    """An embedded app's observed inferences: ``[[subnet, pe, latency_ms], ...]``, at most MAX_SAMPLES."""
+    if not isinstance(value, list) or len(value) > MAX_SAMPLES:
+        raise _bad(name, f"a list of at most {MAX_SAMPLES} [subnet, pe, latency_ms] triples", value)
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, list) or len(item) != 3:
+            raise _bad(f"{name}[{i}]", "a [subnet, pe, latency_ms] triple", item)
+        subnet, pe, latency = item
+        named = isinstance(subnet, str) and bool(subnet) and isinstance(pe, str) and bool(pe)
+        number = not isinstance(latency, bool) and isinstance(latency, (int, float))
+        if not named or not number or not (math.isfinite(latency) and 0 <= latency <= 3.6e6):
+            raise _bad(f"{name}[{i}]", "[subnet, pe, latency_ms] with a latency in [0, 3600000] ms", item)
+        out.append((subnet, pe, float(latency)))
+    return out
+
+
 Checker = Callable[[Any, str], Any]
 
 
@@ -279,6 +332,18 @@ OPS: dict[str, OpSpec] = {
         optional={"subnet": text},
         owned=True,
         doc="run one inference whose input and output lie in a registered shared-memory region",
+    ),
+    "register_embedded": OpSpec(
+        required={"app": app_name, "subnets": names},
+        optional={"model": text, "budget": obj, "pes": names, "lease_s": lease, "point": obj},
+        owned=True,
+        doc="register an embedded app: it hosts its pool of these subnets, the daemon pushes its operating points",
+    ),
+    "report": OpSpec(
+        required={"app": app_name, "samples": samples},
+        optional={"seq": counter, "refused": obj},
+        owned=True,
+        doc="an embedded app's observed latencies since its last report; renews its lease",
     ),
     "feedback": OpSpec(
         required={"app": app_name, "qoe": unit_fraction},

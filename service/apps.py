@@ -73,6 +73,17 @@ class RatioWindow:
 
 
 @dataclass
+class Embedded:
+    """An embedded app's part of its record: it hosts its own pool; the daemon pushes its points to it."""
+
+    lease_s: float  # forgotten when it has not reported for this long
+    seq: int = 0  # decisions pushed so far; the app applies the highest it received
+    error: str | None = None  # the last refusal (a point its pool cannot run), on either side
+    refusal: str | None = None  # the daemon's last refusal, said once (not every control period)
+    reports: int = 0
+
+
+@dataclass
 class AppRecord:
     name: str
     model: str
@@ -87,6 +98,14 @@ class AppRecord:
     last_seen: float = field(default_factory=time.monotonic)
     entries: tuple[CatalogEntry, ...] = ()  # the subnets the policy may choose for this app
     pes: tuple[str, ...] = ()  # the processing elements it may run on
+    embedded: Embedded | None = None  # None: a served app (the daemon runs its inferences)
+
+    @property
+    def kind(self) -> str:
+        return "served" if self.embedded is None else "embedded"
+
+    def can_run(self, point: OperatingPoint) -> bool:
+        return point.pe in self.pes and any(e.id == point.subnet for e in self.entries)
 
     def most_accurate(self) -> str:
         """The subnet an app without a budget gets: the most accurate it may run."""
@@ -112,7 +131,12 @@ class AppRecord:
             "qoe": self.qoe,
             "owner": self.owner.identity,
             "batch": self.batch,
-        }
+            "kind": self.kind,
+            "embedded": None if self.embedded is None else {
+                "lease_s": self.embedded.lease_s, "seq": self.embedded.seq, "error": self.embedded.error,
+                "reports": self.embedded.reports, "subnets": [e.id for e in self.entries],
+            },
+        }  # fmt: skip
 
 
 def _last(window: LatencyWindow) -> float | None:

@@ -166,6 +166,7 @@ def _serve(config: Config, notifier: Notifier, actuator: Any, state_dir: Path) -
             "pes": platform.pe_names(),
         },
         max_apps_per_client=config.limits.max_apps_per_client,
+        pe_cpus={c.name: list(c.cpus) for c in platform.clusters},
     )
     monitor = Monitor(platform, writer=actuator)  # sensor enables go through the rollback record
     controller = Controller(

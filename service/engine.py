@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,6 +25,7 @@ from dynofa.budget import Budget
 from dynofa.errors import BudgetError, DynofaError
 from dynofa.operating_point import OperatingPoint
 from dynofa.protocol import RequestError
+from service import embedded
 from service.apps import AppRecord
 from service.inbox import Change, ControlInput, Publish
 from service.models import ModelRuntime
@@ -69,6 +70,7 @@ class Engine:
         control: ControlInput,
         platform_info: Callable[[], dict[str, Any]] | None = None,
         max_apps_per_client: int | None = None,
+        pe_cpus: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         self.models = dict(models)
         self.default_model = default_model
@@ -79,6 +81,7 @@ class Engine:
         self.publish = publish
         self.control = control
         self._platform_info = platform_info or (lambda: {})
+        self._pe_cpus = dict(pe_cpus or {})  # PE -> its CPUs, sent to embedded apps with their points
         self._apps: dict[str, AppRecord] = {}
         self._lock = threading.RLock()
         self.started = time.time()
@@ -105,6 +108,7 @@ class Engine:
                 {
                     n: SavedApp(a.model, a.budget, a.owner.identity, a.owner.token_sha256)
                     for n, a in self._apps.items()
+                    if a.embedded is None  # embedded apps hold a lease and register again themselves
                 },
                 durable=False,
             )
@@ -129,6 +133,7 @@ class Engine:
             "protocol": protocol.PROTOCOL_VERSION,
             "daemon": __version__,
             "ops": list(protocol.OPS),
+            "features": list(protocol.FEATURES),
             "models": {name: {"pes": m.pes, "subnets": len(m.ids)} for name, m in self.models.items()},
             "default_model": self.default_model,
             "registered": app is not None and app in self._apps,
@@ -181,6 +186,69 @@ class Engine:
         with self._lock:
             current = self._apps.get(app, record)
             return current.to_dict(self._accuracy(current))
+
+    def register_embedded(
+        self,
+        app: str,
+        subnets: Sequence[str],
+        model: str | None = None,
+        budget: dict[str, Any] | None = None,
+        pes: Sequence[str] | None = None,
+        lease_s: float | None = None,
+        point: dict[str, Any] | None = None,
+        caller: Caller = NOBODY,
+        token: str | None = None,
+    ) -> dict[str, Any]:
+        """Register (or re-register) an embedded app that hosts a pool of ``subnets`` itself."""
+        model = model or self.default_model
+        if model not in self.models:
+            raise RequestError(protocol.UNKNOWN_MODEL, f"unknown model {model!r}; served: {', '.join(self.models)}")
+        parsed = _budget(budget) if budget is not None else None
+        with self._lock:
+            old = self._apps.get(app)
+            if old is None:
+                self._check_quota(caller)
+            owner = Owner(caller.identity, None if token is None else token_hash(token)) if old is None else old.owner
+            kept = parsed if budget is not None or old is None else old.budget
+            record = embedded.new_record(app, self.models[model], subnets, pes, lease_s or protocol.DEFAULT_LEASE_S,
+                                         kept, owner, point)  # fmt: skip
+            if old is not None:
+                self.models[old.model].release(app)
+                record.latency, record.switches, record.qoe = old.latency, old.switches, old.qoe
+                if old.embedded is not None and record.embedded is not None:
+                    record.embedded.seq = old.embedded.seq  # numbers keep rising: the app ignores older ones
+            self._apps[app] = record
+            self._save()
+        if record.budget is not None:
+            self._budget_changed(app)  # decided and pushed before the reply
+        with self._lock:
+            current = self._apps.get(app, record)
+            reply = current.to_dict(self._accuracy(current))
+            reply["decision"] = embedded.decision(current, self._pe_cpus, self.started) if current.embedded else None
+        reply["topic"] = protocol.decision_topic(app)
+        return reply
+
+    def report(
+        self, app: str, samples: Sequence[tuple[str, str, float]], seq: int | None = None,
+        refused: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """An embedded app's latencies since its last report (renews its lease); returns its current decision."""
+        with self._lock:
+            record = self._app(app)
+            seen = embedded.observations(record, samples)
+            assert record.embedded is not None
+            record.last_seen = time.monotonic()
+            record.embedded.reports += 1
+            for _, latency_ms in seen:
+                record.latency.add(latency_ms, record.budget)
+            if refused is not None:
+                record.embedded.error = f"the app refused decision {refused.get('seq')}: {refused.get('reason')}"
+                log.warning("embedded app %s: %s", app, record.embedded.error)
+            reply = {"app": app, "decision": embedded.decision(record, self._pe_cpus, self.started),
+                     "lease_s": record.embedded.lease_s}  # fmt: skip
+        for point, latency_ms in seen:
+            self.control.observe(app, point, latency_ms)
+        return reply
 
     def _check_quota(self, caller: Caller) -> None:
         if len(self._apps) >= self.max_apps:
@@ -335,34 +403,62 @@ class Engine:
                 AppRecord(
                     name=a.name, model=a.model, budget=a.budget, point=a.point, latency=a.latency,
                     switches=a.switches, qoe=a.qoe, owner=a.owner, batch=a.batch, entries=a.entries, pes=a.pes,
+                    embedded=a.embedded,
                 )  # fmt: skip
                 for a in self._apps.values()
             ]
 
     def apply_points(self, points: Mapping[str, OperatingPoint]) -> list[Change]:
-        """Record decided operating points; returns (app, old, new) for each change."""
+        """Apply decided operating points: a served app's handle is swapped (its next inference runs
+        the new point), an embedded app's point is pushed to it. Returns (app, old, new) per change."""
         changes: list[Change] = []
+        pushes: list[dict[str, Any]] = []
         with self._lock:
             for app, point in points.items():
                 record = self._apps.get(app)
                 if record is None or point == record.point:
                     continue
-                runtime = self.models[record.model]
-                if not runtime.has(point.subnet) or point.pe not in runtime.pes:
-                    log.warning("policy chose %s on %s for %s, which model %s cannot run; ignored",
-                                point.subnet, point.pe, app, record.model)  # fmt: skip
+                if not record.can_run(point):
+                    self._refuse(record, point)
                     continue
                 old = record.point
                 if old is None or old.subnet != point.subnet:
                     record.switches += 1
-                runtime.select(app, point)  # the reference swap: the app's next inference runs it
                 record.point = point
+                if record.embedded is None:
+                    self.models[record.model].select(app, point)  # the reference swap, in the daemon
+                else:
+                    record.embedded.seq += 1
+                    pushes.append(embedded.decision(record, self._pe_cpus, self.started))  # the same swap, in the app
                 changes.append((app, old, point))
+        for message in pushes:
+            self.publish(protocol.decision_topic(message["app"]), message)
         return changes
 
+    def _refuse(self, record: AppRecord, point: OperatingPoint) -> None:
+        reason = embedded.refusal(record, point)
+        if record.embedded is not None:
+            if record.embedded.refusal == reason:
+                return  # once per distinct refusal, not every control period
+            record.embedded.refusal = record.embedded.error = reason
+            self.publish(protocol.decision_topic(record.name), {"app": record.name, "refused": reason})
+        log.warning("%s", reason)
+        self.publish(protocol.TOPIC_EVENT, {"event": "refused", "app": record.name, "reason": reason})
+
     def expire(self) -> list[str]:
-        """Served apps hold no lease (their budgets are persisted): nothing expires."""
-        return []
+        """Forget embedded apps that have not reported within their lease (served apps hold none)."""
+        now = time.monotonic()
+        with self._lock:
+            gone = [n for n, a in self._apps.items()
+                    if a.embedded is not None and now - a.last_seen > a.embedded.lease_s]  # fmt: skip
+            for name in gone:
+                del self._apps[name]
+        for name in gone:
+            self.control.forget(name)
+            log.info("embedded app %s stopped reporting for longer than its lease: forgotten", name)
+            self.publish(protocol.TOPIC_BUDGET, {"app": name, "budget": None, "unregistered": True,
+                                                 "reason": "lease expired"})  # fmt: skip
+        return gone
 
     def _budget_changed(self, app: str) -> None:
         with self._lock:

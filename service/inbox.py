@@ -66,33 +66,6 @@ class AppTable(Protocol):
 class PolicyLike(Protocol):
     """The part of ``governors.policies.base.Policy`` the inbox drives."""
 
-    def _record_prediction(self, app: str, point: OperatingPoint, latency_ms: float) -> None:
-        """Measured / predicted for an inference that ran at the decided point (caller holds the lock)."""
-        decision = self._decision
-        outcome = decision.outcomes.get(app) if decision is not None else None
-        decided = decision.points.get(app) if decision is not None else None
-        if outcome is None or decided is None or (decided.subnet, decided.pe) != (point.subnet, point.pe):
-            return
-        windows = self._predictions.setdefault(app, (RatioWindow(), RatioWindow()))
-        if outcome.predicted_ms > 0:
-            windows[0].add(latency_ms / outcome.predicted_ms)
-        if outcome.nominal_ms:
-            windows[1].add(latency_ms / outcome.nominal_ms)
-
-    def forget(self, app: str) -> None:
-        with self._lock:
-            self._predictions.pop(app, None)
-        self.wake.set()
-
-    def decided(self, decision: Any) -> None:
-        with self._lock:
-            self._decision = decision
-
-    def predictions(self) -> dict[str, Any]:
-        with self._lock:
-            return {app: {"measured_over_predicted": w[0].to_dict(), "measured_over_catalog": w[1].to_dict()}
-                    for app, w in self._predictions.items()}  # fmt: skip
-
     def decide(self, inp: Any) -> Any: ...
 
     def observe(self, app: str, latency_ms: float, point: OperatingPoint | None = None) -> None: ...

@@ -407,6 +407,11 @@ class Server:
             "register": lambda: engine.register(
                 args["app"], args.get("model"), args.get("budget"), caller, None if request.override else request.token
             ),
+            "register_embedded": lambda: engine.register_embedded(
+                args["app"], args["subnets"], args.get("model"), args.get("budget"), args.get("pes"),
+                args.get("lease_s"), args.get("point"), caller, None if request.override else request.token,
+            ),
+            "report": lambda: engine.report(args["app"], args["samples"], args.get("seq"), args.get("refused")),
             "unregister": lambda: engine.unregister(args["app"]),
             "set_budget": lambda: engine.set_budget(args["app"], args["budget"], caller, request.token),
             "clear_budget": lambda: engine.clear_budget(args["app"]),
