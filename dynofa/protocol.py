@@ -26,9 +26,6 @@ import numpy as np
 from dynofa.errors import ProtocolError
 
 PROTOCOL_VERSION = 1
-#: optional parts of protocol 1 this version speaks (``hello`` lists them; docs/protocol.md)
-FEATURES = ("embedded-1",)
-
 # embedded apps (docs/protocol.md, "Embedded apps")
 MIN_LEASE_S = 1.0
 MAX_LEASE_S = 3600.0
@@ -72,7 +69,7 @@ ERROR_CODES = (
 )  # fmt: skip
 
 #: protocol extensions and their versions, advertised by ``hello``
-EXTENSIONS = {"shm": 1}
+EXTENSIONS = {"shm": 1, "embedded": 1}
 
 # telemetry topics
 TOPIC_OPERATING_POINT = "op"

@@ -133,7 +133,6 @@ class Engine:
             "protocol": protocol.PROTOCOL_VERSION,
             "daemon": __version__,
             "ops": list(protocol.OPS),
-            "features": list(protocol.FEATURES),
             "models": {name: {"pes": m.pes, "subnets": len(m.ids)} for name, m in self.models.items()},
             "default_model": self.default_model,
             "registered": app is not None and app in self._apps,
