@@ -11,12 +11,16 @@ alternating with the daemon calls (the order rotated each round) so that machine
   with ``state`` and ``set_budget`` requests (server, control loop and monitors busy);
 * ``infer_frames_vs_in_process_median`` / ``infer_shm_vs_in_process_median``: end-to-end round
   trips with tensor frames / through shared memory against the in-process call;
-* the same for a 1x3x32x32 input as ``*_small``.
+* the same for a 1x3x32x32 input as ``*_small``;
+* ``embedded_vs_in_process_median(_small)`` and ``decision_to_embedded_app_inferences_max``: an
+  embedded app (``subnets.embedded``) against in-process, and its lag behind decisions
+  (``benchmarks.embedded``).
 
     python -m benchmarks.api [--requests N] [--infer N]
 
 Goals: control_rtt_ms_p99 <= 1, control_requests_per_s >= 5000, idle_cpu_percent <= 1 (of one core),
-daemon forward <= 1.05x, frames <= 1.2x, shm <= 1.05x in-process.
+daemon forward <= 1.05x, frames <= 1.2x, shm <= 1.05x, embedded <= 1.02x in-process, at most 1 inference
+of an embedded app on the old point after a decision.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from benchmarks.embedded import embedded_figures
 from dynofa import protocol
 
 
@@ -354,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         result["control_requests_per_s"] = round(_throughput(daemon.endpoint, args.requests * 3))
 
         result.update(_inference_figures(daemon, catalog_path, args.infer))
+        result.update(embedded_figures(daemon, catalog_path, args.infer))
         result["goals"] = {
             "control_rtt_ms_p99": result["control_rtt_ms_p99"] <= 1.0,
             "control_requests_per_s": result["control_requests_per_s"] >= 5000,
@@ -362,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
             "infer_frames_vs_in_process_median": result["infer_frames_vs_in_process_median"] <= 1.2,
             "infer_shm_vs_in_process_median": result["infer_shm_vs_in_process_median"] <= 1.05,
             "daemon_forward_busy_vs_in_process_median": result["daemon_forward_busy_vs_in_process_median"] <= 1.05,
+            "embedded_vs_in_process_median": result["embedded_vs_in_process_median"] <= 1.02,
+            "decision_to_embedded_app_inferences_max": (result["decision_to_embedded_app_inferences_max"] or 0) <= 1,
         }  # fmt: skip
         daemon.stop()
         if args.eager_daemon:
