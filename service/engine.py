@@ -27,7 +27,7 @@ from dynofa.operating_point import OperatingPoint
 from dynofa.protocol import RequestError
 from service import embedded
 from service.apps import AppRecord
-from service.inbox import Change, ControlInput, Publish
+from service.inbox import Change, ControlInput, NoControl, Publish
 from service.models import ModelRuntime
 from service.store import BackgroundSync, BudgetStore, SavedApp
 from service.tenancy import NOBODY, Caller, Owner, check_access, token_hash
@@ -67,7 +67,7 @@ class Engine:
         store: BudgetStore,
         max_apps: int,
         publish: Publish,
-        control: ControlInput,
+        control: ControlInput | None = None,
         platform_info: Callable[[], dict[str, Any]] | None = None,
         max_apps_per_client: int | None = None,
         pe_cpus: Mapping[str, Sequence[int]] | None = None,
@@ -79,7 +79,7 @@ class Engine:
         self.max_apps_per_client = max_apps if max_apps_per_client is None else max_apps_per_client
         self.daemon_uid = os.geteuid()
         self.publish = publish
-        self.control = control
+        self.control: ControlInput = control if control is not None else NoControl()
         self._platform_info = platform_info or (lambda: {})
         self._pe_cpus = dict(pe_cpus or {})  # PE -> its CPUs, sent to embedded apps with their points
         self._apps: dict[str, AppRecord] = {}

@@ -50,6 +50,19 @@ class ControlInput(Protocol):
         """``app`` is gone (unregistered, or its lease ran out): drop what was learnt about it."""
 
 
+class NoControl:
+    """A :class:`ControlInput` for an engine without a control loop (tests, tools): hears nothing."""
+
+    def observe(self, app: str, point: OperatingPoint, latency_ms: float) -> None:
+        return None
+
+    def feedback(self, app: str, qoe: float) -> None:
+        return None
+
+    def changed(self, app: str) -> None:
+        return None
+
+
 class AppTable(Protocol):
     """The apps the control loop decides for, and where its decisions go back."""
 

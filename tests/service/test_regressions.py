@@ -98,6 +98,7 @@ def test_watchdog_pings_stop_while_the_control_loop_is_stalled(tmp_path: Path) -
     from governors.policies import make_policy
     from service.control import Controller, TraceWriter
     from service.engine import Engine
+    from service.inbox import ControlInbox
     from service.store import BudgetStore
     from tests.service.standins import HeldModel
 
@@ -114,12 +115,14 @@ def test_watchdog_pings_stop_while_the_control_loop_is_stalled(tmp_path: Path) -
             return super().sample()
 
     platform = detect_platform("/")
-    engine = Engine({"held": HeldModel()}, "held", BudgetStore(tmp_path), 4, lambda *_: None)  # type: ignore[dict-item]
+    inbox = ControlInbox(make_policy("model-based"))
+    engine = Engine({"held": HeldModel()}, "held", BudgetStore(tmp_path), 4, lambda *_: None,  # type: ignore[dict-item]
+                    inbox)  # fmt: skip
     monitor = HeldMonitor(platform)
     listener = NotifyListener(tmp_path)
     notifier = Notifier({"NOTIFY_SOCKET": listener.path, "WATCHDOG_USEC": "100000"})  # a ping every 50 ms
     controller = Controller(
-        engine, platform, monitor, None, make_policy("model-based"), interval_s=0.05, telemetry_period_s=60,
+        engine, inbox, {"cpu"}, platform, monitor, None, interval_s=0.05, telemetry_period_s=60,  # type: ignore[arg-type]
         publish=lambda *_: None, notifier=notifier, trace=TraceWriter(None, 4096),
     )  # fmt: skip
 
