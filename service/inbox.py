@@ -62,6 +62,9 @@ class NoControl:
     def changed(self, app: str) -> None:
         return None
 
+    def forget(self, app: str) -> None:
+        return None
+
 
 class AppTable(Protocol):
     """The apps the control loop decides for, and where its decisions go back."""
