@@ -22,7 +22,7 @@ from dynofa.budget import Budget
 from dynofa.errors import BudgetError, DynofaError
 from dynofa.operating_point import OperatingPoint
 from dynofa.protocol import RequestError
-from service.apps import AppRecord
+from service.apps import AppRecord, LatencyHistogram
 from service.models import ModelRuntime
 from service.store import BackgroundSync, BudgetStore, SavedApp
 from service.tenancy import NOBODY, Caller, Owner, check_access, token_hash
@@ -79,6 +79,7 @@ class Engine:
         self._apps: dict[str, AppRecord] = {}
         self._lock = threading.RLock()
         self.started = time.time()
+        self.metrics_url: str | None = None  # set by the daemon when it serves /metrics
         self.wake = threading.Event()  # set when a budget changes: the control loop decides at once
         self._restore_saved()
         self._sync = BackgroundSync(store.path)
@@ -261,6 +262,7 @@ class Engine:
                 "pid": os.getpid(),
                 "uptime_s": round(time.time() - self.started, 3),
                 "trace": control.get("trace"),
+                "metrics": self.metrics_url,
             },
             "apps": apps,
             "pes": control.get("pes", {}),
@@ -314,6 +316,8 @@ class Engine:
             if record is not None:
                 new_batch, record.batch = record.batch != batch, batch
                 record.latency.add(outcome.latency_ms, record.budget)
+                record.forward_s.observe(outcome.latency_ms / 1000.0)
+                record.end_to_end_s.observe(time.monotonic() - job.received)
                 # the point this inference really ran at (a forced subnet is not the decided one)
                 base = record.point or OperatingPoint(subnet=outcome.subnet, pe=job.pe)
                 point = replace(base, subnet=outcome.subnet, pe=job.pe, threads=job.threads)
@@ -328,6 +332,11 @@ class Engine:
             latency_ms=outcome.latency_ms,
             queue_ms=(started - job.received) * 1000.0,
         )
+
+    def latency_histograms(self) -> dict[str, tuple[str, LatencyHistogram, LatencyHistogram]]:
+        """Per app: (model, forward, end to end) histogram copies, for the metrics exporter."""
+        with self._lock:
+            return {n: (a.model, a.forward_s.copy(), a.end_to_end_s.copy()) for n, a in sorted(self._apps.items())}
 
     # control loop side -----------------------------------------------------------------------
     def snapshot_apps(self) -> list[AppRecord]:
