@@ -11,6 +11,7 @@ import json
 import sys
 from typing import Any
 
+from cli.args import number
 from cli.commands.status import add_connection_args, connect, table
 from dynofa.budget import OBJECTIVES
 
@@ -27,9 +28,10 @@ def register(subparsers: Any) -> None:
 
     s = sub.add_parser("set", help="set or replace an app's budget")
     s.add_argument("app")
-    s.add_argument("--latency-ms", type=float, required=True, help="per-inference deadline in ms")
-    s.add_argument("--min-accuracy", type=float, default=0.0, help="minimum top-1 accuracy, a fraction in [0, 1]")
-    s.add_argument("--power-cap-w", type=float, default=None, help="board power cap in W while the app runs")
+    s.add_argument("--latency-ms", type=number(above=0), required=True, help="per-inference deadline in ms")
+    s.add_argument("--min-accuracy", type=number(0, 1), default=0.0,
+                   help="minimum top-1 accuracy, a fraction in [0, 1]")
+    s.add_argument("--power-cap-w", type=number(above=0), default=None, help="board power cap in W while the app runs")
     s.add_argument("--priority", type=int, default=0, help="higher wins when budgets conflict")
     s.add_argument("--objective", choices=OBJECTIVES, default=None,
                    help="accuracy: the most accurate point meeting the latency; energy: the lowest energy per frame "

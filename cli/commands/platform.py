@@ -11,6 +11,8 @@ import os
 import time
 from typing import Any
 
+from cli.args import existing_dir
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -18,7 +20,8 @@ def register(subparsers: Any) -> None:
         help="show the detected board, processing elements, DVFS, power rails, thermal zones and capabilities",
         description="Detect the board and report what dynofa can read and change on it, and why not.",
     )
-    p.add_argument("--sysfs-root", default="/", metavar="DIR", help="root of the tree to inspect (default /)")
+    p.add_argument("--sysfs-root", type=existing_dir, default="/", metavar="DIR",
+                   help="root of the tree to inspect (default /)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
         "--state-dir",

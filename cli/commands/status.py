@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from cli.args import number
+
 
 def add_connection_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -19,7 +21,8 @@ def add_connection_args(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="daemon control endpoint (default: $DYNOFA_ENDPOINT, else the runtime directory's control.sock)",
     )
-    parser.add_argument("--timeout", type=float, default=3.0, metavar="S", help="seconds to wait for the daemon")
+    parser.add_argument("--timeout", type=number(above=0), default=3.0, metavar="S",
+                        help="seconds to wait for the daemon")
 
 
 def connect(args: argparse.Namespace) -> Any:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cli.args import integer
 from dynofa.errors import CatalogError
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--no-reprofile", dest="reprofile", action="store_false", help="show the catalog's figures as is")
     p.add_argument("--pe", default=None, help="processing element to re-profile (default: the catalog's first)")
-    p.add_argument("--measure", type=int, default=3, help="subnets to re-time with --reprofile (default 3)")
+    p.add_argument("--measure", type=integer(1), default=3, help="subnets to re-time with --reprofile (default 3)")
     p.add_argument("--weights", metavar="CKPT", help="weights file, overriding the path recorded in the catalog")
     p.set_defaults(handler=run)
 

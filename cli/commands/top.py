@@ -7,6 +7,7 @@ import sys
 import time
 from typing import Any
 
+from cli.args import integer, number
 from cli.commands.status import add_connection_args, connect, render_status
 
 CLEAR = "\x1b[H\x1b[2J"
@@ -19,8 +20,9 @@ def register(subparsers: Any) -> None:
         description="Refresh the status view every --interval seconds until interrupted.",
     )
     add_connection_args(parser)
-    parser.add_argument("--interval", type=float, default=1.0, metavar="S", help="refresh period (default 1 s)")
-    parser.add_argument("--iterations", type=int, default=None, metavar="N", help="stop after N refreshes")
+    parser.add_argument("--interval", type=number(above=0), default=1.0, metavar="S",
+                        help="refresh period (default 1 s)")
+    parser.add_argument("--iterations", type=integer(1), default=None, metavar="N", help="stop after N refreshes")
     parser.add_argument("--once", action="store_true", help="print one view and exit (same as --iterations 1)")
     parser.set_defaults(handler=_top)
 
