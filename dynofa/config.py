@@ -459,8 +459,3 @@ def _range(kind: str, low: float | None, high: float | None) -> str:
     if low is not None:
         return f"{kind} >= {low}"
     return kind
-
-
-def describe_defaults() -> Mapping[str, Any]:
-    """The embedded default, as the YAML file that would produce it (for docs and `--print-config`)."""
-    return Config().to_dict()

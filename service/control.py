@@ -36,8 +36,13 @@ class TraceWriter:
     path: Path | None
     max_bytes: int
     _fh: Any = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # the loop and request threads
 
     def write(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            self._write(record)
+
+    def _write(self, record: dict[str, Any]) -> None:
         if self.path is None:
             return
         try:
@@ -121,7 +126,9 @@ class Controller:
         if urgent:  # a deadline miss: decide before the app's next inference, not at the next tick
             self.engine.wake.set()
 
-    def feedback(self, app: str, qoe: float) -> None:
+    def feedback(self, app: str, qoe: float, detail: Any = None) -> None:
+        # kept in the trace with its detail (no "t": `dynofa plot` reads samples, not these)
+        self.trace.write({"feedback": {"app": app, "qoe": qoe, "detail": detail}, "unix_time": round(time.time(), 3)})
         with self._lock:
             try:
                 self.policy.feedback(app, qoe)
@@ -142,8 +149,13 @@ class Controller:
             windows[1].add(latency_ms / outcome.nominal_ms)
 
     def forget(self, app: str) -> None:
+        """``app`` unregistered: the policy drops its state, and the loop re-decides for the apps left."""
         with self._lock:
             self._predictions.pop(app, None)
+            try:
+                self.policy.forget(app)
+            except Exception as exc:  # noqa: BLE001 - a policy bug must not fail the unregister reply
+                log.warning("policy %s failed to forget %s: %s", self.policy_name, app, exc)
         self.engine.wake.set()
 
     def map_task(self, pe: str, threads: int) -> None:

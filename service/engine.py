@@ -247,7 +247,7 @@ class Engine:
             record.qoe = qoe
             record.last_seen = time.monotonic()
         if self.controller is not None:
-            self.controller.feedback(app, qoe)
+            self.controller.feedback(app, qoe, detail)
         return {"app": app, "qoe": qoe}
 
     def state(self) -> dict[str, Any]:

@@ -65,6 +65,9 @@ def test_every_op(daemon: Daemon, tiny_catalog: Path) -> None:
     assert c.set_budget("ops-app", latency_ms=500.0, min_accuracy=0.5)["budget"]["min_accuracy"] == 0.5
     assert c.budgets()["ops-app"]["budget"]["latency_ms"] == 500.0
     assert c.feedback("ops-app", 0.75, detail={"note": "fine"})["qoe"] == 0.75
+    kept = [json.loads(line)["feedback"] for line in (daemon.state_dir / "trace.jsonl").read_text().splitlines()
+            if '"feedback"' in line]  # fmt: skip
+    assert {"app": "ops-app", "qoe": 0.75, "detail": {"note": "fine"}} in kept  # the detail is kept, not dropped
     state = c.state()
     app = state["apps"]["ops-app"]
     assert app["inferences"] == 2 and app["qoe"] == 0.75
