@@ -150,6 +150,8 @@ class Config:
         data.pop("source")
         for model in data["models"].values():
             model["pes"] = list(model["pes"])
+        # a file mode reads as octal text, which the loader takes back ('0660', not 432)
+        data["endpoints"]["socket_mode"] = f"0{self.endpoints.socket_mode:03o}"
         return data
 
 

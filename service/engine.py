@@ -270,7 +270,10 @@ class Engine:
             "policy": control.get("policy"),
             "capabilities": control.get("capabilities", {}),
             "platform": self._platform_info(),
-            "models": {name: {"pes": m.pes, "subnets": len(m.ids)} for name, m in self.models.items()},
+            "models": {
+                name: {"pes": m.pes, "subnets": len(m.ids), "catalog": None if m.catalog.path is None else str(
+                    m.catalog.path)} for name, m in self.models.items()
+            },  # fmt: skip
         }
 
     # inference -----------------------------------------------------------------------------

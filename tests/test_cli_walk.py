@@ -83,3 +83,57 @@ def test_a_stale_socket_after_kill_9_reads_not_running(tmp_path: Path, capsys: p
     assert main(["status", "--endpoint", f"ipc://{path}"]) == 1
     err = capsys.readouterr().err
     assert "not running" in err and "stale socket" in err and len(err.strip().splitlines()) == 1
+
+
+def test_top_keys_quit_pause_and_switch_view() -> None:
+    from cli.commands.top import Screen
+
+    screen = Screen()
+    screen.key("v")
+    assert screen.view == "apps"
+    screen.key("v")
+    assert screen.view == "pes"
+    screen.key("v")
+    assert screen.view == "all"
+    screen.key(" ")
+    assert screen.paused
+    screen.key("p")
+    assert not screen.paused
+    assert not screen.quit
+    screen.key("q")
+    assert screen.quit
+
+
+def test_status_views_show_their_part_only() -> None:
+    from cli.commands.status import render_status
+
+    state = {"apps": {"cam": {"model": "m", "budget": {"latency_ms": 30, "power_cap_w": 5, "priority": 2}}},
+             "pes": {"cpu": {"kind": "cpu", "freq_khz": 1_000_000}}, "models": {"m": {"catalog": "/c.json"}}}
+    everything = render_status(state)
+    assert "power <= 5 W, priority 2" in everything and "1000 MHz" in everything and "/c.json" in everything
+    assert "cam" in render_status(state, "apps") and "1000 MHz" not in render_status(state, "apps")
+    assert "1000 MHz" in render_status(state, "pes") and "priority 2" not in render_status(state, "pes")
+
+
+def test_bash_completion_completes_commands_options_and_choices(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+    import subprocess
+
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash")
+    assert main(["completion", "bash"]) == 0
+    script = tmp_path / "dynofa.bash"
+    script.write_text(capsys.readouterr().out)
+    probe = f"""source {script}
+c() {{ COMP_WORDS=("$@"); COMP_CWORD=$((${{#COMP_WORDS[@]}}-1)); COMPREPLY=(); _dynofa; echo "${{COMPREPLY[*]}}"; }}
+c dynofa bu
+c dynofa budget ""
+c dynofa budget set app --objective ""
+c dynofa top --v
+"""
+    lines = subprocess.run([bash, "-c", probe], capture_output=True, text=True, timeout=30, check=True).stdout
+    assert lines.splitlines() == ["budget", "set clear remove list -h --help", "accuracy energy", "--view"]
+    assert main(["completion", "zsh"]) == 0
+    assert capsys.readouterr().out.startswith("#compdef dynofa\nautoload -U +X bashcompinit && bashcompinit\n")

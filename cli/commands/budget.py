@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from cli.args import number
-from cli.commands.status import add_connection_args, connect, table
+from cli.commands.status import add_connection_args, connect, describe_budget, table
 from dynofa.budget import OBJECTIVES
 
 
@@ -93,7 +93,7 @@ def _set(args: argparse.Namespace) -> int:
     if args.objective is not None:
         budget["objective"] = args.objective
     reply = _run(args, "set_budget", budget=budget, **_owned(args))
-    _print(args, reply, f"{args.app}: {_describe(reply['budget'])}\n")
+    _print(args, reply, f"{args.app}: {describe_budget(reply['budget'])}\n")
     return 0
 
 
@@ -112,23 +112,8 @@ def _remove(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     reply = _run(args, "budgets")
     rows = [
-        [app, item["model"], item.get("owner") or "-", _describe(item["budget"])]
+        [app, item["model"], item.get("owner") or "-", describe_budget(item["budget"])]
         for app, item in reply["budgets"].items()
     ]
     _print(args, reply, table(["APP", "MODEL", "OWNER", "BUDGET"], rows) if rows else "no apps registered\n")
     return 0
-
-
-def _describe(budget: dict[str, Any] | None) -> str:
-    if not budget:
-        return "none"
-    text = f"latency <= {budget['latency_ms']:g} ms"
-    if budget.get("min_accuracy"):
-        text += f", accuracy >= {budget['min_accuracy']:g}"
-    if budget.get("power_cap_w") is not None:
-        text += f", power <= {budget['power_cap_w']:g} W"
-    if budget.get("priority"):
-        text += f", priority {budget['priority']}"
-    if budget.get("objective"):
-        text += f", objective {budget['objective']}"
-    return text

@@ -255,6 +255,13 @@ def _load(path: str, normalize: str, resolution: int, limit: int | None, what: s
     return load_dataset(path, normalize=norm, resolution=resolution if image_folder else None, limit=limit)
 
 
+def _counts(measured: Any) -> str:
+    """``43 on cpu, 20 on gpu`` from the build record's per-PE counts."""
+    if isinstance(measured, dict):
+        return ", ".join(f"{n} on {pe}" for pe, n in sorted(measured.items())) or "none"
+    return "?" if measured is None else str(measured)
+
+
 def run_show(args: argparse.Namespace) -> int:
     from cli.commands.subnets import format_table
     from dynofa.catalog import load_catalog
@@ -274,8 +281,8 @@ def run_show(args: argparse.Namespace) -> int:
     build = prov.get("build") or {}
     if build:
         print(
-            f"build: {build.get('distinct_candidates', '?')} candidates, latency measured "
-            f"{build.get('measured_latency', '?')}, kept {build.get('kept', '?')}; {build.get('accuracy', '')}"
+            f"build: {build.get('distinct_candidates', '?')} candidates, latency measured for "
+            f"{_counts(build.get('measured_latency'))}, kept {build.get('kept', '?')}; {build.get('accuracy', '')}"
         )
     for pe, model in sorted(catalog.latency_models.items()):
         print(f"latency model [{pe}]: {_model_line(model)}")

@@ -322,3 +322,11 @@ def test_tcp_endpoints_require_curve_and_reject_clients_without_the_key(tmp_path
         server.request_stop()
         thread.join(5)
         server.close(linger_ms=0)
+
+
+def test_printed_config_shows_the_socket_mode_in_octal_and_loads_back() -> None:
+    from dynofa.config import Config, config_from_dict
+
+    data = Config().to_dict()
+    assert data["endpoints"]["socket_mode"] == "0660"
+    assert config_from_dict(data) == Config()  # what --print-config shows is a valid config file
