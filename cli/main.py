@@ -15,12 +15,13 @@ import sys
 from collections.abc import Sequence
 
 from cli import commands
+from cli.args import Parser, quiet_broken_pipe
 from dynofa import __version__
 from dynofa.errors import DaemonUnavailableError, DynofaError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="dynofa",
         description="Runtime manager for dynamic DNNs on embedded SoCs (subnet switching, DVFS, task mapping).",
     )
@@ -47,6 +48,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except DynofaError as exc:
         print(f"dynofa: error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `dynofa top | head`: the reader left; nothing more to say
+        return quiet_broken_pipe()
+    except OSError as exc:  # a file a command reads or writes; the message names it
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"dynofa: error:{where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

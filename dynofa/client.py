@@ -23,10 +23,12 @@ and ``Client.transport`` say which transport served; ``Client(shm=False)`` (or
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
 import secrets
+import socket
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -64,6 +66,33 @@ def default_endpoint(name: str = "control") -> str:
         if (directory / f"{name}.sock").exists():
             return f"ipc://{directory / f'{name}.sock'}"
     return f"ipc://{paths.runtime_dir() / f'{name}.sock'}"
+
+
+def check_endpoint(endpoint: str, what: str = "endpoint") -> str:
+    """``endpoint`` when it is a ZeroMQ endpoint the daemon can serve, else ProtocolError naming it."""
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep or scheme not in ("ipc", "tcp", "inproc") or not rest:
+        raise ProtocolError(
+            f"{what} {endpoint!r} is not a daemon endpoint; give ipc:///PATH/control.sock or tcp://HOST:PORT"
+        )
+    if scheme == "tcp":
+        host, _, port = rest.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ProtocolError(f"{what} {endpoint!r} needs tcp://HOST:PORT with a port in 1..65535")
+    return endpoint
+
+
+def _nobody_listens(path: str) -> bool:
+    """Whether connecting to the Unix socket at ``path`` is refused (a socket file nobody serves)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except OSError as exc:
+        return exc.errno == errno.ECONNREFUSED
+    finally:
+        probe.close()
+    return False
 
 
 def telemetry_endpoint_for(control: str) -> str:
@@ -124,7 +153,7 @@ class Client:
         context: zmq.Context[Any] | None = None,
         shm: bool | None = None,
     ) -> None:
-        self.endpoint = endpoint or default_endpoint()
+        self.endpoint = check_endpoint(endpoint or default_endpoint(), "endpoint" if endpoint else "$DYNOFA_ENDPOINT")
         self.timeout_ms = max(1, int(timeout_s * 1000))
         self.retries = max(0, int(retries))
         self.curve = curve
@@ -184,10 +213,17 @@ class Client:
         return self._socket
 
     def _check_socket_file(self) -> None:
-        if self.endpoint.startswith("ipc://") and not Path(self.endpoint[len("ipc://") :]).exists():
+        if not self.endpoint.startswith("ipc://"):
+            return
+        path = self.endpoint[len("ipc://") :]
+        hint = "(start it with `dynofa serve` or `systemctl start dynofa`, or set $DYNOFA_ENDPOINT)"
+        if not Path(path).exists():
+            raise DaemonUnavailableError(f"the dynofa daemon is not running: no socket at {path} {hint}")
+        # a daemon killed with SIGKILL leaves its socket file behind; probed once per connection, not per request
+        if self._socket is None and _nobody_listens(path):
             raise DaemonUnavailableError(
-                f"the dynofa daemon is not running: no socket at {self.endpoint[len('ipc://'):]} "
-                "(start it with `dynofa serve` or `systemctl start dynofa`, or set $DYNOFA_ENDPOINT)"
+                f"the dynofa daemon is not running: nothing listens on {path} (a stale socket left by a "
+                f"daemon that was killed) {hint}"
             )
 
     # transport ---------------------------------------------------------------------------

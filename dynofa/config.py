@@ -94,6 +94,22 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus exposition over HTTP; off unless ``listen`` names an address."""
+
+    # "HOST:PORT" ("127.0.0.1:9464", "[::1]:9464"; port 0: any free one, shown in `state`);
+    # binding beyond localhost is the operator's call (the metrics carry app names and budgets)
+    listen: str | None = None
+
+    def address(self) -> tuple[str, int] | None:
+        """``(host, port)`` to bind, or None when off (``listen`` is validated when the config loads)."""
+        if self.listen is None:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
 class Config:
     models: dict[str, ModelConfig] = field(default_factory=lambda: {"demo": ModelConfig()})
     default_model: str | None = None  # model an app gets when it names none; None = the first
@@ -105,6 +121,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: str | None = None  # the file it came from
 
     # resolved locations -------------------------------------------------
@@ -133,6 +150,8 @@ class Config:
         data.pop("source")
         for model in data["models"].values():
             model["pes"] = list(model["pes"])
+        # a file mode reads as octal text, which the loader takes back ('0660', not 432)
+        data["endpoints"]["socket_mode"] = f"0{self.endpoints.socket_mode:03o}"
         return data
 
 
@@ -224,6 +243,7 @@ def config_from_dict(data: Any, where: str = "config") -> Config:
         limits=limits,
         telemetry=_telemetry(v, top.get("telemetry", {})),
         logging=_logging(v, top.get("logging", {})),
+        metrics=_metrics(v, top.get("metrics", {})),
         source=None if where == "config" else where,
     )
     for name, endpoint in (("control", config.control_endpoint()), ("telemetry", config.telemetry_endpoint())):
@@ -350,6 +370,17 @@ def _logging(v: _Fields, data: Any) -> LoggingConfig:
     return LoggingConfig(level=level.lower())
 
 
+def _metrics(v: _Fields, data: Any) -> MetricsConfig:
+    obj = v.section({} if data is None else data, "metrics", MetricsConfig)
+    listen = v.optional(obj.get("listen"), "metrics.listen", v.string)
+    if listen is not None:
+        host, sep, port = listen.rpartition(":")
+        bracketed = host.startswith("[") and host.endswith("]")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535 or (":" in host and not bracketed):
+            raise v.fail("metrics.listen", 'HOST:PORT, e.g. "127.0.0.1:9464" or "[::1]:9464"', listen)
+    return MetricsConfig(listen=listen)
+
+
 def _check_endpoint(v: _Fields, config: Config, at: str, endpoint: str) -> None:
     scheme, sep, rest = endpoint.partition("://")
     if not sep or scheme not in ("ipc", "tcp", "inproc"):
@@ -430,8 +461,3 @@ def _range(kind: str, low: float | None, high: float | None) -> str:
     if low is not None:
         return f"{kind} >= {low}"
     return kind
-
-
-def describe_defaults() -> Mapping[str, Any]:
-    """The embedded default, as the YAML file that would produce it (for docs and `--print-config`)."""
-    return Config().to_dict()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from collections import deque
@@ -14,6 +15,33 @@ from dynofa.operating_point import OperatingPoint
 from service.tenancy import Owner
 
 WINDOW = 64  # recent inferences kept per app for the measured-latency figures
+#: upper bounds (s) of the latency histograms exported as Prometheus metrics: DNN inference on a board
+#: runs from well under a millisecond (tiny nets) to seconds (a big net on a little core)
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25,
+                     0.5, 1.0, 2.5, 5.0, 10.0)  # fmt: skip
+
+
+@dataclass
+class LatencyHistogram:
+    """Lifetime latency counts per bucket of :data:`LATENCY_BUCKETS_S` (one increment per inference)."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))  # last: above all
+    sum_s: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
+        self.sum_s += seconds
+
+    def copy(self) -> LatencyHistogram:
+        return LatencyHistogram(list(self.counts), self.sum_s)
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """``(le, count of observations <= le)`` pairs ending with ``+Inf``, as Prometheus wants them."""
+        out, running = [], 0
+        for bound, count in zip((*map(repr, LATENCY_BUCKETS_S), "+Inf"), self.counts, strict=True):
+            running += count
+            out.append((bound, running))
+        return out
 
 
 @dataclass
@@ -90,6 +118,8 @@ class AppRecord:
     budget: Budget | None = None
     point: OperatingPoint | None = None
     latency: LatencyWindow = field(default_factory=LatencyWindow)
+    forward_s: LatencyHistogram = field(default_factory=LatencyHistogram)  # the pool's forward
+    end_to_end_s: LatencyHistogram = field(default_factory=LatencyHistogram)  # request arrival -> result
     switches: int = 0  # subnet changes decided for this app
     qoe: float | None = None
     owner: Owner = field(default_factory=lambda: Owner(None))
@@ -126,6 +156,8 @@ class AppRecord:
             "accuracy": accuracy,
             "latency_ms": {"median": self.latency.median(), "p90": self.latency.p90(), "last": _last(self.latency)},
             "inferences": self.latency.count,
+            "budgeted_inferences": self.latency.judged,
+            "deadline_misses": self.latency.judged - self.latency.hits,
             "hit_rate": self.latency.hit_rate(),
             "switches": self.switches,
             "qoe": self.qoe,

@@ -185,9 +185,24 @@ def _endpoints(config: Config, report: CheckReport) -> None:
 
 
 def _metrics(config: Config, report: CheckReport) -> None:
-    listen = getattr(config, "metrics", None)
-    address = getattr(listen, "listen", None)
-    report.summary.append(("metrics", f"http://{address}/metrics" if address else "off"))
+    import errno
+    import socket
+
+    address = config.metrics.address()
+    report.summary.append(("metrics", f"http://{config.metrics.listen}/metrics" if address else "off"))
+    if address is None:
+        return
+    host, port = address
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                report.notes.append(Finding("metrics", f"{config.metrics.listen} is in use now (by a running daemon?)"))
+                return
+            why = exc.strerror or exc
+            raise DynofaError(f"metrics.listen: cannot listen on {config.metrics.listen}: {why}") from None
 
 
 def _model(name: str, model: Any, platform_pes: list[str], report: CheckReport) -> None:

@@ -46,8 +46,13 @@ class TraceWriter:
     path: Path | None
     max_bytes: int
     _fh: Any = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # the loop and request threads
 
     def write(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            self._write(record)
+
+    def _write(self, record: dict[str, Any]) -> None:
         if self.path is None:
             return
         try:

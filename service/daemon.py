@@ -126,6 +126,20 @@ def _log_capabilities(platform: Any) -> None:
         log.info("without %s (%s): %s", name, cap.status, cap.reason or "not available")
 
 
+def _start_metrics(config: Config, engine: Any) -> Any:
+    """The /metrics endpoint when ``metrics.listen`` is set (prometheus_client loads only then)."""
+    address = config.metrics.address()
+    if address is None:
+        return None
+    from service.metrics import DaemonCollector, MetricsServer
+
+    metrics = MetricsServer(address, DaemonCollector(engine.state, engine.latency_histograms))
+    metrics.start()
+    host = address[0] if ":" not in address[0] else f"[{address[0]}]"
+    engine.metrics_url = f"http://{host}:{metrics.port}/metrics"
+    return metrics
+
+
 def _serve(config: Config, notifier: Notifier, actuator: Any, state_dir: Path) -> int:
     import subnets.ofa_compat
     from governors.monitors import Monitor
@@ -151,7 +165,8 @@ def _serve(config: Config, notifier: Notifier, actuator: Any, state_dir: Path) -
     def publish(topic: str, message: dict[str, Any]) -> None:
         outbox.put("pub", topic, message)
 
-    inbox = ControlInbox(policy)  # the one way into the control loop, for served and embedded apps
+    trace = TraceWriter(config.trace_path(), config.telemetry.trace_max_bytes)
+    inbox = ControlInbox(policy, trace.write)  # the one way into the control loop, for served and embedded apps
     engine = Engine(
         models,
         config.app_model(),
@@ -175,7 +190,7 @@ def _serve(config: Config, notifier: Notifier, actuator: Any, state_dir: Path) -
         telemetry_period_s=config.telemetry.period_s,
         publish=publish,
         notifier=notifier,
-        trace=TraceWriter(config.trace_path(), config.telemetry.trace_max_bytes),
+        trace=trace,
         default_objective=config.policy.objective,
     )  # fmt: skip
     devices = sorted({m.device(pe) for m in models.values() for pe in m.pes})
@@ -189,8 +204,9 @@ def _serve(config: Config, notifier: Notifier, actuator: Any, state_dir: Path) -
     server = Server(config, engine, outbox, workers, describe_control=controller.describe)
     try:
         server.bind()
+        metrics = _start_metrics(config, engine)
     except Exception:
-        outbox.close()
+        server.close(linger_ms=0)  # removes the sockets it bound and closes the outbox
         raise
     stop_signal: list[int] = []
 
@@ -214,6 +230,8 @@ def _serve(config: Config, notifier: Notifier, actuator: Any, state_dir: Path) -
         notifier.stopping()
         controller.stop()
         server.finish(drain_timeout_s=config.limits.request_timeout_s)
+        if metrics is not None:
+            metrics.close()
         controller.close()
         monitor.close()
         engine.close()

@@ -26,7 +26,7 @@ from dynofa.errors import BudgetError, DynofaError
 from dynofa.operating_point import OperatingPoint
 from dynofa.protocol import RequestError
 from service import embedded
-from service.apps import AppRecord
+from service.apps import AppRecord, LatencyHistogram
 from service.inbox import Change, ControlInput, NoControl, Publish
 from service.models import ModelRuntime
 from service.store import BackgroundSync, BudgetStore, SavedApp
@@ -85,6 +85,7 @@ class Engine:
         self._apps: dict[str, AppRecord] = {}
         self._lock = threading.RLock()
         self.started = time.time()
+        self.metrics_url: str | None = None  # set by the daemon when it serves /metrics
         self._restore_saved()
         self._sync = BackgroundSync(store.path)
 
@@ -318,7 +319,7 @@ class Engine:
             record = self._app(app)
             record.qoe = qoe
             record.last_seen = time.monotonic()
-        self.control.feedback(app, qoe)
+        self.control.feedback(app, qoe, detail)
         return {"app": app, "qoe": qoe}
 
     def state(self) -> dict[str, Any]:
@@ -330,10 +331,14 @@ class Engine:
                 "version": __version__,
                 "pid": os.getpid(),
                 "uptime_s": round(time.time() - self.started, 3),
+                "metrics": self.metrics_url,
             },
             "apps": apps,
             "platform": self._platform_info(),
-            "models": {name: {"pes": m.pes, "subnets": len(m.ids)} for name, m in self.models.items()},
+            "models": {
+                name: {"pes": m.pes, "subnets": len(m.ids), "catalog": None if m.catalog.path is None else str(
+                    m.catalog.path)} for name, m in self.models.items()
+            },  # fmt: skip
         }
 
     # inference -----------------------------------------------------------------------------
@@ -379,6 +384,8 @@ class Engine:
             if record is not None:
                 new_batch, record.batch = record.batch != batch, batch
                 record.latency.add(outcome.latency_ms, record.budget)
+                record.forward_s.observe(outcome.latency_ms / 1000.0)
+                record.end_to_end_s.observe(time.monotonic() - job.received)
                 # the point this inference really ran at (a forced subnet is not the decided one)
                 base = record.point or OperatingPoint(subnet=outcome.subnet, pe=job.pe)
                 point = replace(base, subnet=outcome.subnet, pe=job.pe, threads=job.threads)
@@ -393,6 +400,11 @@ class Engine:
             latency_ms=outcome.latency_ms,
             queue_ms=(started - job.received) * 1000.0,
         )
+
+    def latency_histograms(self) -> dict[str, tuple[str, LatencyHistogram, LatencyHistogram]]:
+        """Per app: (model, forward, end to end) histogram copies, for the metrics exporter."""
+        with self._lock:
+            return {n: (a.model, a.forward_s.copy(), a.end_to_end_s.copy()) for n, a in sorted(self._apps.items())}
 
     # control loop side -----------------------------------------------------------------------
     def snapshot_apps(self) -> list[AppRecord]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -39,8 +40,8 @@ class ControlInput(Protocol):
     def observe(self, app: str, point: OperatingPoint, latency_ms: float) -> None:
         """One inference of ``app`` ran at ``point`` and took ``latency_ms``."""
 
-    def feedback(self, app: str, qoe: float) -> None:
-        """The app's quality-of-experience score for its recent results."""
+    def feedback(self, app: str, qoe: float, detail: Any = None) -> None:
+        """The app's quality-of-experience score for its recent results (``detail``: the app's own words)."""
 
     def changed(self, app: str) -> None:
         """``app`` registered, left, or changed its budget: returns once the control loop has decided
@@ -56,7 +57,7 @@ class NoControl:
     def observe(self, app: str, point: OperatingPoint, latency_ms: float) -> None:
         return None
 
-    def feedback(self, app: str, qoe: float) -> None:
+    def feedback(self, app: str, qoe: float, detail: Any = None) -> None:
         return None
 
     def changed(self, app: str) -> None:
@@ -90,6 +91,8 @@ class PolicyLike(Protocol):
 
     def needs_decision(self) -> bool: ...
 
+    def forget(self, app: str) -> None: ...
+
 
 class ControlInbox:
     """The :class:`ControlInput` of the daemon: feeds the policy under one lock and wakes the loop.
@@ -100,8 +103,9 @@ class ControlInbox:
     (:meth:`step_begins` / :meth:`step_done`), while the loop runs.
     """
 
-    def __init__(self, policy: PolicyLike) -> None:
+    def __init__(self, policy: PolicyLike, record: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.policy = policy
+        self._record = record  # where feedback is kept with its detail (the daemon's trace)
         self.wake = threading.Event()
         self._lock = threading.Lock()  # policy state: observe/feedback/decide/state never overlap
         self._steps = threading.Condition()
@@ -128,7 +132,9 @@ class ControlInbox:
         if urgent:  # a deadline miss: decide before the app's next inference, not at the next tick
             self.wake.set()
 
-    def feedback(self, app: str, qoe: float) -> None:
+    def feedback(self, app: str, qoe: float, detail: Any = None) -> None:
+        if self._record is not None:  # no "t": `dynofa plot` reads samples, not these
+            self._record({"feedback": {"app": app, "qoe": qoe, "detail": detail}, "unix_time": round(time.time(), 3)})
         with self._lock:
             try:
                 self.policy.feedback(app, qoe)
@@ -174,8 +180,13 @@ class ControlInbox:
             windows[1].add(latency_ms / outcome.nominal_ms)
 
     def forget(self, app: str) -> None:
+        """``app`` is gone: the policy drops its state, and the loop re-decides for the apps left."""
         with self._lock:
             self._predictions.pop(app, None)
+            try:
+                self.policy.forget(app)
+            except Exception as exc:  # noqa: BLE001 - a policy bug must not fail the unregister reply
+                log.warning("policy %s failed to forget %s: %s", self.policy_name, app, exc)
         self.wake.set()
 
     def decided(self, decision: Any) -> None:

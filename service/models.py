@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from dynofa.catalog import Catalog, CatalogEntry, load_catalog
+from dynofa.catalog import Catalog, load_catalog
 from dynofa.config import ModelConfig
 from dynofa.errors import ConfigError
 from dynofa.operating_point import OperatingPoint
@@ -139,9 +139,6 @@ class ModelRuntime:
     @property
     def ids(self) -> list[str]:
         return self.catalog.ids
-
-    def entry(self, subnet: str) -> CatalogEntry:
-        return self.catalog.get(subnet)
 
     def has(self, subnet: str) -> bool:
         return subnet in self._entries

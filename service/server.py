@@ -247,7 +247,6 @@ class Server:
         self._ipc_files: list[Path] = []
         self._ipc_control = config.control_endpoint().startswith("ipc://")
         self.rejections = RejectionLog()
-        self.requests_served = 0
         self.regions = RegionTable()
         self._last_sweep = 0.0
 
@@ -377,7 +376,6 @@ class Server:
             self._send(envelope, reply)
 
     def _dispatch(self, request: Request, envelope: list[Any], caller: Caller) -> list[Any] | None:
-        self.requests_served += 1
         if self._stopping:
             raise RequestError(protocol.SHUTTING_DOWN, "the daemon is shutting down")
         op, args, engine = request.op, request.args, self.engine
@@ -462,10 +460,6 @@ class Server:
                 self._send(a, b)
             elif kind == "pub":
                 self._publish_now(a, b)
-
-    def publish(self, topic: str, message: dict[str, Any]) -> None:
-        """Thread-safe: queue telemetry for the main loop to send."""
-        self.outbox.put("pub", topic, message)
 
     def _publish_now(self, topic: str, message: dict[str, Any]) -> None:
         if self.pub is None:

@@ -11,7 +11,8 @@ import json
 import sys
 from typing import Any
 
-from cli.commands.status import add_connection_args, connect, table
+from cli.args import number
+from cli.commands.status import add_connection_args, connect, describe_budget, table
 from dynofa.budget import OBJECTIVES
 
 
@@ -27,9 +28,10 @@ def register(subparsers: Any) -> None:
 
     s = sub.add_parser("set", help="set or replace an app's budget")
     s.add_argument("app")
-    s.add_argument("--latency-ms", type=float, required=True, help="per-inference deadline in ms")
-    s.add_argument("--min-accuracy", type=float, default=0.0, help="minimum top-1 accuracy, a fraction in [0, 1]")
-    s.add_argument("--power-cap-w", type=float, default=None, help="board power cap in W while the app runs")
+    s.add_argument("--latency-ms", type=number(above=0), required=True, help="per-inference deadline in ms")
+    s.add_argument("--min-accuracy", type=number(0, 1), default=0.0,
+                   help="minimum top-1 accuracy, a fraction in [0, 1]")
+    s.add_argument("--power-cap-w", type=number(above=0), default=None, help="board power cap in W while the app runs")
     s.add_argument("--priority", type=int, default=0, help="higher wins when budgets conflict")
     s.add_argument("--objective", choices=OBJECTIVES, default=None,
                    help="accuracy: the most accurate point meeting the latency; energy: the lowest energy per frame "
@@ -91,7 +93,7 @@ def _set(args: argparse.Namespace) -> int:
     if args.objective is not None:
         budget["objective"] = args.objective
     reply = _run(args, "set_budget", budget=budget, **_owned(args))
-    _print(args, reply, f"{args.app}: {_describe(reply['budget'])}\n")
+    _print(args, reply, f"{args.app}: {describe_budget(reply['budget'])}\n")
     return 0
 
 
@@ -110,23 +112,8 @@ def _remove(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     reply = _run(args, "budgets")
     rows = [
-        [app, item["model"], item.get("owner") or "-", _describe(item["budget"])]
+        [app, item["model"], item.get("owner") or "-", describe_budget(item["budget"])]
         for app, item in reply["budgets"].items()
     ]
     _print(args, reply, table(["APP", "MODEL", "OWNER", "BUDGET"], rows) if rows else "no apps registered\n")
     return 0
-
-
-def _describe(budget: dict[str, Any] | None) -> str:
-    if not budget:
-        return "none"
-    text = f"latency <= {budget['latency_ms']:g} ms"
-    if budget.get("min_accuracy"):
-        text += f", accuracy >= {budget['min_accuracy']:g}"
-    if budget.get("power_cap_w") is not None:
-        text += f", power <= {budget['power_cap_w']:g} W"
-    if budget.get("priority"):
-        text += f", priority {budget['priority']}"
-    if budget.get("objective"):
-        text += f", objective {budget['objective']}"
-    return text

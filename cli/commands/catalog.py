@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cli.args import integer, writable_file
 from dynofa.errors import CatalogBuildError
 
 #: ``--family`` names and the registry descriptions they stand for (the constructor arguments of
@@ -47,9 +48,11 @@ def register(subparsers: Any) -> None:
         help="no weights: random initialisation (a structure-only catalog: latency is real, accuracy is not)",
     )
     b.add_argument("--val", metavar="DATA", help="validation set (.npz x/y, pickle, CIFAR-10 dir, ImageFolder dir)")
-    b.add_argument("--val-limit", type=int, default=None, metavar="N", help="use only the first N validation images")
+    b.add_argument("--val-limit", type=integer(1), default=None, metavar="N",
+                   help="use only the first N validation images")
     b.add_argument("--calib", metavar="DATA", help="calibration set for per-subnet BatchNorm statistics")
-    b.add_argument("--calib-limit", type=int, default=2000, metavar="N", help="calibration images (default 2000)")
+    b.add_argument("--calib-limit", type=integer(1), default=2000, metavar="N",
+                   help="calibration images (default 2000)")
     b.add_argument(
         "--normalize",
         default="imagenet",
@@ -63,10 +66,12 @@ def register(subparsers: Any) -> None:
         help="processing element to profile on (repeatable): cpu (unpinned), a CPU cluster of this board "
         "(cpu-big, cpu-little: pinned to its CPUs), or gpu (CUDA). Default: every PE of this machine",
     )
-    b.add_argument("--candidates", type=int, default=100, metavar="N", help="candidate subnets sampled (default 100)")
-    b.add_argument("--measure", type=int, default=20, metavar="M", help="candidates timed per PE (default 20)")
+    b.add_argument("--candidates", type=integer(1), default=100, metavar="N",
+                   help="candidate subnets sampled (default 100)")
+    b.add_argument("--measure", type=integer(1), default=20, metavar="M", help="candidates timed per PE (default 20)")
     b.add_argument(
-        "--keep", type=int, default=10, metavar="K", help="most subnets kept: the Pareto front, spread (default 10)"
+        "--keep", type=integer(1), default=10, metavar="K",
+                               help="most subnets kept: the Pareto front, spread (default 10)"
     )
     b.add_argument(
         "--fill-dominated",
@@ -79,9 +84,9 @@ def register(subparsers: Any) -> None:
         default=0,
         help="candidate sampling seed (default 0); random weights follow the family's own seed argument",
     )
-    b.add_argument("--threads", type=int, default=1, help="torch threads while timing (default 1)")
-    b.add_argument("--repeats", type=int, default=10, help="timed runs per subnet (median kept; default 10)")
-    b.add_argument("--warmup", type=int, default=3, help="untimed warm-up runs per subnet (default 3)")
+    b.add_argument("--threads", type=integer(1), default=1, help="torch threads while timing (default 1)")
+    b.add_argument("--repeats", type=integer(1), default=10, help="timed runs per subnet (median kept; default 10)")
+    b.add_argument("--warmup", type=integer(0), default=3, help="untimed warm-up runs per subnet (default 3)")
     b.add_argument(
         "--no-refine",
         action="store_true",
@@ -99,7 +104,7 @@ def register(subparsers: Any) -> None:
         default="wall",
         help="wall (default) or thread: CPU time of the timing thread (one thread; for a shared machine)",
     )
-    b.add_argument("--out", required=True, metavar="FILE", help="catalog file to write (JSON)")
+    b.add_argument("--out", type=writable_file, required=True, metavar="FILE", help="catalog file to write (JSON)")
     b.set_defaults(handler=run_build)
 
     s = sub.add_parser("show", help="print a catalog: provenance, regression errors and subnets")
@@ -250,6 +255,13 @@ def _load(path: str, normalize: str, resolution: int, limit: int | None, what: s
     return load_dataset(path, normalize=norm, resolution=resolution if image_folder else None, limit=limit)
 
 
+def _counts(measured: Any) -> str:
+    """``43 on cpu, 20 on gpu`` from the build record's per-PE counts."""
+    if isinstance(measured, dict):
+        return ", ".join(f"{n} on {pe}" for pe, n in sorted(measured.items())) or "none"
+    return "?" if measured is None else str(measured)
+
+
 def run_show(args: argparse.Namespace) -> int:
     from cli.commands.subnets import format_table
     from dynofa.catalog import load_catalog
@@ -269,8 +281,8 @@ def run_show(args: argparse.Namespace) -> int:
     build = prov.get("build") or {}
     if build:
         print(
-            f"build: {build.get('distinct_candidates', '?')} candidates, latency measured "
-            f"{build.get('measured_latency', '?')}, kept {build.get('kept', '?')}; {build.get('accuracy', '')}"
+            f"build: {build.get('distinct_candidates', '?')} candidates, latency measured for "
+            f"{_counts(build.get('measured_latency'))}, kept {build.get('kept', '?')}; {build.get('accuracy', '')}"
         )
     for pe, model in sorted(catalog.latency_models.items()):
         print(f"latency model [{pe}]: {_model_line(model)}")

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cli.args import number
 from dynofa.errors import DynofaError
 
 APP = "demo-camera"
@@ -53,8 +54,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--output", default="dynofa-demo.png", metavar="PNG", help="timeline plot (default %(default)s)"
     )
-    parser.add_argument("--phase-seconds", type=float, default=7.0, metavar="S", help="length of each phase")
-    parser.add_argument("--fps", type=float, default=50.0, help="the app's frame rate (default %(default)s)")
+    parser.add_argument("--phase-seconds", type=number(above=0), default=7.0, metavar="S", help="length of each phase")
+    parser.add_argument("--fps", type=number(above=0), default=50.0, help="the app's frame rate (default %(default)s)")
     parser.add_argument("--policy", default="model-based", help="policy the daemon runs (default %(default)s)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (config, logs, trace)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON (progress goes to stderr)")

@@ -11,6 +11,8 @@ import os
 import time
 from typing import Any
 
+from cli.args import existing_dir
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -18,7 +20,8 @@ def register(subparsers: Any) -> None:
         help="show the detected board, processing elements, DVFS, power rails, thermal zones and capabilities",
         description="Detect the board and report what dynofa can read and change on it, and why not.",
     )
-    p.add_argument("--sysfs-root", default="/", metavar="DIR", help="root of the tree to inspect (default /)")
+    p.add_argument("--sysfs-root", type=existing_dir, default="/", metavar="DIR",
+                   help="root of the tree to inspect (default /)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
         "--state-dir",
@@ -75,7 +78,8 @@ def _pending_restore(store: Any) -> str | None:
         return str(exc)
     if state is None:
         return None
-    return f"{len(state.settings)} setting(s) saved by pid {state.pid} in {store.path}: run `dynofa platform restore`"
+    return (f"{len(state.settings)} setting(s) saved by pid {state.pid} in {store.path}: run "
+            f"`dynofa platform restore --state-dir {store.dir}`")  # fmt: skip
 
 
 def _restore(args: argparse.Namespace) -> int:
@@ -196,7 +200,28 @@ def format_platform(d: dict[str, Any]) -> str:
         lines += ["", f"pending restore: {d['pending_restore']}"]
     snap = d.get("snapshot")
     if snap:
-        lines += ["", "Snapshot"]
-        for key in ("cpu_util", "cpu_khz", "gpu_load", "gpu_hz", "temperatures_c", "rails_w", "power_w"):
-            lines.append(f"  {key:15} {snap.get(key)}")
+        lines += ["", "Snapshot (0.5 s)", *_snapshot_lines(snap)]
     return "\n".join(lines)
+
+
+def _per(values: dict[str, Any] | None, fmt: Any) -> str:
+    """``cpu-big 40 %, cpu-little 5 %`` from a per-name mapping; ``-`` for a missing reading."""
+    if not values:
+        return "-"
+    return ", ".join(f"{name} {'-' if v is None else fmt(v)}" for name, v in sorted(values.items()))
+
+
+def _snapshot_lines(snap: dict[str, Any]) -> list[str]:
+    """One monitor sample with units, never Python reprs."""
+    power = snap.get("power_w")
+    rows = [
+        ["load by others", _per(snap.get("cpu_util"), lambda v: f"{100 * v:.0f} %")],
+        ["load by all", _per(snap.get("cpu_util_total"), lambda v: f"{100 * v:.0f} %")],
+        ["CPU frequency", _per(snap.get("cpu_khz"), lambda v: f"{v / 1000:.0f} MHz")],
+        ["GPU load", "-" if snap.get("gpu_load") is None else f"{snap['gpu_load']:.0f} %"],
+        ["GPU frequency", "-" if snap.get("gpu_hz") is None else f"{snap['gpu_hz'] / 1e6:.0f} MHz"],
+        ["temperature", _per(snap.get("temperatures_c"), lambda v: f"{v:.1f} C")],
+        ["power", "-" if power is None else f"{power:.2f} W"],
+        ["rails", _per(snap.get("rails_w"), lambda v: f"{v:.2f} W")],
+    ]
+    return [f"  {label:15} {text}" for label, text in rows]

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cli.args import number, writable_file
 from dynofa.errors import DynofaError
 
 MAX_APPS = 6
@@ -31,8 +32,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--trace", metavar="FILE", help="trace file (JSON lines)")
     parser.add_argument("--config", metavar="FILE", help="daemon config, to find its trace file")
-    parser.add_argument("-o", "--output", default="dynofa-timeline.png", metavar="PNG", help="output image")
-    parser.add_argument("--last", type=float, default=None, metavar="S", help="only the last S seconds")
+    parser.add_argument("-o", "--output", type=writable_file, default="dynofa-timeline.png", metavar="PNG",
+                        help="output image")
+    parser.add_argument("--last", type=number(above=0), default=None, metavar="S", help="only the last S seconds")
     parser.add_argument("--title", default=None)
     parser.set_defaults(handler=_plot)
 

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from cli.args import number
+
 
 def add_connection_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -19,7 +21,8 @@ def add_connection_args(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="daemon control endpoint (default: $DYNOFA_ENDPOINT, else the runtime directory's control.sock)",
     )
-    parser.add_argument("--timeout", type=float, default=3.0, metavar="S", help="seconds to wait for the daemon")
+    parser.add_argument("--timeout", type=number(above=0), default=3.0, metavar="S",
+                        help="seconds to wait for the daemon")
 
 
 def connect(args: argparse.Namespace) -> Any:
@@ -72,24 +75,49 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_status(state: dict[str, Any]) -> str:
+def describe_budget(budget: dict[str, Any] | None) -> str:
+    """Every field of a budget, with units: ``latency <= 30 ms, accuracy >= 0.9, power <= 5 W, priority 2``."""
+    if not budget:
+        return "none"
+    text = f"latency <= {budget['latency_ms']:g} ms"
+    if budget.get("min_accuracy"):
+        text += f", accuracy >= {budget['min_accuracy']:g}"
+    if budget.get("power_cap_w") is not None:
+        text += f", power <= {budget['power_cap_w']:g} W"
+    if budget.get("priority"):
+        text += f", priority {budget['priority']}"
+    if budget.get("objective"):
+        text += f", objective {budget['objective']}"
+    return text
+
+
+VIEWS = ("all", "apps", "pes")  # what `top` cycles through with v
+
+
+def render_status(state: dict[str, Any], view: str = "all") -> str:
     daemon = state.get("daemon") or {}
     platform = state.get("platform") or {}
     policy = state.get("policy") or {}
     out = [
         f"dynofa {daemon.get('version', '?')} on {platform.get('board', '?')} ({platform.get('model', '?')}), "
-        f"policy {policy.get('name', '?')}, up {daemon.get('uptime_s', 0):.0f} s\n\n"
+        f"policy {policy.get('name', '?')}, up {daemon.get('uptime_s', 0):.0f} s\n"
     ]
+    for name, model in sorted((state.get("models") or {}).items()):
+        out.append(f"model {name}: {model.get('subnets', '?')} subnets from {model.get('catalog') or '?'} "
+                   f"on {', '.join(model.get('pes') or []) or '-'}\n")  # fmt: skip
+    if daemon.get("metrics"):
+        out.append(f"metrics {daemon['metrics']}\n")
+    out.append("\n")
     apps = state.get("apps") or {}
-    if apps:
+    if view == "pes":
+        pass
+    elif apps:
         rows = []
         for name, app in apps.items():
             budget = app.get("budget") or {}
             point = app.get("operating_point") or {}
             lat = app.get("latency_ms") or {}
-            want = f"{budget['latency_ms']:g} ms" if budget else "none"
-            if budget and budget.get("min_accuracy"):
-                want += f", acc>={budget['min_accuracy']:g}"
+            want = describe_budget(budget)
             rows.append([
                 name, app.get("model", "-"), want, f"{_ms(lat.get('median'))}/{_ms(lat.get('p90'))}",
                 _pct(app.get("hit_rate")), str(point.get("subnet", "-")), str(point.get("pe", "-")),
@@ -102,6 +130,8 @@ def render_status(state: dict[str, Any]) -> str:
              "SWITCHES"], rows))  # fmt: skip
     else:
         out.append("no apps registered (an app registers through dynofa.client.Client.register)\n")
+    if view == "apps":
+        return "".join(out)
     pes = state.get("pes") or {}
     monitor = state.get("monitor") or {}
     if pes:

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cli.args import integer
+from cli.commands.status import add_connection_args, connect, table
 from dynofa.errors import CatalogError
 
 if TYPE_CHECKING:
@@ -18,9 +20,12 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "subnets",
         help="list a catalog's subnets (accuracy, latency per processing element, measured or predicted)",
-        description="List the subnets of a catalog (default: the bundled demo catalog).",
+        description="List the subnets the running daemon serves (with the latency it re-profiled at start), "
+        "or those of a catalog file with --catalog. Without a running daemon: the bundled demo catalog.",
     )
-    p.add_argument("--catalog", metavar="FILE", help="catalog file (default: the bundled demo catalog)")
+    p.add_argument("--catalog", metavar="FILE", help="a catalog file, read here (default: ask the running daemon)")
+    p.add_argument("--model", default=None, help="the daemon's model to list (default: every one)")
+    add_connection_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument(
         "--reprofile",
@@ -31,7 +36,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--no-reprofile", dest="reprofile", action="store_false", help="show the catalog's figures as is")
     p.add_argument("--pe", default=None, help="processing element to re-profile (default: the catalog's first)")
-    p.add_argument("--measure", type=int, default=3, help="subnets to re-time with --reprofile (default 3)")
+    p.add_argument("--measure", type=integer(1), default=3, help="subnets to re-time with --reprofile (default 3)")
     p.add_argument("--weights", metavar="CKPT", help="weights file, overriding the path recorded in the catalog")
     p.set_defaults(handler=run)
 
@@ -50,7 +55,13 @@ def default_catalog_path() -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from dynofa.catalog import load_catalog
+    from dynofa.errors import DaemonUnavailableError
 
+    if not args.catalog:
+        try:
+            return _served(args)
+        except DaemonUnavailableError as exc:
+            print(f"dynofa: {exc}; showing the bundled demo catalog instead", file=sys.stderr)
     path = Path(args.catalog) if args.catalog else default_catalog_path()
     catalog = load_catalog(path)
     reprofiled = False
@@ -77,6 +88,27 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(catalog_summary(catalog, reprofiled=reprofiled), indent=1))
     else:
         print(format_table(catalog))
+    return 0
+
+
+def _served(args: argparse.Namespace) -> int:
+    """What the running daemon serves: its catalogs' subnets as it holds them (re-profiled at start)."""
+    with connect(args) as client:
+        served = client.call("subnets", **({"model": args.model} if args.model else {}))["models"]
+        models = client.state().get("models") or {}
+    if args.json:
+        print(json.dumps({name: {"catalog": (models.get(name) or {}).get("catalog"), "subnets": subnets}
+                          for name, subnets in served.items()}, indent=1))  # fmt: skip
+        return 0
+    for name, subnets in served.items():
+        pes = sorted({pe for s in subnets for pe in s["latency_ms"]})
+        rows = [[s["id"], str(s["resolution"]), _millions(s["macs"], 1), _millions(s["params"], 2),
+                 "-" if s["accuracy"] is None else f"{s['accuracy'] * 100:.1f}",
+                 *["-" if pe not in s["latency_ms"] else f"{s['latency_ms'][pe]:.2f}" for pe in pes]]
+                for s in subnets]  # fmt: skip
+        print(f"model {name} served by the daemon from {(models.get(name) or {}).get('catalog') or '?'}: "
+              f"{len(subnets)} subnet(s)")  # fmt: skip
+        print(table(["id", "res", "MMACs", "Mparams", "top-1 %", *[f"{pe} ms" for pe in pes]], rows), end="")
     return 0
 
 

@@ -14,6 +14,8 @@ import argparse
 import sys
 from typing import Any
 
+from cli.args import integer, number, writable_dir, writable_file
+
 #: defaults per grouped architecture (the shipped demo is "small" at width 0.5)
 GROUPED_WIDTH_DEFAULTS = {"small": 0.5, "alexnet": 1.0}
 
@@ -32,19 +34,20 @@ def register(subparsers: Any) -> None:
     g.add_argument("--cifar10", metavar="DIR", help="local CIFAR-10 python directory (data_batch_1..5, test_batch)")
     g.add_argument("--arch", choices=sorted(GROUPED_WIDTH_DEFAULTS), default="small",
                    help="small (digits demo) or alexnet (AlexNet-style for 32x32 CIFAR-10, as in the paper)")
-    g.add_argument("--groups", type=int, default=4, help="channel groups per conv layer = levels (default 4)")
-    g.add_argument("--width-mult", type=float, default=None,
+    g.add_argument("--groups", type=integer(1), default=4, help="channel groups per conv layer = levels (default 4)")
+    g.add_argument("--width-mult", type=number(above=0), default=None,
                    help="channel multiplier (default 0.5 for small, 1.0 for alexnet)")
-    g.add_argument("--epochs-per-level", type=int, default=20, help="epochs per level (default 20)")
-    g.add_argument("--batch-size", type=int, default=64)
-    g.add_argument("--lr", type=float, default=0.05)
-    g.add_argument("--resolution", type=int, default=32, help="digits resolution (CIFAR-10 is 32)")
-    g.add_argument("--limit", type=int, default=None, metavar="N",
+    g.add_argument("--epochs-per-level", type=integer(1), default=20, help="epochs per level (default 20)")
+    g.add_argument("--batch-size", type=integer(1), default=64)
+    g.add_argument("--lr", type=number(above=0), default=0.05)
+    g.add_argument("--resolution", type=integer(8), default=32, help="digits resolution (CIFAR-10 is 32)")
+    g.add_argument("--limit", type=integer(1), default=None, metavar="N",
                    help="use only the first N CIFAR-10 images per split")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    g.add_argument("--threads", type=integer(1), default=1, help="torch threads (default 1)")
     g.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
-    g.add_argument("--out", default="grouped.pt", metavar="FILE", help="weights file to write (default grouped.pt)")
+    g.add_argument("--out", type=writable_file, default="grouped.pt", metavar="FILE",
+                   help="weights file to write (default grouped.pt)")
     g.set_defaults(handler=run_grouped)
 
     d = sub.add_parser(
@@ -53,15 +56,15 @@ def register(subparsers: Any) -> None:
         description="Train the bundled demo supernet. --epochs fixes the schedule (what reproduces the shipped "
         "weights); --minutes caps the wall time. Progress goes to stdout.",
     )
-    d.add_argument("--epochs", type=int, default=None, help="epochs (default: the shipped weights' schedule)")
-    d.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")
-    d.add_argument("--max-steps", type=int, default=None, metavar="N",
+    d.add_argument("--epochs", type=integer(1), default=None, help="epochs (default: the shipped weights' schedule)")
+    d.add_argument("--minutes", type=number(above=0), default=None, help="stop after this many minutes")
+    d.add_argument("--max-steps", type=integer(1), default=None, metavar="N",
                    help="stop after N steps (the lr schedule still follows --epochs; for quick checks)")
-    d.add_argument("--width-mult", type=float, default=0.35)
+    d.add_argument("--width-mult", type=number(above=0), default=0.35)
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--threads", type=int, default=1)
+    d.add_argument("--threads", type=integer(1), default=1)
     d.add_argument("--device", default="cpu")
-    d.add_argument("--out", default="demo-supernet.pt", metavar="FILE")
+    d.add_argument("--out", type=writable_file, default="demo-supernet.pt", metavar="FILE")
     d.set_defaults(handler=run_demo)
 
     c = sub.add_parser(
@@ -70,14 +73,15 @@ def register(subparsers: Any) -> None:
         description="Build catalog-ofa.json and catalog-grouped.json from the demo weights: accuracy measured on "
         "the digits test split, latency measured on this machine's CPU.",
     )
-    c.add_argument("--out-dir", default=".", metavar="DIR", help="where to write the catalogs (default .)")
+    c.add_argument("--out-dir", type=writable_dir, default=".", metavar="DIR",
+                   help="where to write the catalogs (default .)")
     c.add_argument("--ofa-weights", metavar="FILE", help="demo supernet weights (default: the shipped ones)")
     c.add_argument("--grouped-weights", metavar="FILE", help="grouped weights (default: the shipped ones)")
     c.add_argument("--only", choices=("ofa", "grouped"), help="build just one of the two")
-    c.add_argument("--candidates", type=int, default=200)
-    c.add_argument("--measure", type=int, default=40)
-    c.add_argument("--keep", type=int, default=10)
-    c.add_argument("--repeats", type=int, default=10)
+    c.add_argument("--candidates", type=integer(1), default=200)
+    c.add_argument("--measure", type=integer(1), default=40)
+    c.add_argument("--keep", type=integer(1), default=10)
+    c.add_argument("--repeats", type=integer(1), default=10)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--clock", choices=("thread", "wall"), default="thread",
                    help="timing clock (default thread: CPU time of the timing thread, robust on a shared machine)")

@@ -139,12 +139,6 @@ class Platform:
         known = ", ".join(c.name for c in self.clusters) or "none"
         raise PlatformError(f"unknown CPU cluster {name!r} on {self.board}; clusters: {known}")
 
-    def cluster_of_cpu(self, cpu: int) -> CpuCluster | None:
-        for c in self.clusters:
-            if cpu in c.cpus:
-                return c
-        return None
-
     def pe_names(self) -> list[str]:
         """Processing elements inference can run on: CPU clusters with an online CPU, plus ``gpu``
         for a CUDA GPU."""

@@ -100,6 +100,10 @@ class BanditPolicy(Policy):
     def reset(self) -> None:
         self._apps.clear()
 
+    def forget(self, app: str) -> None:
+        self._apps.pop(app, None)
+        self._budgets.pop(app, None)
+
     def _context(self, inp: DecisionInput, st: _AppBandit | None) -> np.ndarray:
         load = inp.load
         cpu = max(load.other_util.values(), default=0.0) if load is not None else 0.0

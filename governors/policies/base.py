@@ -15,7 +15,7 @@ could not be satisfied).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,6 +214,10 @@ class Policy(ABC):
         """Forget all learned state."""
         return None
 
+    def forget(self, app: str) -> None:
+        """``app`` left (unregistered): drop what was learned about it, so a new app of that name starts fresh."""
+        return None
+
     def needs_decision(self) -> bool:
         """True when an observation (a deadline miss) invalidated the last decision: decide now,
         before the app's next inference, instead of waiting for the next control tick."""
@@ -226,14 +230,6 @@ class Policy(ABC):
 
 def accuracy_of(entry: CatalogEntry) -> float:
     return entry.accuracy.top1 if entry.accuracy is not None else 0.0
-
-
-def sorted_by_accuracy(entries: Sequence[CatalogEntry], pe: str | None = None) -> list[CatalogEntry]:
-    """Entries ascending by accuracy (ties: the faster on ``pe`` first)."""
-    def key(e: CatalogEntry) -> tuple[float, float]:
-        lat = e.latency.get(pe) if pe is not None else None
-        return (accuracy_of(e), -(lat.ms if lat is not None else 0.0))
-    return sorted(entries, key=key)
 
 
 def choose_entry(entries: Sequence[CatalogEntry], which: str, pe: str | None = None) -> CatalogEntry:
@@ -250,11 +246,3 @@ def choose_entry(entries: Sequence[CatalogEntry], which: str, pe: str | None = N
             return e
     raise PolicyError(f"unknown subnet {which!r}; choose 'largest', 'smallest' or one of: "
                       + ", ".join(e.id for e in entries))
-
-
-def pe_cluster_freqs(points: Mapping[str, OperatingPoint]) -> dict[str, int]:
-    """The union of CPU cluster frequencies over points (they agree: DVFS is per cluster)."""
-    out: dict[str, int] = {}
-    for p in points.values():
-        out.update(p.cpu_freq_khz)
-    return out

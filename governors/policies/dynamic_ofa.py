@@ -69,6 +69,9 @@ class DynamicOfaPolicy(Policy):
 
     def reset(self) -> None:
         self._apps.clear()
+
+    def forget(self, app: str) -> None:
+        self._apps.pop(app, None)
         self.switches = 0
 
     def _pick_pe(self, app: AppRequest, pes: tuple[PeInfo, ...]) -> str:

@@ -83,6 +83,9 @@ class ModelBasedPolicy(Policy):
     def needs_decision(self) -> bool:
         return self._urgent
 
+    def forget(self, app: str) -> None:
+        self._points.pop(app, None)  # the app set changed: the next decision's signature re-plans the rest
+
     # -- prediction -------------------------------------------------------------------
     def nominal_ms(self, entry: CatalogEntry, pe: PeInfo, freq: int | None, batch: int = 1) -> float | None:
         """Latency without contention: catalog (at the app's batch size) x frequency regression."""

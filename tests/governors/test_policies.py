@@ -295,6 +295,23 @@ def test_bandit_learns_from_qoe_feedback() -> None:
     assert chosen[-10:].count("large") == 0
 
 
+def test_a_forgotten_app_starts_fresh() -> None:
+    policy = make_policy("bandit", alpha=0.1)
+    i = inp(request(latency_ms=100.0), pes=(GPU,))
+    for _ in range(60):
+        s = policy.decide(i).points["app"].subnet
+        policy.feedback("app", 0.0 if s == "large" else 0.9)
+    assert policy.decide(i).points["app"].subnet != "large"  # learned
+    policy.forget("app")  # it unregistered; a new app of that name knows nothing of the old one
+    assert policy.decide(i).points["app"].subnet == "large"  # the catalog prior again
+    for name in ("model-based", "dynamic-ofa", "static"):
+        other = make_policy(name)
+        other.decide(i)
+        other.forget("app")
+        other.forget("never-registered")  # harmless
+        assert "app" in other.decide(i).points
+
+
 def test_bandit_learns_misses_without_explicit_qoe() -> None:
     policy = make_policy("bandit", alpha=0.1)
     i = inp(request(latency_ms=25.0), pes=(GPU,))

@@ -74,6 +74,8 @@ def test_every_problem_is_reported_not_only_the_first(tmp_path: Path, capsys: py
         ({"paths": {"sysfs_root": "/nonexistent"}}, "platform", "/nonexistent is not a directory"),
         ({"telemetry": {"trace": "/nonexistent/dir/trace.jsonl"}}, "telemetry", "cannot write"),
         ({"models": {"d": {"weights": "/nonexistent/w.pth"}}}, "model d", "/nonexistent/w.pth"),
+        ({"metrics": {"listen": "192.0.2.1:9464"}}, "metrics", "cannot listen on 192.0.2.1:9464"),
+        ({"metrics": {"listen": "localhost"}}, "config", "metrics.listen must be HOST:PORT"),
     ],
 )
 def test_each_broken_config_is_refused(

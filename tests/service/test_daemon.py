@@ -65,6 +65,9 @@ def test_every_op(daemon: Daemon, tiny_catalog: Path) -> None:
     assert c.set_budget("ops-app", latency_ms=500.0, min_accuracy=0.5)["budget"]["min_accuracy"] == 0.5
     assert c.budgets()["ops-app"]["budget"]["latency_ms"] == 500.0
     assert c.feedback("ops-app", 0.75, detail={"note": "fine"})["qoe"] == 0.75
+    kept = [json.loads(line)["feedback"] for line in (daemon.state_dir / "trace.jsonl").read_text().splitlines()
+            if '"feedback"' in line]  # fmt: skip
+    assert {"app": "ops-app", "qoe": 0.75, "detail": {"note": "fine"}} in kept  # the detail is kept, not dropped
     state = c.state()
     app = state["apps"]["ops-app"]
     assert app["inferences"] == 2 and app["qoe"] == 0.75
@@ -324,7 +327,9 @@ def test_telemetry_publishes_budgets_points_and_state(daemon: Daemon) -> None:
     c.unregister("tele-app")
 
 
-def test_cli_status_top_budget_and_plot(daemon: Daemon, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_cli_status_top_budget_and_plot(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_catalog: Path
+) -> None:
     ep = ["--endpoint", daemon.endpoint]
     assert cli_main(["budget", "set", "cli-app", "--latency-ms", "25", "--min-accuracy", "0.5", *ep]) == 0
     assert "latency <= 25 ms" in capsys.readouterr().out
@@ -336,6 +341,10 @@ def test_cli_status_top_budget_and_plot(daemon: Daemon, capsys: pytest.CaptureFi
     assert cli_main(["status", *ep]) == 0
     out = capsys.readouterr().out
     assert "cli-app" in out and "25 ms" in out and "PE" in out
+    assert f"model tiny: 4 subnets from {tiny_catalog}" in out  # the served model and its catalog
+    assert cli_main(["subnets", *ep]) == 0  # asks the daemon, not the bundled file
+    out = capsys.readouterr().out
+    assert f"model tiny served by the daemon from {tiny_catalog}: 4 subnet(s)" in out
     assert cli_main(["status", "--json", *ep]) == 0
     assert json.loads(capsys.readouterr().out)["apps"]["cli-app"]["inferences"] >= 1
     assert cli_main(["top", "--iterations", "2", "--interval", "0.1", *ep]) == 0
