@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -126,14 +127,16 @@ def _log_capabilities(platform: Any) -> None:
         log.info("without %s (%s): %s", name, cap.status, cap.reason or "not available")
 
 
-def _start_metrics(config: Config, engine: Any) -> Any:
-    """The /metrics endpoint when ``metrics.listen`` is set (prometheus_client loads only then)."""
+def _start_metrics(config: Config, engine: Any, state: Callable[[], dict[str, Any]]) -> Any:
+    """The /metrics endpoint when ``metrics.listen`` is set (prometheus_client loads only then).
+
+    ``state`` is what the ``state`` op answers (apps, and the control loop's pes and policy)."""
     address = config.metrics.address()
     if address is None:
         return None
     from service.metrics import DaemonCollector, MetricsServer
 
-    metrics = MetricsServer(address, DaemonCollector(engine.state, engine.latency_histograms))
+    metrics = MetricsServer(address, DaemonCollector(state, engine.latency_histograms))
     metrics.start()
     host = address[0] if ":" not in address[0] else f"[{address[0]}]"
     engine.metrics_url = f"http://{host}:{metrics.port}/metrics"
@@ -204,7 +207,7 @@ def _serve(config: Config, notifier: Notifier, actuator: Any, state_dir: Path) -
     server = Server(config, engine, outbox, workers, describe_control=controller.describe)
     try:
         server.bind()
-        metrics = _start_metrics(config, engine)
+        metrics = _start_metrics(config, engine, server.state)
     except Exception:
         server.close(linger_ms=0)  # removes the sockets it bound and closes the outbox
         raise

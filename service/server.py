@@ -414,7 +414,7 @@ class Server:
             "set_budget": lambda: engine.set_budget(args["app"], args["budget"], caller, request.token),
             "clear_budget": lambda: engine.clear_budget(args["app"]),
             "budgets": lambda: engine.budgets(),
-            "state": self._state,
+            "state": self.state,
             "subnets": lambda: engine.subnets(args.get("model")),
             "feedback": lambda: engine.feedback(args["app"], args["qoe"], args.get("detail")),
         }
@@ -437,7 +437,8 @@ class Server:
                 f"{worker.jobs.maxsize} inferences are already queued on {job.pe} (limits.infer_queue); retry later",
             ) from None
 
-    def _state(self) -> dict[str, Any]:
+    def state(self) -> dict[str, Any]:
+        """The engine's apps with the control loop's view (pes, monitor, policy, predictions): the ``state`` op."""
         state = self.engine.state()
         control = self._describe_control()
         state["daemon"]["trace"] = control.get("trace")
