@@ -236,7 +236,9 @@ def config_from_dict(data: Any, where: str = "config") -> Config:
         models=models,
         default_model=default_model,
         policy=_policy(v, top.get("policy", {})),
-        control_interval_s=v.number(top.get("control_interval_s", 0.5), "control_interval_s", low=0.01, high=60),
+        control_interval_s=v.number(
+            top.get("control_interval_s", Config.control_interval_s), "control_interval_s", low=0.01, high=60
+        ),
         threads=v.optional(top.get("threads"), "threads", lambda x, at: v.integer(x, at, low=1, high=1024)),
         endpoints=_endpoints(v, top.get("endpoints", {})),
         paths=_paths(v, top.get("paths", {})),
@@ -265,11 +267,11 @@ def _model(v: _Fields, data: Any, at: str) -> ModelConfig:
     return ModelConfig(
         catalog=v.optional(obj.get("catalog"), f"{at}.catalog", v.string),
         weights=v.optional(obj.get("weights"), f"{at}.weights", v.string),
-        device=v.device(obj.get("device", "cpu"), f"{at}.device"),
-        gpu_device=v.device(obj.get("gpu_device", "cuda"), f"{at}.gpu_device"),
+        device=v.device(obj.get("device", ModelConfig.device), f"{at}.device"),
+        gpu_device=v.device(obj.get("gpu_device", ModelConfig.gpu_device), f"{at}.gpu_device"),
         pes=tuple(v.string(pe, f"{at}.pes[{i}]") for i, pe in enumerate(pes)),
-        reprofile=v.boolean(obj.get("reprofile", True), f"{at}.reprofile"),
-        graphs=v.boolean(obj.get("graphs", True), f"{at}.graphs"),
+        reprofile=v.boolean(obj.get("reprofile", ModelConfig.reprofile), f"{at}.reprofile"),
+        graphs=v.boolean(obj.get("graphs", ModelConfig.graphs), f"{at}.graphs"),
     )
 
 
@@ -279,14 +281,14 @@ def _policy(v: _Fields, data: Any) -> PolicyConfig:
     objective = v.string(obj.get("objective", PolicyConfig.objective), "policy.objective")
     if objective not in OBJECTIVES:
         raise v.fail("policy.objective", f"one of {', '.join(OBJECTIVES)}", objective)
-    return PolicyConfig(name=v.string(obj.get("name", "model-based"), "policy.name"), options=dict(options),
+    return PolicyConfig(name=v.string(obj.get("name", PolicyConfig.name), "policy.name"), options=dict(options),
                         objective=objective)
 
 
 def _endpoints(v: _Fields, data: Any) -> EndpointsConfig:
     obj = v.section(data, "endpoints", EndpointsConfig)
     curve_obj = v.section(obj.get("curve", {}), "endpoints.curve", CurveConfig)
-    mode = obj.get("socket_mode", 0o660)
+    mode = obj.get("socket_mode", EndpointsConfig.socket_mode)
     if isinstance(mode, str):  # YAML reads 0660 as 432 but '0660' / '660' as text
         try:
             mode = int(mode, 8)
@@ -304,7 +306,9 @@ def _endpoints(v: _Fields, data: Any) -> EndpointsConfig:
         control=v.optional(obj.get("control"), "endpoints.control", v.string),
         telemetry=v.optional(obj.get("telemetry"), "endpoints.telemetry", v.string),
         socket_mode=socket_mode,
-        socket_group=v.optional(obj.get("socket_group", "dynofa"), "endpoints.socket_group", v.string),
+        socket_group=v.optional(
+            obj.get("socket_group", EndpointsConfig.socket_group), "endpoints.socket_group", v.string
+        ),
         curve=CurveConfig(
             server_secret_key=v.optional(
                 curve_obj.get("server_secret_key"), "endpoints.curve.server_secret_key", v.string
@@ -321,7 +325,7 @@ def _paths(v: _Fields, data: Any) -> PathsConfig:
     return PathsConfig(
         runtime_dir=v.optional(obj.get("runtime_dir"), "paths.runtime_dir", v.string),
         state_dir=v.optional(obj.get("state_dir"), "paths.state_dir", v.string),
-        sysfs_root=v.string(obj.get("sysfs_root", "/"), "paths.sysfs_root"),
+        sysfs_root=v.string(obj.get("sysfs_root", PathsConfig.sysfs_root), "paths.sysfs_root"),
     )
 
 
@@ -354,17 +358,17 @@ def _telemetry(v: _Fields, data: Any) -> TelemetryConfig:
     if trace is not None and not isinstance(trace, str):
         raise v.fail("telemetry.trace", "a file path, or an empty string to turn the trace off", trace)
     return TelemetryConfig(
-        period_s=v.number(obj.get("period_s", 1.0), "telemetry.period_s", low=0.05, high=3600),
+        period_s=v.number(obj.get("period_s", TelemetryConfig.period_s), "telemetry.period_s", low=0.05, high=3600),
         trace=trace,
         trace_max_bytes=v.integer(
-            obj.get("trace_max_bytes", 8 * 1024 * 1024), "telemetry.trace_max_bytes", low=4096
+            obj.get("trace_max_bytes", TelemetryConfig.trace_max_bytes), "telemetry.trace_max_bytes", low=4096
         ),
     )
 
 
 def _logging(v: _Fields, data: Any) -> LoggingConfig:
     obj = v.section(data, "logging", LoggingConfig)
-    level = obj.get("level", "info")
+    level = obj.get("level", LoggingConfig.level)
     if not isinstance(level, str) or level.lower() not in LOG_LEVELS:
         raise v.fail("logging.level", "one of " + ", ".join(LOG_LEVELS), level)
     return LoggingConfig(level=level.lower())

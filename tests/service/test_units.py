@@ -330,3 +330,11 @@ def test_printed_config_shows_the_socket_mode_in_octal_and_loads_back() -> None:
     data = Config().to_dict()
     assert data["endpoints"]["socket_mode"] == "0660"
     assert config_from_dict(data) == Config()  # what --print-config shows is a valid config file
+
+
+def test_an_empty_config_is_the_dataclass_defaults() -> None:
+    """The defaults live in the dataclasses only: the parsers read them from there, never a literal of their own."""
+    assert config_from_dict({}) == Config()
+    sections = {"models": {"demo": {}}, "policy": {}, "endpoints": {}, "paths": {}, "limits": {}, "telemetry": {},
+                "logging": {}, "metrics": {}}  # fmt: skip
+    assert config_from_dict(sections) == Config()
