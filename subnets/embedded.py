@@ -27,6 +27,7 @@ the torch-free :mod:`dynofa.client`, which may not import it (``dynofa`` imports
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import threading
@@ -107,6 +108,10 @@ class EmbeddedRuntime:
         self._samples: collections.deque[tuple[str, str, float]] = collections.deque(maxlen=protocol.MAX_SAMPLES)
         self._refused: dict[str, Any] | None = None  # a refusal the next report tells the daemon about
         self._lock = threading.Lock()  # the agent's decision state (the inference thread never takes it)
+        # what the app's process had before the first decision changed it, put back on close:
+        # torch's intra-op threads, and (thread id, CPUs) of the inference thread we pinned
+        self._saved_threads: int | None = None
+        self._saved_affinity: tuple[int, set[int]] | None = None
         endpoint = endpoint or default_endpoint()
         self._client = Client(endpoint, timeout_s=timeout_s, retries=0)
         if token is not None:
@@ -167,9 +172,13 @@ class EmbeddedRuntime:
         self._handle.switch(decision.point.subnet)  # the agent checked that the pool has it
         threads = max(1, decision.point.threads)
         if threads != torch.get_num_threads():
+            if self._saved_threads is None:
+                self._saved_threads = torch.get_num_threads()
             torch.set_num_threads(threads)
         if self.pin_threads and decision.cpus and decision.cpus != self._current.cpus:
             try:
+                if self._saved_affinity is None:
+                    self._saved_affinity = (threading.get_native_id(), set(os.sched_getaffinity(0)))
                 os.sched_setaffinity(0, decision.cpus)  # this (inference) thread onto the PE's CPUs
             except (AttributeError, OSError) as exc:
                 log.warning("embedded app %s: cannot run on CPUs %s: %s", self.app, list(decision.cpus), exc)
@@ -190,6 +199,16 @@ class EmbeddedRuntime:
         self._client.close()
         self._telemetry.close()
         self.pool.close()
+        self._restore_process()
+
+    def _restore_process(self) -> None:
+        """Leave the app's process as it was: torch's thread count and the pinned thread's CPUs."""
+        if self._saved_threads is not None:
+            torch.set_num_threads(self._saved_threads)
+        if self._saved_affinity is not None:
+            tid, cpus = self._saved_affinity
+            with contextlib.suppress(OSError):  # the thread may have ended since
+                os.sched_setaffinity(tid, cpus)
 
     def __enter__(self) -> EmbeddedRuntime:
         return self
