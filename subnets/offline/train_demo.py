@@ -85,8 +85,10 @@ class DemoTrainResult:
     final: dict[str, float] = field(default_factory=dict)
 
 
-def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """A random shift of up to 1/8 of the side, one per batch (cheap; the digits are centred)."""
+def random_shift(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A random shift of up to 1/8 of the side, one per batch (cheap; the digits are centred).
+
+    The training augmentation of both bundled recipes (demo supernet and grouped net)."""
     side = x.shape[-1]
     pad = max(1, side // 8)
     dx, dy = (int(v) for v in torch.randint(-pad, pad + 1, (2,), generator=gen))
@@ -192,7 +194,7 @@ def _sandwich_step(
 ) -> float:
     resolution = rng.choice(config.resolutions)
     x = F.interpolate(xb, size=(resolution, resolution), mode="bilinear", align_corners=False)
-    x = _augment(x, gen)
+    x = random_shift(x, gen)
     optimizer.zero_grad(set_to_none=True)
     configs = [largest.config, smallest.config] + [family.sample(rng).config for _ in range(config.random_subnets)]
     teacher: torch.Tensor | None = None

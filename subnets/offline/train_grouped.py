@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from subnets.grouped import GroupedNet, save_grouped
 from subnets.offline.datasets import ArrayDataset, digits_dataset, load_dataset
+from subnets.offline.train_demo import random_shift
 
 Log = Callable[[str], None]
 
@@ -97,15 +98,6 @@ def frozen_row_masks(net: GroupedNet, level: int) -> list[torch.Tensor]:
     return masks
 
 
-def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random translation by up to 1/8 of the side (one shift per batch: cheap on 1 CPU thread)."""
-    side = x.shape[-1]
-    pad = max(1, side // 8)
-    dx, dy = (int(v) for v in torch.randint(-pad, pad + 1, (2,), generator=gen))
-    padded = F.pad(x, (pad, pad, pad, pad))
-    return padded[..., pad + dy : pad + dy + side, pad + dx : pad + dx + side]
-
-
 def train_level(
     net: GroupedNet, level: int, train: ArrayDataset, val: ArrayDataset, config: GroupedTrainConfig, log: Log = print
 ) -> LevelReport:
@@ -136,7 +128,7 @@ def train_level(
             for group in optimizer.param_groups:  # cosine decay over the level's steps
                 group["lr"] = 0.5 * config.lr * (1.0 + math.cos(math.pi * step / total))
             if config.augment:
-                xb = _augment(xb, gen)
+                xb = random_shift(xb, gen)
             loss = F.cross_entropy(net.forward_level(xb, level, train_group=level), yb)
             optimizer.zero_grad(set_to_none=False)
             loss.backward()
