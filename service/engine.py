@@ -147,6 +147,13 @@ class Engine:
         if owner is not None or override:
             check_access(app, owner or Owner(None), caller, token, override, self.daemon_uid)
 
+    def _model_and_budget(self, model: str | None, budget: dict[str, Any] | None) -> tuple[str, Budget | None]:
+        """A registration's model (the default when it names none) and parsed budget, or the error for either."""
+        model = model or self.default_model
+        if model not in self.models:
+            raise RequestError(protocol.UNKNOWN_MODEL, f"unknown model {model!r}; served: {', '.join(self.models)}")
+        return model, _budget(budget) if budget is not None else None
+
     def register(
         self,
         app: str,
@@ -156,10 +163,7 @@ class Engine:
         token: str | None = None,
     ) -> dict[str, Any]:
         """Register ``app`` for ``caller`` (the server has checked that ``caller`` may act on it)."""
-        model = model or self.default_model
-        if model not in self.models:
-            raise RequestError(protocol.UNKNOWN_MODEL, f"unknown model {model!r}; served: {', '.join(self.models)}")
-        parsed = _budget(budget) if budget is not None else None
+        model, parsed = self._model_and_budget(model, budget)
         with self._lock:
             record = self._apps.get(app)
             if record is None:
@@ -200,10 +204,7 @@ class Engine:
         token: str | None = None,
     ) -> dict[str, Any]:
         """Register (or re-register) an embedded app that hosts a pool of ``subnets`` itself."""
-        model = model or self.default_model
-        if model not in self.models:
-            raise RequestError(protocol.UNKNOWN_MODEL, f"unknown model {model!r}; served: {', '.join(self.models)}")
-        parsed = _budget(budget) if budget is not None else None
+        model, parsed = self._model_and_budget(model, budget)
         with self._lock:
             old = self._apps.get(app)
             if old is None:
