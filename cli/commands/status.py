@@ -91,6 +91,21 @@ def describe_budget(budget: dict[str, Any] | None) -> str:
     return text
 
 
+def _embedded_lines(apps: dict[str, Any]) -> list[str]:
+    """What only an embedded app has: its lease, its reports and the last refusal between it and the daemon."""
+    lines = []
+    for name, app in apps.items():
+        emb = app.get("embedded")
+        if not emb:
+            continue
+        line = (f"{name}: embedded, decision {emb.get('seq', '-')}, {emb.get('reports', 0)} reports, "
+                f"lease {emb.get('lease_s', 0):g} s")  # fmt: skip
+        if emb.get("error"):
+            line += f"; {emb['error']}"
+        lines.append(line + "\n")
+    return lines
+
+
 VIEWS = ("all", "apps", "pes")  # what `top` cycles through with v
 
 
@@ -119,15 +134,17 @@ def render_status(state: dict[str, Any], view: str = "all") -> str:
             lat = app.get("latency_ms") or {}
             want = describe_budget(budget)
             rows.append([
-                name, app.get("model", "-"), want, f"{_ms(lat.get('median'))}/{_ms(lat.get('p90'))}",
+                name, app.get("kind", "served"), app.get("model", "-"), want,
+                f"{_ms(lat.get('median'))}/{_ms(lat.get('p90'))}",
                 _pct(app.get("hit_rate")), str(point.get("subnet", "-")), str(point.get("pe", "-")),
                 str(point.get("threads", "-")),
                 "-" if app.get("accuracy") is None else f"{app['accuracy']:.3f}",
                 str(app.get("inferences", 0)), str(app.get("switches", 0)),
             ])  # fmt: skip
         out.append(table(
-            ["APP", "MODEL", "BUDGET", "LATENCY ms p50/p90", "HIT", "SUBNET", "PE", "THREADS", "ACCURACY", "RUNS",
-             "SWITCHES"], rows))  # fmt: skip
+            ["APP", "KIND", "MODEL", "BUDGET", "LATENCY ms p50/p90", "HIT", "SUBNET", "PE", "THREADS", "ACCURACY",
+             "RUNS", "SWITCHES"], rows))  # fmt: skip
+        out.extend(_embedded_lines(apps))
     else:
         out.append("no apps registered (an app registers through dynofa.client.Client.register)\n")
     if view == "apps":

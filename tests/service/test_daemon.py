@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import threading
@@ -484,12 +485,16 @@ def test_c_client_example(daemon: Daemon, tmp_path: Path) -> None:
     build = subprocess.run([cc, "-O2", "-Wall", "-o", str(binary), str(source), *flags.stdout.split()],
                            capture_output=True, text=True)  # fmt: skip
     assert build.returncode == 0, build.stderr
-    run = subprocess.run([str(binary), daemon.endpoint, "c-app", "40", "energy"], capture_output=True, text=True,
-                         timeout=60)  # fmt: skip
+    shm_before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+    run = subprocess.run([str(binary), "-o", "energy", "-s", daemon.endpoint, "c-app", "40"], capture_output=True,
+                         text=True, timeout=60)  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
     assert '"ok":true' in run.stdout and '"subnet":' in run.stdout
     assert "outputs: 10," in run.stdout
-    assert daemon.client().state()["apps"]["c-app"]["inferences"] == 1
+    # the shm transport gave the frame transport's output on the same subnet, bit for bit, and left nothing behind
+    assert "shm output equals the frames output bit for bit" in run.stdout
+    assert not {n for n in os.listdir("/dev/shm") if n.startswith("dynofa-c-")} - shm_before
+    assert daemon.client().state()["apps"]["c-app"]["inferences"] == 2
     assert daemon.client().budgets()["c-app"]["budget"]["objective"] == "energy"
     daemon.client().unregister("c-app")
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from cli.main import main
 from dynofa import protocol
 from dynofa.client import Client
 from dynofa.protocol import RemoteError
@@ -113,7 +114,8 @@ def test_embedded_app_follows_decisions_and_outputs_are_its_subnets(
     assert app_state(c, "emb-follow") is None  # close unregisters
 
 
-def test_served_and_embedded_apps_share_one_policy(daemon: Daemon, tiny_catalog: Path) -> None:
+def test_served_and_embedded_apps_share_one_policy(daemon: Daemon, tiny_catalog: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
     c = daemon.client()
     c.register("served-peer", budget={"latency_ms": 5_000.0})
     rt = embedded(daemon, tiny_catalog, "emb-peer", budget={"latency_ms": 5_000.0})
@@ -128,6 +130,9 @@ def test_served_and_embedded_apps_share_one_policy(daemon: Daemon, tiny_catalog:
         assert points["served-peer"]["pe"] == points["emb-peer"]["pe"] == "cpu"  # one cluster, shared
         for app in ("served-peer", "emb-peer"):  # the same view of both
             assert set(state["apps"][app]) == set(state["apps"]["served-peer"])
+        assert main(["status", "--endpoint", daemon.endpoint]) == 0  # and the operator sees which is which
+        rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines() if "-peer" in line}
+        assert rows["served-peer"] == "served" and rows["emb-peer"] == "embedded"
     finally:
         rt.close()
         c.unregister("served-peer")
