@@ -139,6 +139,9 @@ class _PeState:
     last_step: int = 0  # value of the estimator's step counter at the last observation
     above_run: int = 0
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=64))  # ratios since the last reset
+    # The estimate came from the monitors (their load changed), not from an inference: the
+    # next observation replaces it instead of being filtered against it.
+    provisional: bool = False
 
 
 class ContentionEstimator:
@@ -182,7 +185,7 @@ class ContentionEstimator:
         if state.observations and self._step - state.last_step > self.stale_after:
             state.observations = 0  # what we knew about this PE is too old to trust
         state.last_step = self._step
-        if state.observations == 0:
+        if state.observations == 0 or state.provisional:
             self._reset(state, z)
         elif missed and z > k.x:
             self._reset(state, z)  # react within the next inference: no filtering on a miss
@@ -212,6 +215,7 @@ class ContentionEstimator:
     @staticmethod
     def _reset(state: _PeState, z: float) -> None:
         state.kalman.reset(z)
+        state.provisional = False
         state.below_run = state.above_run = 0
         state.recent.clear()
         state.recent.append(z)
@@ -241,7 +245,11 @@ class ContentionEstimator:
         """The estimate to plan with: observed if the PE was observed recently, else the monitors' prior.
 
         When the prior has jumped since the previous call (monitors see new load on this
-        PE), the estimate is raised to it at once instead of waiting for a miss.
+        PE), the estimate is raised to it at once instead of waiting for a miss; when it has
+        fallen as much (the other load left), the estimate is kept. Either way it is then
+        *provisional* (:meth:`provisional`): the next inference's ratio replaces it, so the
+        policy follows the new regime after one inference instead of after ``jump_run`` or
+        ``drop_run`` filtered ones.
         """
         state = self._state(pe)
         last = state.last_prior
@@ -250,7 +258,16 @@ class ContentionEstimator:
             return prior  # never observed, or not for a long time (the app moved away)
         if last is not None and prior > last * (1.0 + self.prior_jump) and prior > state.kalman.x:
             state.kalman.reset(prior)
+            state.recent.clear()  # a new regime: the old spread says nothing about it
+            state.provisional = True
+        elif last is not None and prior * (1.0 + self.prior_jump) < last and state.kalman.x > prior:
+            state.provisional = True
         return state.kalman.x
+
+    def provisional(self, pe: str) -> bool:
+        """Whether ``pe``'s estimate is the monitors' guess at a new regime, not yet seen by an inference."""
+        state = self._pes.get(pe)
+        return state is not None and state.provisional
 
     def forget(self, pe: str) -> None:
         self._pes.pop(pe, None)

@@ -112,6 +112,11 @@ class ModelBasedPolicy(Policy):
             if point is None:
                 out[app.name] = self.min_margin
                 continue
+            if self.estimator.provisional(point.pe):
+                # the monitors saw the load change and the estimate is their guess: plan the
+                # first inference of the new regime with the widest margin (no miss at the onset)
+                out[app.name] = self.max_margin
+                continue
             # the 98th percentile of recent ratios once there are enough, else a normal approximation
             q = self.estimator.ratio_quantile(point.pe, self.quantile)
             m = q if q is not None else 1.0 + Z99 * self.estimator.relative_sd(point.pe)
@@ -202,8 +207,12 @@ class ModelBasedPolicy(Policy):
             up[a] = (m if known else self.max_margin) * self.up_margin
         check = evaluate(inp, best.assignment(), best.freqs, predict, up, power)
         if check is None or any(not c.meets_latency for c in check.choices.values()):
-            self._pending = None
-            return current, ""
+            # the best point lacks the upgrade's headroom: the best one that has it may still
+            # beat the current one (a smaller step down in frequency, a less accurate subnet)
+            best = self._upgrade_with_headroom(inp, current, predict, margins, up, power)
+            if best is None:
+                self._pending = None
+                return current, ""
         key = (tuple(sorted(best.assignment().items())), tuple(sorted(best.freqs.items())))
         count = self._pending[1] + 1 if self._pending is not None and self._pending[0] == key else 1
         hold = self.hold * 2 ** self._failures.get(key, 0)
@@ -213,6 +222,17 @@ class ModelBasedPolicy(Policy):
             return best, f"step up after {hold} stable decisions"
         self._pending = (key, count)
         return current, ""
+
+    def _upgrade_with_headroom(self, inp: DecisionInput, current: Plan, predict: Predictor,
+                               margins: dict[str, float], up: dict[str, float], power: PowerModel) -> Plan | None:
+        """The best plan that fits with the upgrade margins ``up``, judged at ``margins``, if it beats ``current``."""
+        roomy = plan(inp, predict, up, power)
+        if roomy is None or roomy.same_as(current) or any(not c.meets_latency for c in roomy.choices.values()):
+            return None
+        target = evaluate(inp, roomy.assignment(), roomy.freqs, predict, margins, power)
+        if target is None or plan_key(target) <= plan_key(current):
+            return None
+        return target
 
     def _step_down(self, current: Plan, best: Plan) -> bool:
         """Whether to leave ``current`` at once (no hold): the one rule that keeps infeasible budgets stable.
