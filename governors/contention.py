@@ -141,7 +141,7 @@ class _PeState:
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=64))  # ratios since the last reset
     # The estimate came from the monitors (their load changed), not from an inference: the
     # next observation replaces it instead of being filtered against it.
-    provisional: bool = False
+    provisional: str | None = None  # "rise" or "fall": which way the monitors' load moved
 
 
 class ContentionEstimator:
@@ -215,7 +215,7 @@ class ContentionEstimator:
     @staticmethod
     def _reset(state: _PeState, z: float) -> None:
         state.kalman.reset(z)
-        state.provisional = False
+        state.provisional = None
         state.below_run = state.above_run = 0
         state.recent.clear()
         state.recent.append(z)
@@ -259,15 +259,16 @@ class ContentionEstimator:
         if last is not None and prior > last * (1.0 + self.prior_jump) and prior > state.kalman.x:
             state.kalman.reset(prior)
             state.recent.clear()  # a new regime: the old spread says nothing about it
-            state.provisional = True
+            state.provisional = "rise"
         elif last is not None and prior * (1.0 + self.prior_jump) < last and state.kalman.x > prior:
-            state.provisional = True
+            state.provisional = "fall"
         return state.kalman.x
 
-    def provisional(self, pe: str) -> bool:
-        """Whether ``pe``'s estimate is the monitors' guess at a new regime, not yet seen by an inference."""
+    def provisional(self, pe: str) -> str | None:
+        """``"rise"`` or ``"fall"`` while ``pe``'s estimate stands for a load change the monitors saw and no
+        inference has measured yet (the estimate is then the monitors' prior, or the old one), else None."""
         state = self._pes.get(pe)
-        return state is not None and state.provisional
+        return None if state is None else state.provisional
 
     def forget(self, pe: str) -> None:
         self._pes.pop(pe, None)

@@ -152,3 +152,20 @@ def test_power_model_energy_and_voltage() -> None:
     with pytest.raises(PowerModelError, match="voltage table"):
         PePower("x", 0.1, 1e-9, ())
     assert math.isfinite(model.idle_w("cpu-little", None))
+
+
+def test_a_monitored_load_change_makes_the_estimate_provisional_until_one_inference() -> None:
+    est = ContentionEstimator()
+    for _ in range(20):
+        est.observe("gpu", 10.0, 10.0)
+    assert est.slowdown("gpu", prior=1.0) == pytest.approx(1.0) and est.provisional("gpu") is None
+    assert est.slowdown("gpu", prior=2.0) == pytest.approx(2.0)  # raised to the monitors' guess
+    assert est.provisional("gpu") == "rise"
+    est.observe("gpu", 30.0, 10.0)  # the first inference under the load measures 3x: it replaces the guess
+    assert est.slowdown("gpu", prior=2.0) == pytest.approx(3.0) and est.provisional("gpu") is None
+    for _ in range(20):
+        est.observe("gpu", 30.0, 10.0)
+    assert est.slowdown("gpu", prior=1.0) == pytest.approx(3.0)  # load gone: kept until measured ...
+    assert est.provisional("gpu") == "fall"
+    est.observe("gpu", 10.0, 10.0)  # ... by one inference, not drop_run filtered ones
+    assert est.slowdown("gpu", prior=1.0) == pytest.approx(1.0) and est.provisional("gpu") is None
