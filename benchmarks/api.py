@@ -10,7 +10,9 @@ alternating with the daemon calls (the order rotated each round) so that machine
   the same forward in process; ``..._busy_...`` the same while another process floods the daemon
   with ``state`` and ``set_budget`` requests (server, control loop and monitors busy);
 * ``infer_frames_vs_in_process_median`` / ``infer_shm_vs_in_process_median``: end-to-end round
-  trips with tensor frames / through shared memory against the in-process call;
+  trips with tensor frames / through shared memory against the in-process call (the client's
+  default path: after the first, on the inference endpoint, extension ``direct``);
+  ``infer_frames_control_...``: frames through the control endpoint (``Client(direct=False)``);
 * the same for a 1x3x32x32 input as ``*_small``;
 * ``embedded_vs_in_process_median(_small)`` and ``decision_to_embedded_app_inferences_max``: an
   embedded app (``subnets.embedded``) against in-process, and its lag behind decisions
@@ -163,11 +165,12 @@ class _Reference:
         return {"in_process_ms": (time.perf_counter() - t) * 1e3, "in_process_forward_ms": result.latency_ms}
 
 
-def _remote(client: Any, app: str, sid: str, label: str) -> Any:
+def _remote(client: Any, app: str, sid: str, label: str, key: str | None = None) -> Any:
     def call(x: np.ndarray) -> dict[str, float]:
         reply = client.infer(app, x, subnet=sid)
         assert reply.transport == label, client.shm_problem
-        return {f"{label}_ms": reply.round_trip_ms, f"{label}_forward_ms": reply.latency_ms}
+        name = key or label
+        return {f"{name}_ms": reply.round_trip_ms, f"{name}_forward_ms": reply.latency_ms}
 
     return call
 
@@ -272,8 +275,9 @@ def _inference_figures(daemon: Any, catalog_path: Path, n: int) -> dict[str, Any
 
     retain_freed_memory()  # the reference gets the daemon's allocator settings: only the path differs
     catalog = load_catalog(catalog_path)
-    frames, shm = daemon.client(timeout_s=60), daemon.client(timeout_s=60)
-    frames.shm, shm.shm = False, True
+    frames, shm, control = daemon.client(timeout_s=60), daemon.client(timeout_s=60), daemon.client(timeout_s=60)
+    frames.shm, shm.shm, control.shm = False, True, False
+    control.direct = False  # frames through the control endpoint: the two hand-offs the direct endpoint avoids
     frames.register("bench-infer")
     shm.register("bench-infer")
     threads = frames.state()["apps"]["bench-infer"]["operating_point"]["threads"]
@@ -284,7 +288,8 @@ def _inference_figures(daemon: Any, catalog_path: Path, n: int) -> dict[str, Any
         x = np.random.default_rng(0).random((1, 3, resolution, resolution), dtype=np.float32)
         reference = _Reference(catalog, sid, graphs=True)  # the daemon's pool configuration
         eager = _Reference(catalog, sid, graphs=False)
-        calls = [reference, _remote(frames, "bench-infer", sid, "frames"), _remote(shm, "bench-infer", sid, "shm")]
+        calls = [reference, _remote(frames, "bench-infer", sid, "frames"), _remote(shm, "bench-infer", sid, "shm"),
+                 _remote(control, "bench-infer", sid, "frames", "control")]  # fmt: skip
 
         def eager_call(x: np.ndarray, eager: _Reference = eager) -> dict[str, float]:
             return {"eager_forward_ms": eager(x)["in_process_forward_ms"]}
@@ -303,6 +308,8 @@ def _inference_figures(daemon: Any, catalog_path: Path, n: int) -> dict[str, Any
             f"daemon_forward_vs_in_process_median{suffix}": round(_med(got["frames_forward_ms"]) / forward, 4),
             f"infer_frames_vs_in_process_median{suffix}": round(_med(got["frames_ms"]) / local, 4),
             f"infer_shm_vs_in_process_median{suffix}": round(_med(got["shm_ms"]) / local, 4),
+            f"infer_frames_control_ms_median{suffix}": round(_med(got["control_ms"]), 4),
+            f"infer_frames_control_vs_in_process_median{suffix}": round(_med(got["control_ms"]) / local, 4),
             f"infer_shm_minus_in_process_ms_median{suffix}": round(_med(got["shm_ms"]) - local, 4),
         })  # fmt: skip
         if suffix == "":
@@ -311,6 +318,7 @@ def _inference_figures(daemon: Any, catalog_path: Path, n: int) -> dict[str, Any
         eager.pool.close()
     frames.close()
     shm.close()
+    control.close()
     return out
 
 

@@ -19,6 +19,11 @@ On the same machine (an ``ipc://`` endpoint) ``infer`` passes tensors through sh
 (docs/protocol.md, "Shared memory"): no tensor bytes on the socket. ``InferenceReply.transport``
 and ``Client.transport`` say which transport served; ``Client(shm=False)`` (or
 ``$DYNOFA_SHM=0``) keeps frames, ``shm=True`` refuses to fall back to them.
+
+On the same machine an app's inferences go, after its first one, straight to the inference
+endpoint the daemon's reply names (extension ``direct``): the socket of the thread that runs
+the forward, so no hand-off between the daemon's threads. ``Client(direct=False)`` (or
+``$DYNOFA_DIRECT=0``) keeps every request on the control endpoint.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from dynofa.shm import SHM_DIR, ClientRegion
 
 ENDPOINT_ENV = "DYNOFA_ENDPOINT"
 SHM_ENV = "DYNOFA_SHM"  # "0": never use shared memory
+DIRECT_ENV = "DYNOFA_DIRECT"  # "0": inferences stay on the control endpoint
 TELEMETRY_ENV = "DYNOFA_TELEMETRY"
 
 
@@ -116,6 +122,7 @@ class InferenceReply:
     queue_ms: float  # time the request waited for the processing element
     round_trip_ms: float  # seen by this client, transport included
     transport: str = "frames"  # "shm" when the tensors went through shared memory
+    via: str | None = None  # the inference endpoint it went to (extension direct); None: the control endpoint
 
 
 @dataclass(frozen=True)
@@ -152,6 +159,7 @@ class Client:
         curve: CurveKeys | None = None,
         context: zmq.Context[Any] | None = None,
         shm: bool | None = None,
+        direct: bool | None = None,
     ) -> None:
         self.endpoint = check_endpoint(endpoint or default_endpoint(), "endpoint" if endpoint else "$DYNOFA_ENDPOINT")
         self.timeout_ms = max(1, int(timeout_s * 1000))
@@ -159,6 +167,12 @@ class Client:
         self.curve = curve
         self._context = context or zmq.Context.instance()
         self._socket: zmq.Socket[Any] | None = None
+        self._sockets: dict[str, zmq.Socket[Any]] = {}  # inference endpoints (extension direct) -> their sockets
+        # the inference endpoint each app's last reply named; used only for an ipc:// daemon (this machine)
+        self.direct = (direct if direct is not None else os.environ.get(DIRECT_ENV) != "0") and (
+            self.endpoint.startswith("ipc://") and curve is None
+        )
+        self._direct: dict[str, str] = {}
         self._next_id = 0
         self.tokens: dict[str, str] = {}  # app -> the token it was registered with (sent on every request on it)
         # shared memory: None = when the daemon offers it on this machine; False = frames; True = required
@@ -193,24 +207,40 @@ class Client:
         finally:
             self.timeout_ms, self.retries = saved
 
-    def _reset(self) -> None:
+    def _reset(self, endpoint: str | None = None) -> None:
+        if endpoint is not None:
+            sock = self._sockets.pop(endpoint, None)
+            if sock is not None:
+                sock.close(linger=0)
+            return
+        for sock in self._sockets.values():
+            sock.close(linger=0)
+        self._sockets.clear()
         if self._socket is not None:
             self._socket.close(linger=0)
             self._socket = None
 
-    def _open(self) -> zmq.Socket[Any]:
+    def _open(self, endpoint: str | None = None) -> zmq.Socket[Any]:
+        if endpoint is not None:
+            sock = self._sockets.get(endpoint)
+            if sock is None:
+                sock = self._sockets[endpoint] = self._new_socket(endpoint)
+            return sock
         if self._socket is None:
-            sock = self._context.socket(zmq.REQ)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.RCVTIMEO, self.timeout_ms)
-            sock.setsockopt(zmq.SNDTIMEO, self.timeout_ms)
-            if self.curve is not None:
-                sock.curve_serverkey = self.curve.server_public
-                sock.curve_publickey = self.curve.public
-                sock.curve_secretkey = self.curve.secret
-            sock.connect(self.endpoint)
-            self._socket = sock
+            self._socket = self._new_socket(self.endpoint)
         return self._socket
+
+    def _new_socket(self, endpoint: str) -> zmq.Socket[Any]:
+        sock = self._context.socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVTIMEO, self.timeout_ms)
+        sock.setsockopt(zmq.SNDTIMEO, self.timeout_ms)
+        if self.curve is not None:
+            sock.curve_serverkey = self.curve.server_public
+            sock.curve_publickey = self.curve.public
+            sock.curve_secretkey = self.curve.secret
+        sock.connect(endpoint)
+        return sock
 
     def _check_socket_file(self) -> None:
         if not self.endpoint.startswith("ipc://"):
@@ -227,9 +257,13 @@ class Client:
             )
 
     # transport ---------------------------------------------------------------------------
-    def request(self, op: str, *, tensor: np.ndarray | None = None, **args: Any) -> tuple[dict[str, Any], list[Any]]:
-        """Send one request; return the checked reply header and any extra frames."""
-        self._check_socket_file()
+    def request(
+        self, op: str, *, tensor: np.ndarray | None = None, via: str | None = None, **args: Any
+    ) -> tuple[dict[str, Any], list[Any]]:
+        """Send one request (to the inference endpoint ``via``, else the control endpoint); return the
+        checked reply header and any extra frames."""
+        if via is None:
+            self._check_socket_file()
         self._next_id += 1
         spec = protocol.OPS.get(op)
         if spec is not None and spec.owned and args.get("token") is None and args.get("app") in self.tokens:
@@ -239,15 +273,15 @@ class Client:
         if tensor is not None:
             frames.append(tensor.data.cast("B"))
         for attempt in range(self.retries + 1):
-            sock = self._open()
+            sock = self._open(via)
             try:
                 sock.send_multipart(frames, copy=False)
                 reply_frames = sock.recv_multipart(copy=False)
             except zmq.Again:
-                self._reset()  # Lazy Pirate: a REQ socket that timed out is stuck; start over
+                self._reset(via)  # Lazy Pirate: a REQ socket that timed out is stuck; start over
                 if attempt == self.retries:
                     raise DaemonUnavailableError(
-                        f"the dynofa daemon at {self.endpoint} did not answer {op!r} within "
+                        f"the dynofa daemon at {via or self.endpoint} did not answer {op!r} within "
                         f"{self.timeout_ms / 1000:g} s ({attempt + 1} attempt(s))"
                     ) from None
                 continue
@@ -256,6 +290,24 @@ class Client:
                 raise ProtocolError(f"reply id {reply.get('id')!r} does not match request id {self._next_id}")
             return protocol.check_reply(reply, op), list(reply_frames[1:])
         raise AssertionError("unreachable")
+
+    def _via(self, app: str) -> str | None:
+        """The inference endpoint for ``app``'s next inference, or None (the control endpoint)."""
+        endpoint = self._direct.get(app)
+        if endpoint is None:
+            return None
+        path = endpoint[len("ipc://") :]
+        # a daemon restarted without it, or killed and gone: back to the control endpoint, which says why
+        if not Path(path).exists() or (endpoint not in self._sockets and _nobody_listens(path)):
+            self._direct.pop(app, None)
+            self._reset(endpoint)
+            return None
+        return endpoint
+
+    def _learn_endpoint(self, app: str, reply: dict[str, Any]) -> None:
+        endpoint = reply.get("endpoint")
+        if self.direct and isinstance(endpoint, str) and endpoint.startswith("ipc://"):
+            self._direct[app] = endpoint
 
     def call(self, op: str, **args: Any) -> dict[str, Any]:
         reply, _ = self.request(op, **args)
@@ -295,6 +347,7 @@ class Client:
         """Forget ``app``; ``override`` lets an operator remove another client's app."""
         reply = self.call("unregister", app=app, override=override or None)
         self.tokens.pop(app, None)
+        self._direct.pop(app, None)
         return reply
 
     def set_budget(
@@ -335,16 +388,18 @@ class Client:
                 if self.shm or exc.code not in (protocol.BAD_REGION, protocol.UNKNOWN_OP):
                     raise
                 self._shm_refused(f"the daemon refused the shared-memory region: {exc.message}")
+        via = self._via(app)
         started = time.perf_counter()
-        reply, frames = self.request("infer", tensor=array, app=app, subnet=subnet, **fields)
+        reply, frames = self.request("infer", tensor=array, via=via, app=app, subnet=subnet, **fields)
         rtt = (time.perf_counter() - started) * 1000.0
+        self._learn_endpoint(app, reply)
         out = reply.get("output") or {}
         if len(frames) != 1:
             raise ProtocolError(f"an infer reply needs one output frame, got {len(frames)}")
         buffer = frames[0].buffer if hasattr(frames[0], "buffer") else frames[0]
         output = np.frombuffer(buffer, dtype=np.dtype(out.get("dtype", "float32"))).reshape(out.get("shape", [-1]))
         self.transport = "frames"
-        return _reply(reply, output, rtt, "frames")
+        return _reply(reply, output, rtt, "frames", via)
 
     # shared memory -----------------------------------------------------------------------
     def _use_shm(self) -> bool:
@@ -392,9 +447,10 @@ class Client:
         for attempt in range(2):
             region = self._region(app, array.nbytes)
             source = region.write_input(array)
+            via = self._via(app)
             started = time.perf_counter()
             try:
-                reply, _ = self.request("infer_shm", app=app, region=region.region, input=source,
+                reply, _ = self.request("infer_shm", via=via, app=app, region=region.region, input=source,
                                         output=region.output_slice(), subnet=subnet)  # fmt: skip
             except RemoteError as exc:
                 if exc.code != protocol.UNKNOWN_REGION or attempt:
@@ -402,12 +458,13 @@ class Client:
                 region.region = None  # the daemon restarted (or dropped it): register again, once
                 continue
             rtt = (time.perf_counter() - started) * 1000.0
+            self._learn_endpoint(app, reply)
             self.transport = "shm"
-            return _reply(reply, region.read_output(reply.get("output") or {}), rtt, "shm")
+            return _reply(reply, region.read_output(reply.get("output") or {}), rtt, "shm", via)
         raise AssertionError("unreachable")
 
 
-def _reply(reply: dict[str, Any], output: np.ndarray, rtt: float, transport: str) -> InferenceReply:
+def _reply(reply: dict[str, Any], output: np.ndarray, rtt: float, transport: str, via: str | None) -> InferenceReply:
     return InferenceReply(
         output=output,
         subnet=str(reply.get("subnet")),
@@ -416,6 +473,7 @@ def _reply(reply: dict[str, Any], output: np.ndarray, rtt: float, transport: str
         queue_ms=float(reply.get("queue_ms", 0.0)),
         round_trip_ms=rtt,
         transport=transport,
+        via=via,
     )
 
 

@@ -1,14 +1,22 @@
 """The ZeroMQ side of the daemon: a ROUTER for requests, a PUB for telemetry, inference workers.
 
-Only the main thread touches the ROUTER and PUB sockets. Control requests are answered
-on the main thread at once; inference requests go to a worker thread per torch device
-(bounded queue: "busy" when full, "timeout" when one waited longer than
-``limits.request_timeout_s``). Workers and the control loop hand replies and telemetry
-back through an outbox and a wake-up pipe that the main loop polls with the sockets, so
-an idle daemon sleeps in ``poll`` (no busy polling) and a control request never waits
-behind an inference. A slow or vanished client never blocks the daemon: replies use
-non-blocking sends, ROUTER_MANDATORY is off (replies to a gone peer are dropped) and
-each peer's queue is capped by SNDHWM.
+Only the main thread touches the control ROUTER and the PUB socket. Control requests are
+answered on the main thread at once; inference requests that arrive there go to a worker
+thread per torch device (bounded queue: "busy" when full, "timeout" when one waited longer
+than ``limits.request_timeout_s``), whose replies and the control loop's telemetry come back
+through an outbox and a wake-up pipe that the main loop polls with the sockets, so an idle
+daemon sleeps in ``poll`` (no busy polling) and a control request never waits behind an
+inference.
+
+On the same machine each worker also owns an inference endpoint of its own (extension
+``direct``, docs/protocol.md): a ROUTER on an ipc socket beside the control socket, which the
+worker polls itself. A request there is read, checked, run and answered by the thread that
+runs the forward: no hand-off between threads on the hot path. An inference there whose app
+was decided onto another device's PE goes to that device's worker, which hands the reply back.
+
+A slow or vanished client never blocks the daemon: replies use non-blocking sends,
+ROUTER_MANDATORY is off (replies to a gone peer are dropped) and each peer's queue is capped by
+SNDHWM.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +47,13 @@ from service.threads import INFERENCE_THREAD_PREFIX
 
 log = logging.getLogger(__name__)
 
-_STOP = object()
 SWEEP_INTERVAL_MS = 1000
+#: ops an inference endpoint serves; everything else belongs on the control endpoint
+DIRECT_OPS = ("infer", "infer_shm", "ping")
 
 
 class Outbox:
-    """Thread-safe hand-over to the main loop: items plus a byte on a pipe that wakes ``poll``."""
+    """Thread-safe hand-over to a thread that polls: items plus a byte on a pipe that wakes ``poll``."""
 
     def __init__(self) -> None:
         self.read_fd, self.write_fd = os.pipe()
@@ -83,10 +92,68 @@ class Pending:
     request_id: Any
     job: InferenceJob
     transfer: Transfer | None = None  # infer_shm: input and output lie in a shared-memory region
+    reply_to: Outbox | None = None  # whose socket the reply leaves on (None: the control endpoint's outbox)
+    local: bool = False  # the client is on this machine (ipc): its reply names the worker's inference endpoint
+
+
+@dataclass
+class Front:
+    """What turning frames into a checked request needs, on the control and the inference endpoints."""
+
+    engine: Engine
+    regions: RegionTable
+    max_message_bytes: int
+    max_frames: int
+    ipc: bool  # the socket is ipc://: the kernel's peer credentials identify the caller
+    rejections: RejectionLog
+
+    def answer(
+        self, frames: list[Any], dispatch: Callable[[Request, list[Any], Caller], list[Any] | None]
+    ) -> tuple[list[Any], list[Any] | None]:
+        """(envelope, reply frames); None when the reply comes later (an inference on another thread)."""
+        # envelope: the peer identity, plus the empty delimiter a REQ socket adds
+        if len(frames) >= 2 and len(frames[1].buffer) == 0:
+            envelope, body = frames[:2], frames[2:]
+        else:
+            envelope, body = frames[:1], frames[1:]
+        request_id = None
+        caller: Caller | None = None
+        try:
+            request = protocol.parse_request(body, self.max_message_bytes, self.max_frames)
+            request_id = request.id
+            caller = caller_of(body[0], ipc=self.ipc)
+            if protocol.OPS[request.op].owned:  # every op on an app: only its owner (or an operator's override)
+                self.engine.authorize(request.args["app"], caller, request.token, request.override)
+            return envelope, dispatch(request, envelope, caller)
+        except RequestError as exc:
+            self.rejections.record(exc, caller)
+            return envelope, [_encode_error(exc, request_id if exc.request_id is None else exc.request_id)]
+        except Exception as exc:  # noqa: BLE001 - nothing a client sends may kill the daemon
+            log.exception("unexpected error while handling a request")
+            return envelope, [_encode_error(RequestError(protocol.INTERNAL, f"internal error: {exc}"), request_id)]
+
+    def pending(self, request: Request, envelope: list[Any], reply_to: Outbox | None) -> Pending:
+        """An ``infer`` or ``infer_shm`` request checked and decided (its point read now), ready to run."""
+        args, now = request.args, time.monotonic()
+        if request.op == "infer":
+            assert request.tensor is not None
+            job = self.engine.prepare_inference(args["app"], request.tensor, args.get("subnet"), now)
+            return Pending(envelope, request.id, job, reply_to=reply_to, local=self.ipc)
+        transfer = self.regions.transfer(args["app"], args["region"], args["input"], args["output"])
+        try:
+            job = self.engine.prepare_inference(args["app"], transfer.buffer(), args.get("subnet"), now)
+        except BaseException:
+            transfer.release()
+            raise
+        return Pending(envelope, request.id, job, transfer, reply_to, self.ipc)
 
 
 class InferenceWorker(threading.Thread):
-    """Runs inferences for one torch device, in arrival order."""
+    """Runs inferences for one torch device, in arrival order.
+
+    Jobs come from the control endpoint (through :meth:`submit`) and, once :meth:`attach` gave it
+    one, from the worker's own inference endpoint, which it polls, answers and closes itself.
+    """
 
     def __init__(
         self,
@@ -101,27 +168,148 @@ class InferenceWorker(threading.Thread):
         super().__init__(name=f"{INFERENCE_THREAD_PREFIX}{device}", daemon=True)
         self.device = device
         self.engine = engine
-        self.outbox = outbox
+        self.outbox = outbox  # the control endpoint's: replies to requests that came in there
         self.timeout_s = timeout_s
-        self.jobs: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self.queue_size = queue_size
+        self.mailbox = Outbox()  # jobs for this worker, and replies to send on its own endpoint
+        self._queued = 0
+        self._count = threading.Lock()
         self._on_start = on_start
         self._map_task = map_task
+        self.endpoint: str | None = None  # this worker's inference endpoint, once attached
+        self._router: zmq.Socket[Any] | None = None
+        self._front: Front | None = None
+        self._peers: dict[str, InferenceWorker] = {}
+        self._stopping = False
+
+    def attach(self, router: zmq.Socket[Any], endpoint: str, front: Front, peers: dict[str, InferenceWorker]) -> None:
+        """Give the worker its inference endpoint (bound, not yet polled); call before :meth:`start`."""
+        self._router, self.endpoint, self._front, self._peers = router, endpoint, front, peers
 
     def submit(self, pending: Pending) -> None:
-        self.jobs.put_nowait(pending)  # raises queue.Full
+        """Queue one job; raises ``busy`` when ``queue_size`` are already waiting."""
+        with self._count:
+            if self._queued >= self.queue_size:
+                raise RequestError(
+                    protocol.BUSY,
+                    f"{self.queue_size} inferences are already queued on {pending.job.pe} (limits.infer_queue); "
+                    "retry later",
+                )
+            self._queued += 1
+        self.mailbox.put("job", pending, None)
 
     def stop(self) -> None:
-        self.jobs.put(_STOP)  # after the queued jobs: in-flight work finishes
+        self.mailbox.put("stop", None, None)  # after the queued jobs: in-flight work finishes
 
     def run(self) -> None:
         if self._on_start is not None:
             self._on_start()
-        while True:
-            item = self.jobs.get()
-            if item is _STOP:
-                return
-            self.outbox.put("reply", item.envelope, self._serve(item))
+        poller = zmq.Poller()
+        poller.register(self.mailbox.read_fd, zmq.POLLIN)
+        if self._router is not None:
+            poller.register(self._router, zmq.POLLIN)
+        try:
+            while not self._stopping:
+                try:
+                    events = dict(poller.poll())
+                except zmq.ZMQError as exc:
+                    if exc.errno == errno.EINTR:
+                        continue
+                    raise
+                if self.mailbox.read_fd in events:
+                    self._take_mail()
+                if self._router is not None and self._router in events and not self._stopping:
+                    self._read_direct()
+        finally:
+            self._close_endpoint()
 
+    def _take_mail(self) -> None:
+        for kind, item, frames in self.mailbox.drain():
+            if kind == "job":
+                with self._count:
+                    self._queued -= 1
+                reply = self._serve(item)
+                self._reply(item, reply)
+            elif kind == "reply":  # another worker ran an inference that came in on this endpoint
+                self._send(item, frames)
+            elif kind == "stop":
+                self._stopping = True
+
+    def _reply(self, pending: Pending, frames: list[Any]) -> None:
+        if pending.reply_to is None:
+            self.outbox.put("reply", pending.envelope, frames)
+        elif pending.reply_to is self.mailbox:
+            self._send(pending.envelope, frames)
+        else:
+            pending.reply_to.put("reply", pending.envelope, frames)
+
+    # the inference endpoint ------------------------------------------------------------------
+    def _read_direct(self, budget: int = 64) -> None:
+        assert self._router is not None and self._front is not None
+        for _ in range(budget):  # bounded: jobs from the control endpoint are served between bursts
+            try:
+                frames = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            envelope, reply = self._front.answer(frames, self._dispatch_direct)
+            if reply is not None:
+                self._send(envelope, reply)
+
+    def _dispatch_direct(self, request: Request, envelope: list[Any], caller: Caller) -> list[Any] | None:
+        assert self._front is not None
+        if self._stopping:
+            raise RequestError(protocol.SHUTTING_DOWN, "the daemon is shutting down")
+        if request.op not in DIRECT_OPS:
+            raise RequestError(
+                protocol.UNKNOWN_OP,
+                f"op {request.op!r} is not served on an inference endpoint (only {', '.join(DIRECT_OPS)}); "
+                "send it to the control endpoint",
+            )
+        if request.op == "ping":
+            return [protocol.encode(protocol.ok(request.id))]
+        pending = self._front.pending(request, envelope, self.mailbox)
+        device = self.engine.models[pending.job.model].device(pending.job.pe)
+        if device == self.device:
+            return self._serve(pending)  # here, on this thread: no hand-off
+        try:
+            self._peers[device].submit(pending)  # decided onto another device: its worker runs it
+        except BaseException:
+            if pending.transfer is not None:
+                pending.transfer.release()
+            raise
+        return None
+
+    def _send(self, envelope: list[Any], frames: list[Any]) -> None:
+        if self._router is None:
+            return
+        try:
+            self._router.send_multipart([*envelope, *frames], zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError as exc:  # peer gone or over its HWM: drop the reply, keep serving
+            log.debug("reply dropped: %s", exc)
+
+    def _close_endpoint(self) -> None:
+        """Answer what is still queued on the endpoint ``shutting_down``, then close it (this thread owns it)."""
+        if self._router is None or self._front is None:
+            return
+        while True:
+            try:
+                frames = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            envelope, reply = self._front.answer(frames, self._dispatch_direct)
+            if reply is not None:
+                self._send(envelope, reply)
+        self._router.close(linger=1000)
+        self._router = None
+
+    def close(self) -> None:
+        """Free what a worker that is not running holds (its thread closed its endpoint when it ran)."""
+        if self._router is not None:
+            self._router.close(linger=0)
+            self._router = None
+        self.mailbox.close()
+
+    # running one job --------------------------------------------------------------------------
     def _serve(self, pending: Pending) -> list[Any]:
         try:
             return self._serve_one(pending)
@@ -158,6 +346,8 @@ class InferenceWorker(threading.Thread):
                 queue_ms=round(done.queue_ms, 4),
                 output=fields,
             )
+            if pending.local and self.endpoint is not None:
+                header["endpoint"] = self.endpoint  # where this app's next inference goes without a hand-off
             return [protocol.encode(header)] if out is None else [protocol.encode(header), out]
         except RequestError as exc:
             return [_encode_error(exc, pending.request_id)]
@@ -249,6 +439,10 @@ class Server:
         self.rejections = RejectionLog()
         self.regions = RegionTable()
         self._last_sweep = 0.0
+        limits = config.limits
+        self.front = Front(engine, self.regions, limits.max_message_bytes, limits.max_frames, self._ipc_control,
+                           self.rejections)  # fmt: skip
+        self._worker_contexts: list[zmq.Context[Any]] = []
 
     # setup ------------------------------------------------------------------------------
     def bind(self) -> None:
@@ -273,6 +467,37 @@ class Server:
                 self._secure_ipc(Path(endpoint[len("ipc://") :]))
         log.info("serving requests on %s, telemetry on %s", self.config.control_endpoint(),
                  self.config.telemetry_endpoint())  # fmt: skip
+        if self._ipc_control:
+            for worker in self.workers.values():
+                self._bind_inference_endpoint(worker)
+
+    def _bind_inference_endpoint(self, worker: InferenceWorker) -> None:
+        """A ROUTER beside the control socket that ``worker`` polls and answers itself (extension direct)."""
+        control = Path(self.config.control_endpoint()[len("ipc://") :])
+        slug = "".join(ch for ch in worker.device if ch.isalnum())
+        endpoint = f"ipc://{control.parent / f'infer-{slug}.sock'}"
+        limits = self.config.limits
+        # its own context: a worker stuck in a forward at exit cannot hold up the control socket's term()
+        context: zmq.Context[Any] = zmq.Context(io_threads=1)
+        router = context.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        router.setsockopt(zmq.SNDHWM, limits.send_hwm)
+        router.setsockopt(zmq.RCVHWM, limits.send_hwm)
+        router.setsockopt(zmq.MAXMSGSIZE, limits.hard_message_bytes)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        try:
+            router.bind(endpoint)
+        except zmq.ZMQError as exc:  # e.g. a path over the 107 bytes of sun_path: the control endpoint still serves
+            log.warning("no inference endpoint for %s (%s): its inferences go through %s", worker.device, exc,
+                        self.config.control_endpoint())  # fmt: skip
+            router.close(linger=0)
+            context.term()
+            return
+        self._secure_ipc(Path(endpoint[len("ipc://") :]))
+        self._worker_contexts.append(context)
+        front = replace(self.front, rejections=RejectionLog())  # each thread counts its own refusals
+        worker.attach(router, endpoint, front, self.workers)
+        log.info("inferences on %s served directly on %s", worker.device, endpoint)
 
     def _curve_keys(self) -> tuple[bytes, bytes] | None:
         endpoints = (self.config.control_endpoint(), self.config.telemetry_endpoint())
@@ -354,24 +579,7 @@ class Server:
             self._handle(frames)
 
     def _handle(self, frames: list[Any]) -> None:
-        # envelope: the peer identity, plus the empty delimiter a REQ socket adds
-        if len(frames) >= 2 and len(frames[1].buffer) == 0:
-            envelope, body = frames[:2], frames[2:]
-        else:
-            envelope, body = frames[:1], frames[1:]
-        request_id = None
-        caller: Caller | None = None
-        try:
-            request = protocol.parse_request(body, self.config.limits.max_message_bytes, self.config.limits.max_frames)
-            request_id = request.id
-            caller = caller_of(body[0], ipc=self._ipc_control)
-            reply = self._dispatch(request, envelope, caller)
-        except RequestError as exc:
-            self.rejections.record(exc, caller)
-            reply = [_encode_error(exc, request_id if exc.request_id is None else exc.request_id)]
-        except Exception as exc:  # noqa: BLE001 - nothing a client sends may kill the daemon
-            log.exception("unexpected error while handling a request")
-            reply = [_encode_error(RequestError(protocol.INTERNAL, f"internal error: {exc}"), request_id)]
+        envelope, reply = self.front.answer(frames, self._dispatch)
         if reply is not None:
             self._send(envelope, reply)
 
@@ -379,22 +587,15 @@ class Server:
         if self._stopping:
             raise RequestError(protocol.SHUTTING_DOWN, "the daemon is shutting down")
         op, args, engine = request.op, request.args, self.engine
-        if protocol.OPS[op].owned:  # every op on an app: only its owner (or an operator's override)
-            engine.authorize(args["app"], caller, request.token, request.override)
-        if op == "infer":
-            assert request.tensor is not None
-            job = engine.prepare_inference(args["app"], request.tensor, args.get("subnet"), time.monotonic())
-            self._submit(Pending(envelope, request.id, job))
-            return None  # the worker replies
-        if op == "infer_shm":
-            transfer = self.regions.transfer(args["app"], args["region"], args["input"], args["output"])
+        if op in ("infer", "infer_shm"):
+            pending = self.front.pending(request, envelope, None)
             try:
-                job = engine.prepare_inference(args["app"], transfer.buffer(), args.get("subnet"), time.monotonic())
-                self._submit(Pending(envelope, request.id, job, transfer))
+                self._submit(pending)
             except BaseException:
-                transfer.release()
+                if pending.transfer is not None:
+                    pending.transfer.release()
                 raise
-            return None
+            return None  # the worker replies
         if op == "unregister":
             self.regions.forget_app(args["app"])
         handlers: dict[str, Callable[[], dict[str, Any]]] = {
@@ -428,14 +629,7 @@ class Server:
 
     def _submit(self, pending: Pending) -> None:
         job = pending.job
-        worker = self.workers[self.engine.models[job.model].device(job.pe)]
-        try:
-            worker.submit(pending)
-        except queue.Full:
-            raise RequestError(
-                protocol.BUSY,
-                f"{worker.jobs.maxsize} inferences are already queued on {job.pe} (limits.infer_queue); retry later",
-            ) from None
+        self.workers[self.engine.models[job.model].device(job.pe)].submit(pending)
 
     def state(self) -> dict[str, Any]:
         """The engine's apps with the control loop's view (pes, monitor, policy, predictions): the ``state`` op."""
@@ -503,6 +697,12 @@ class Server:
         if self._auth is not None:
             self._auth.stop()
         self.context.term()
+        for worker in self.workers.values():
+            if not worker.is_alive():  # else its thread still uses the mailbox (a daemon thread, gone at exit)
+                worker.close()
+        if not any(w.is_alive() for w in self.workers.values()):
+            for context in self._worker_contexts:
+                context.term()
         self.regions.close()
         for path in self._ipc_files:
             with contextlib.suppress(OSError):

@@ -1,0 +1,190 @@
+"""Inference endpoints (extension ``direct``) through a real daemon: the thread that runs the forward
+reads and answers the request itself. Same outputs as the control endpoint, bit for bit, with frames
+and shared memory; every error answered there too; budgets and observations as before."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+
+from dynofa import protocol
+from dynofa.client import Client, new_token
+from dynofa.protocol import RemoteError
+from dynofa.shm import SHM_DIR
+from tests.service.harness import Daemon
+from tests.service.test_outputs import ATOL, DIFFERENT, image, local  # noqa: F401  (the in-process reference)
+
+
+def _endpoint(daemon: Daemon) -> str:
+    return f"ipc://{daemon.runtime / 'infer-cpu.sock'}"
+
+
+def test_hello_offers_the_extension_and_the_endpoint_is_the_control_sockets_sibling(daemon: Daemon) -> None:
+    c = daemon.client()
+    assert c.hello()["extensions"]["direct"] == 1
+    path = daemon.runtime / "infer-cpu.sock"
+    mode = os.stat(path).st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) & 0o007 == 0  # like control.sock: no access for others
+
+
+def test_replies_name_the_endpoint_and_later_inferences_go_there(daemon: Daemon, local: Any) -> None:  # noqa: F811
+    c = daemon.client()
+    c.shm = False
+    c.register("direct-out")
+    try:
+        first = c.infer("direct-out", image(32, seed=1), subnet=local.catalog.ids[0])
+        assert first.via is None  # the first inference learns the endpoint from its reply
+        for k, sid in enumerate(local.catalog.ids):
+            x = image(local.catalog.get(sid).resolution, seed=30 + k)
+            reply = c.infer("direct-out", x, subnet=sid)
+            assert reply.via == _endpoint(daemon)
+            assert reply.subnet == sid
+            np.testing.assert_allclose(reply.output, local(x, sid), rtol=0, atol=ATOL)
+            for other in local.catalog.ids:
+                if other != sid:
+                    assert np.abs(reply.output - local(x, other)).max() > DIFFERENT
+    finally:
+        c.unregister("direct-out")
+
+
+@pytest.mark.skipif(not SHM_DIR.is_dir(), reason="no /dev/shm on this system")
+def test_direct_equals_the_control_endpoint_bit_for_bit_with_frames_and_shm(daemon: Daemon, local: Any) -> None:  # noqa: F811
+    clients = {}
+    for shm in (False, True):
+        for direct in (False, True):
+            c = daemon.client()
+            c.shm, c.direct = shm, direct
+            clients[(shm, direct)] = c
+    clients[(False, False)].register("direct-same")
+    try:
+        for k, sid in enumerate(local.catalog.ids):
+            x = image(40, seed=40 + k)  # resized on the way
+            replies = {}
+            for key, c in clients.items():
+                c.infer("direct-same", x, subnet=sid)  # the first one learns the endpoint
+                replies[key] = c.infer("direct-same", x, subnet=sid)
+            for (shm, direct), reply in replies.items():
+                assert reply.transport == ("shm" if shm else "frames"), clients[(shm, direct)].shm_problem
+                assert (reply.via is not None) == direct
+                assert reply.subnet == sid
+                assert reply.output.tobytes() == replies[(False, False)].output.tobytes()
+            np.testing.assert_allclose(replies[(True, True)].output, local(x, sid), rtol=0, atol=ATOL)
+    finally:
+        clients[(False, False)].unregister("direct-same")
+
+
+def _raw(daemon: Daemon) -> zmq.Socket[bytes]:
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, 20_000)
+    sock.connect(_endpoint(daemon))
+    return sock
+
+
+def _ask(sock: zmq.Socket[bytes], *frames: bytes) -> tuple[dict[str, Any], list[bytes]]:
+    sock.send_multipart(list(frames))
+    head, *rest = sock.recv_multipart()
+    return json.loads(head), rest
+
+
+def _header(**fields: Any) -> bytes:
+    return json.dumps({"v": 1, **fields}).encode()
+
+
+def test_every_error_is_answered_on_the_endpoint_and_it_keeps_serving(daemon: Daemon) -> None:
+    owner = daemon.client()
+    owner.register("direct-err")
+    token = new_token()
+    owner.register("direct-locked", token=token)
+    x = image(32, seed=3)
+    infer = {"op": "infer", "app": "direct-err", "dtype": "float32", "shape": list(x.shape)}
+    sock = _raw(daemon)
+    try:
+        cases: list[tuple[str, tuple[bytes, ...], Any]] = [
+            (protocol.BAD_JSON, (b"{not json",), None),
+            (protocol.UNSUPPORTED_VERSION, (json.dumps({"v": 2, "op": "ping", "id": 1}).encode(),), 1),
+            (protocol.BAD_REQUEST, (_header(id=2, op="infer", app="direct-err"), x.tobytes()), 2),
+            (protocol.BAD_TENSOR, (_header(id=3, **{**infer, "shape": [1, 3, 32]}), x.tobytes()), 3),
+            (protocol.UNKNOWN_SUBNET, (_header(id=4, **infer, subnet="no-such-subnet"), x.tobytes()), 4),
+            (protocol.UNKNOWN_APP, (_header(id=5, **{**infer, "app": "never-registered"}), x.tobytes()), 5),
+            (protocol.FORBIDDEN, (_header(id=6, **{**infer, "app": "direct-locked"}), x.tobytes()), 6),
+            (protocol.UNKNOWN_OP, (_header(id=7, op="set_budget", app="direct-err", budget={"latency_ms": 5}),), 7),
+            (protocol.UNKNOWN_REGION, (_header(id=8, op="infer_shm", app="direct-err", region="r999999",
+                                               input={"offset": 0, "dtype": "float32", "shape": list(x.shape)},
+                                               output={"offset": 12288, "bytes": 4096}),), 8),  # fmt: skip
+        ]
+        for code, frames, request_id in cases:
+            reply, rest = _ask(sock, *frames)
+            assert reply["ok"] is False and reply["error"]["code"] == code, (code, reply)
+            assert reply.get("id") == request_id and rest == []
+            if code == protocol.UNKNOWN_OP:
+                assert "control endpoint" in reply["error"]["message"]
+            good, out = _ask(sock, _header(id=100, **infer), x.tobytes())
+            assert good["ok"] is True and good["id"] == 100 and len(out) == 1, good
+        assert owner.budgets()["direct-err"]["budget"] is None  # the refused set_budget did nothing
+        pong, _ = _ask(sock, _header(id=101, op="ping"))
+        assert pong == {"v": 1, "ok": True, "id": 101}
+    finally:
+        sock.close()
+        owner.unregister("direct-err")
+        owner.tokens["direct-locked"] = token
+        owner.unregister("direct-locked")
+
+
+def test_first_direct_inference_after_set_budget_runs_at_the_new_point_and_is_observed(daemon: Daemon) -> None:
+    c = daemon.client()
+    c.shm = False
+    c.register("direct-budget")
+    try:
+        c.infer("direct-budget", image(32, seed=4))
+        before = c.state()["apps"]["direct-budget"]
+        for latency_ms in (0.01, 3_600_000.0):  # the fastest subnet, then the most accurate
+            c.set_budget("direct-budget", latency_ms=latency_ms)
+            decided = c.state()["apps"]["direct-budget"]["operating_point"]["subnet"]
+            reply = c.infer("direct-budget", image(32, seed=5))
+            assert reply.via == _endpoint(daemon) and reply.subnet == decided
+        after = c.state()["apps"]["direct-budget"]
+        assert after["inferences"] == before["inferences"] + 2  # direct inferences feed the app's window
+    finally:
+        c.unregister("direct-budget")
+
+
+def test_a_vanished_endpoint_falls_back_to_the_control_endpoint(daemon: Daemon, tmp_path: Path) -> None:
+    c = daemon.client()
+    c.shm = False
+    c.register("direct-gone")
+    try:
+        c.infer("direct-gone", image(32, seed=6))
+        c._direct["direct-gone"] = f"ipc://{tmp_path / 'gone.sock'}"  # a daemon restarted without the extension
+        reply = c.infer("direct-gone", image(32, seed=6))
+        assert reply.via is None and reply.output.shape == (1, 10)
+        assert c.infer("direct-gone", image(32, seed=6)).via == _endpoint(daemon)  # learnt again
+        off = Client(daemon.endpoint, direct=False)
+        try:
+            off.shm = False
+            off.infer("direct-gone", image(32, seed=6))
+            assert off.infer("direct-gone", image(32, seed=6)).via is None
+        finally:
+            off.close()
+    finally:
+        c.unregister("direct-gone")
+
+
+def test_the_clients_control_ops_sent_to_the_endpoint_are_refused_with_unknown_op(daemon: Daemon) -> None:
+    c = daemon.client()
+    c.shm = False
+    c.register("direct-region")
+    try:
+        c.infer("direct-region", image(32, seed=7))
+        with pytest.raises(RemoteError) as err:
+            c.request("shm_unregister", via=_endpoint(daemon), app="direct-region", region="r1")
+        assert err.value.code == protocol.UNKNOWN_OP
+    finally:
+        c.unregister("direct-region")
