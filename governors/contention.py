@@ -27,10 +27,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from governors.monitors import Snapshot
 
-#: z-score of the 99th percentile of a normal distribution: the safety margin covers
-#: 2.33 standard deviations of the observed latency ratio.
-Z99 = 2.33
-
 
 @dataclass(frozen=True)
 class LoadView:

@@ -6,11 +6,17 @@ regression (:mod:`governors.latency_model`) x the PE's contention slowdown
 latency x safety margin meets its deadline, on the PE where that is cheapest, at the
 lowest-energy frequencies that still meet it (:mod:`governors.policies.search`).
 
-* **Safety margin**: the 98th percentile of the recent observed/predicted ratios on the
-  app's PE relative to the estimate (``1 + 2.33 * sd`` until a dozen ratios were seen),
-  clamped to ``[min_margin, max_margin]``: sized for ~99 % of inferences to meet the budget.
+* **Safety margin**: the ``quantile`` (0.999) of the recent observed/predicted ratios on
+  the app's PE relative to the estimate, never below its normal approximation
+  ``1 + z * sd`` (a few dozen ratios cannot show a 99.9th percentile), clamped to
+  ``[min_margin, max_margin]``: sized for about one inference in a thousand to miss.
 * **Reaction**: a deadline miss resets the PE's slowdown to the observed ratio (no
   filtering), and the next ``decide`` drops to what fits: one inference.
+* **Onset**: when the monitors see other processes' load rise on a PE, the estimate is
+  raised to their prior before any inference slowed down, and is provisional: the first
+  inference there is planned with ``max_margin`` at the PE's top clock (the prior is a
+  guess), the next one on its measured ratio, adopted at once. Load that leaves makes the
+  estimate provisional as well: one inference's ratio replaces it.
 * ``dvfs=False`` keeps every clock at the top of its ladder (subnet and mapping choice
   under the Linux ``performance`` governor): the baseline that isolates what DVFS saves.
 * **Hysteresis**: moving to a more accurate or cheaper point (an upgrade) needs the new

@@ -78,6 +78,10 @@ def test_simulated_soc_quick_run_has_the_keys() -> None:
     assert out["dynamic_range_time"] > 10 and out["dynamic_range_energy"] > 2
     assert set(out["policies"]) >= {"model-based", "model-based-energy", "dynamic-ofa", "performance", "schedutil",
                                     "oracle", "oracle-energy"}
+    # the clairvoyant bounds are printed beside the goals they bound
+    assert 0 < out["oracle_energy_vs_schedutil_same_accuracy"] <= out["energy_vs_schedutil_same_accuracy"]
+    assert 0 < out["oracle_energy_vs_performance_governor"] <= out["energy_vs_performance_governor"]
+    assert 0 < out["two_apps_oracle_energy_vs_schedutil"] <= out["two_apps_energy_vs_schedutil"]
     # the oracle is a lower bound for every policy, one or two apps
     assert all(v >= 1.0 for v in out["energy_vs_oracle"].values()), out["energy_vs_oracle"]
     assert all(v >= 1.0 for v in out["two_apps"]["energy_vs_oracle"].values())
