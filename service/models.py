@@ -26,6 +26,9 @@ from dynofa.operating_point import OperatingPoint
 
 log = logging.getLogger(__name__)
 
+#: time per batch size the start-up re-profiling may spend on one PE's measured subnets (ms)
+REPROFILE_BUDGET_MS = 1500.0
+
 
 def default_catalog_path() -> Path:
     """The bundled demo catalog (``subnets.demo``): the OFA supernet's, else the group-pruned net's."""
@@ -50,7 +53,7 @@ def _reprofile_here(catalog: Catalog, pools: dict[str, Any], devices: dict[str, 
     """Re-time a few subnets per PE when the catalog's latency was measured on another machine.
 
     A shipped catalog's figures are another machine's; policies act on latency, so they must be
-    this machine's. Three measured subnets plus the catalog's regression take about a second.
+    this machine's. Three measured subnets plus the catalog's regression take a second or two per batch size.
     """
     from subnets.reprofile import measured_elsewhere, reprofile
 
@@ -60,7 +63,9 @@ def _reprofile_here(catalog: Catalog, pools: dict[str, Any], devices: dict[str, 
         if device != "cpu" and pe not in catalog.pes():
             continue  # no reference figure to scale: the policy's fallback applies
         try:
-            catalog = reprofile(catalog, pools[device].family, pe, measure=3)
+            # time what serves (the pool's graphs and modules), about a second and a half per batch size
+            catalog = reprofile(catalog, pools[device].family, pe, measure=3, forward=pools[device].forward,
+                                budget_ms=REPROFILE_BUDGET_MS)
         except Exception as exc:  # noqa: BLE001 - stale figures are better than no daemon
             log.warning("model %s: could not re-profile %s on %s (%s); keeping the catalog's figures", name, pe,
                         device, exc)  # fmt: skip

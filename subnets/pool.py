@@ -29,7 +29,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -420,6 +420,16 @@ class SubnetPool:
         """Run one inference on the active subnet (or on ``subnet``, without switching)."""
         slot = self._default._slot if subnet is None else self._use(subnet)
         return self._run(slot, x, resize)
+
+    def forward(self, subnet_id: str) -> Callable[[Tensor], Tensor]:
+        """What serves ``subnet_id`` (the path :meth:`infer` takes: its traced graph for the traced shape,
+        the pool's module otherwise), as one callable: re-profiling times this, not an eager copy."""
+        self.spec(subnet_id)  # an unknown id fails here, not at the first call
+
+        def run(x: Tensor) -> Tensor:
+            return self.infer(x, subnet_id).output
+
+        return run
 
     def memory(self) -> dict[str, Any]:
         """Tensor bytes: the supernet, views into it, what the materialisations add, per subnet."""

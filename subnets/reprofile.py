@@ -5,6 +5,13 @@ The daemon calls :func:`reprofile` at start-up for a catalog measured elsewhere
 The other subnets are predicted from a reference figure each subnet has (its catalog latency on
 the PE, or on another PE every subnet has, else its MACs): either one ratio (this machine /
 reference) or an affine fit, whichever has the lower leave-one-out error.
+
+The daemon passes ``forward``: the callable that serves each subnet (``SubnetPool.forward``: the
+traced graph at its shape, the pool's module otherwise), so that what is timed is what it serves;
+an eager re-materialisation differs from the graph by a per-op dispatch cost that is a large
+share of a small subnet's latency. With one torch thread on the CPU the figures are thread CPU
+time, so that other processes' load at start-up is not baked into the catalog (contention is the
+policies' estimate, measured against these figures).
 """
 
 from __future__ import annotations
@@ -21,9 +28,13 @@ from subnets import pareto
 from subnets.family import ModelFamily
 from subnets.timing import cpu_freq_khz, cpu_model, measure_interleaved, on_device, pe_device, pinned, provenance
 
-__all__ = ["measured_elsewhere", "reprofile"]
+__all__ = ["MAX_REPEATS", "measured_elsewhere", "reprofile"]
 
 Progress = Callable[[str], None]
+Forward = Callable[[str], Callable[[Any], Any]]  # subnet id -> the forward that serves it
+
+#: the most timed runs per subnet and batch size when ``reprofile`` has a time budget
+MAX_REPEATS = 40
 
 
 def reprofile(
@@ -38,6 +49,8 @@ def reprofile(
     cpus: Sequence[int] | None = None,
     progress: Progress | None = None,
     load_bn: bool = False,
+    forward: Forward | None = None,
+    budget_ms: float | None = None,
 ) -> Catalog:
     """Re-time ``measure`` subnets of ``catalog`` on this machine's ``pe`` and predict the rest.
 
@@ -45,6 +58,11 @@ def reprofile(
     subnets measured at that batch size, the others predicted from their catalog figure at it).
     Returns a new catalog (same path); the input is left unchanged. BN statistics do not change
     latency, so they are only loaded when ``load_bn`` asks for it.
+
+    ``forward(subnet_id)`` gives the callable that serves the subnet (it is timed instead of a
+    fresh materialisation). ``budget_ms`` raises ``repeats`` while a round of the measured
+    subnets at that batch size fits the budget (at most :data:`MAX_REPEATS`): fast subnets get
+    the samples a stable median needs, slow ones do not stretch the daemon's start.
     """
     say = progress or (lambda _msg: None)
     if measure < 1:
@@ -61,20 +79,27 @@ def reprofile(
         threads = known[0] if known else 1
     chosen = pareto.spread(entries, min(measure, len(entries)), cost=lambda e: reference[e.id])
     device = pe_device(pe)
-    modules = {}
+    modules: dict[str, tuple[Any, tuple[int, ...]]] = {}
     for entry in chosen:
         spec = family.spec_from_dict({"config": entry.config, "resolution": entry.resolution})
+        if forward is not None:
+            modules[entry.id] = (forward(entry.id), tuple(family.input_shape(spec)))
+            continue
         bn = _load_bn(catalog, entry) if load_bn else None
-        modules[entry.id] = (on_device(family.materialize(spec, bn), device), family.input_shape(spec))
+        modules[entry.id] = (on_device(family.materialize(spec, bn), device), tuple(family.input_shape(spec)))
     # batch figures are re-timed too (each batch size predicted from the catalog's figure at that size)
     extra = [b for b in catalog.batch_sizes(pe) if b > 1] if ref_name == f"catalog_ms_{pe}" else []
+    clock = "thread" if device == "cpu" and threads == 1 else "wall"
+    timed = {}
     with pinned(cpus):
-        timed = {
-            b: measure_interleaved(
-                {sid: (m, (b, *shape[1:])) for sid, (m, shape) in modules.items()}, device, warmup, repeats, threads
-            )
-            for b in [1, *extra]
-        }
+        for b in [1, *extra]:
+            at_b = {sid: (m, (b, *shape[1:])) for sid, (m, shape) in modules.items()}
+            n = repeats
+            if budget_ms is not None:
+                first = measure_interleaved(at_b, device, warmup, 1, threads, clock=clock)
+                per_round = sum(r.median_ms for r in first.values())
+                n = max(repeats, min(MAX_REPEATS, int(budget_ms / max(per_round, 1e-3))))
+            timed[b] = measure_interleaved(at_b, device, warmup, n, threads, clock=clock)
     freq = cpu_freq_khz(cpus) if device == "cpu" else None
     del modules
     ids = [e.id for e in entries]
@@ -85,6 +110,8 @@ def reprofile(
         ref = reference if b == 1 else {e.id: e.latency[pe].batch[b].ms for e in entries}
         predicted, fit_info = predict_from_reference(ids, ref, ref_name if b == 1 else f"{ref_name}_b{b}", measured)
         figures[b] = (measured, predicted)
+        fit_info["clock"] = clock
+        fit_info["repeats"] = len(next(iter(records.values())).samples)
         if b == 1:
             info = fit_info
         else:

@@ -64,3 +64,36 @@ def test_the_daemon_never_imports_the_offline_pipeline(tmp_path) -> None:  # typ
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_reprofile_times_the_forward_that_serves(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The start-up figures are the served path's: the pool's graph at batch 1, its module at other batch sizes.
+
+    Timing an eager re-materialisation instead (what re-profiling once did) measured another
+    callable than the one the daemon serves, so measured / predicted was off by that difference.
+    """
+    from subnets.pool import SubnetPool
+
+    path = _copy_from_elsewhere(tmp_path)
+    served: list[tuple[str, int, bool]] = []  # (subnet, batch, ran its traced graph)
+    run = SubnetPool._run
+
+    def spy(self, slot, x, resize):  # type: ignore[no-untyped-def]
+        served.append((slot.id, int(x.shape[0]), slot.graph is not None and slot.graph.accepts(x)))
+        return run(self, slot, x, resize)
+
+    monkeypatch.setattr(SubnetPool, "_run", spy)
+    config = dataclasses.replace(ModelConfig(), catalog=str(path), reprofile=True, graphs=True)
+    runtime = ModelRuntime.load("demo", config, ["cpu"])
+    try:
+        measured = {e.id for e in runtime.catalog.entries if e.latency["cpu"].source == "measured"}
+        assert len(measured) == 3
+        at_one = {sid for sid, batch, graph in served if batch == 1 and graph}
+        assert measured <= at_one, served  # every measured figure at batch 1 came from the traced graph
+        for b in runtime.catalog.batch_sizes("cpu"):
+            if b > 1:
+                assert measured <= {sid for sid, batch, _ in served if batch == b}, (b, served)
+        info = runtime.catalog.latency_models["cpu"]["reprofile"]
+        assert info["clock"] == "thread" and info["repeats"] >= 5
+    finally:
+        runtime.close()
