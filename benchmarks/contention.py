@@ -1,42 +1,51 @@
-"""REAL contention on this machine: do the policies keep an app inside its latency budget?
+"""REAL contention on this machine: do the policies keep each app inside its latency budget?
 
     python -m benchmarks.contention [--scale 1.0] [--trace out.jsonl] [--plot out.png]
     python -m benchmarks.contention --plot out.png --from-trace out.jsonl     # plot an earlier run
 
 An app runs inference in a loop from the demo catalog (``subnets.demo`` + ``SubnetPool``;
 ``--stand-in`` or a missing demo catalog uses labelled synthetic matmul subnets instead)
-with a latency budget. Phases, by wall-clock time, chosen so that the right choice changes:
+with a latency budget. Each inference runs ``--batch`` images (default 32) so that it lasts
+longer than a scheduler time slice: contention then stretches it rather than only delaying
+its start. The machine has no cpufreq, so there is no DVFS here: subnet choice only.
 
-1. ``quiet``: no extra load, budget B1 (the largest subnet fits);
-2. ``busy-1``, ``busy-2``, ``busy-3``: graded contention, 1, 2 and 3 x ``--workers``
-   background processes (default half a process per CPU: 1, 2, 3 on two cores; bounded in
-   time, killed at the end) busy-looping at the same priority, same budget;
-3. ``loose``: the load stops and the budget loosens to B3 (the most accurate subnet fits
-   with room): the policy must step up (``step_up_inferences``: inferences until it runs
-   the phase's best choice);
-4. ``floor``: budget B3 with ``objective: energy`` and ``min_accuracy`` = the accuracy of
-   the second fastest subnet of the front (the fastest on a front of three): the right
-   choice is the cheapest subnet over the floor, not the most accurate one that fits;
-5. ``tight``: the budget tightens to B2 (only smaller subnets fit).
+Budgets are chosen from a calibration of this machine (printed in the JSON) so that the right
+choice differs **by construction**: over the Pareto front of (quiet latency here, accuracy),
+three levels ``low`` < ``mid`` < ``top`` (``top`` the most accurate; ``mid`` the most accurate
+subnet whose 95th percentile is at most 1 / ``SEPARATION`` of ``top``'s median; ``low`` the same
+below ``mid``). ``between(lo, hi)`` is a budget that ``lo`` meets with room and that ``hi``'s
+median misses: min(1.5 x lo's p95, the geometric mean of lo's p95 and hi's median). Phases:
 
-The policies run **in the same run, interleaved** (each tick, every policy decides and
-runs one inference, in a rotating order), so they meet the same contention:
-``model-based``, ``dynamic-ofa``, ``static`` largest and smallest. A probe runs every
-subnet in turn; from its samples the per-phase best static choice (the oracle: by the
-phase's objective, the most accurate subnet, or the fastest one over the floor, among those
-whose probed hit rate in that phase is >= 0.99) is derived after the run; ``oracle_sequence``
-lists it phase by phase and ``oracle_distinct`` counts the different choices.
+1. ``quiet``: no extra load, budget Bq = between(mid, top): the choice is ``mid``;
+2. ``busy-1``, ``busy-2``, ``busy-3``: graded contention, 1, 2 and 3 x ``--workers`` busy-loop
+   processes (default half a process per CPU: 1, 2, 3 on two cores; bounded in time, killed at
+   the end) at the same priority, budget Bq: ``mid`` while it still fits, then ``low``;
+3. ``membw``: ``--workers`` memory-bandwidth hogs (each streams a 64 MiB array), budget Bq;
+4. ``loose``: the load stops and the budget loosens to Bl = 2 x top's p95: the policy must step
+   up (``step_up_inferences``: inferences until it runs the phase's best choice): ``top``;
+5. ``floor``: budget Bl with ``objective: energy`` and ``min_accuracy`` = mid's accuracy: the
+   cheapest subnet over the floor, ``mid``, not the most accurate one that fits;
+6. ``tight``: Bt = between(low, mid): ``low``;
+7. ``two-apps``: a second app (``app-b``, priority 1 below the first app's 2) joins on the same
+   core: this phase pins the benchmark to one CPU and gives the policies a one-CPU PE. A frame
+   reaches both apps at once and the higher priority runs first (as the daemon's one inference
+   worker per device serves them one after the other), so app-b's latency is both forwards.
+   Budget B2 for both, between (mid + low)'s p95s and 2 x mid's median: the first app keeps
+   ``mid``, app-b must yield to ``low``.
 
-Budgets are set from a calibration of this machine, printed in the JSON, over the Pareto
-front of (quiet latency here, accuracy): B1 = the larger of 1.3 x the most accurate subnet's
-quiet median and 1.15 x the fastest subnet's 95th percentile under the background load (so
-that some subnet can meet it under contention); B2 = 1.15 x the mean of the quiet medians of the two
-most accurate front subnets, at least 1.3 x the fastest's quiet 95th percentile. The
+The policies run **in the same run, interleaved** (each tick, every policy decides and runs
+its apps' inferences, in a rotating order), so they meet the same contention:
+``model-based``, ``dynamic-ofa``, ``static`` largest and smallest. A probe times the front's
+subnets in turn (two per tick); from its samples the per-phase best static choice (the oracle:
+by the phase's objective, the most accurate subnet, or the fastest one over the floor, among
+those whose probed hit rate in that phase is >= 0.99; for app-b, with the first app's oracle
+choice run before it) is derived after the run. ``oracle_sequence`` lists the first app's
+choice phase by phase, ``oracle_distinct`` counts the different choices. Goals per app
+(``apps``): hit rate >= 0.99 outside the reaction windows (``--reaction-window`` inferences
+after each event) and mean accuracy within 1 pp of the oracle's on the same inferences. The
 1-minute load average before and after is reported: on a shared machine, other users' load
-changes what any policy can achieve (``hit_rate_oracle`` says what the per-phase best static
-choice achieved in the same run). Each inference runs ``--batch`` images (default 32) so that
-it lasts longer than a scheduler time slice: contention then stretches it rather than only
-delaying its start. The machine has no cpufreq, so there is no DVFS here: subnet choice only.
+changes what any policy can achieve (``hit_rate_oracle``: what the oracle achieved in the
+same run). Progress goes to stderr (``--quiet`` silences it).
 """
 
 from __future__ import annotations
@@ -69,6 +78,20 @@ _SPIN = (
     "x = 0\n"
     "while time.time() < t1: x += 1\n"
 )
+# streams a 64 MiB array (far beyond any cache) back and forth: memory bandwidth, not arithmetic
+_MEMBW = (
+    "import sys, time\n"
+    "import numpy as np\n"
+    "t0, t1 = float(sys.argv[1]), float(sys.argv[2])\n"
+    "a = np.ones(1 << 24, dtype=np.float32); b = np.empty_like(a)\n"
+    "while time.time() < t0: time.sleep(0.002)\n"
+    "while time.time() < t1: np.copyto(b, a); np.copyto(a, b)\n"
+)
+HOGS = {"spin": _SPIN, "membw": _MEMBW}
+
+#: a level's quiet median over the next faster level's quiet 95th percentile (levels, module doc)
+SEPARATION = 1.5
+PRIORITY_A, PRIORITY_B = 2, 1  # the first app outranks the one that joins in the two-app phase
 
 
 @dataclass
@@ -156,25 +179,25 @@ def pareto_front(entries: Sequence[CatalogEntry], latency: dict[str, float]) -> 
     return front
 
 
-def calibrate_contended(work: Workload, ids: Sequence[str], workers: int, seconds: float) -> dict[str, float]:
-    """95th percentile latency of subnets ``ids`` while the background load runs (budget design only)."""
-    if workers <= 0 or seconds <= 0:
-        return {}
-    now = time.time()
-    procs = start_background(workers, now, now + seconds + 1.0)
-    samples: dict[str, list[float]] = {sid: [] for sid in ids}
-    try:
-        while time.time() < now + seconds:
-            for sid in ids:
-                samples[sid].append(work.run(sid))
-    finally:
-        stop_background(procs)
-    return {sid: sorted(v)[max(0, math.ceil(0.95 * len(v)) - 1)] for sid, v in samples.items() if v}
+def levels(front: Sequence[CatalogEntry], quiet: dict[str, float],
+           p95: dict[str, float]) -> tuple[CatalogEntry, CatalogEntry, CatalogEntry, bool]:
+    """``low``, ``mid``, ``top`` of the front (module doc) and whether they are ``SEPARATION`` apart."""
+    top = front[-1]
+    mids = [f for f in front[:-1] if quiet[top.id] >= SEPARATION * p95[f.id]]
+    mid = mids[-1] if mids else front[max(0, len(front) - 2)]
+    lows = [f for f in front[: front.index(mid)] if quiet[mid.id] >= SEPARATION * p95[f.id]]
+    low = lows[-1] if lows else front[0]
+    return low, mid, top, bool(mids and lows)
 
 
-def start_background(n: int, start_at: float, stop_at: float) -> list[subprocess.Popen[bytes]]:
-    """``n`` busy-loop processes that start spinning at ``start_at`` and exit by ``stop_at`` on their own."""
-    return [subprocess.Popen([sys.executable, "-c", _SPIN, repr(start_at), repr(stop_at)],
+def between(lo_p95: float, hi_median: float) -> float:
+    """A budget that a subnet of 95th percentile ``lo_p95`` meets with room and ``hi_median`` misses."""
+    return min(1.5 * lo_p95, math.sqrt(lo_p95 * hi_median))
+
+
+def start_background(n: int, start_at: float, stop_at: float, hog: str = "spin") -> list[subprocess.Popen[bytes]]:
+    """``n`` load processes (``hog``: busy loop or memory streaming) spinning from ``start_at``, gone by ``stop_at``."""
+    return [subprocess.Popen([sys.executable, "-c", HOGS[hog], repr(start_at), repr(stop_at)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(n)]
 
 
@@ -199,14 +222,24 @@ class PhasePlan:
     event: bool  # a change the policies must react to (contention starts, budget tightens)
     objective: str = "accuracy"
     min_accuracy: float = 0.0
+    hog: str = "spin"  # what the background processes do (HOGS)
+    two_apps: bool = False  # app-b joins on the same core (module doc, phase 7)
 
     def workers(self, default: int) -> int:
         if isinstance(self.load, bool):
             return default if self.load else 0
         return self.load
 
-    def budget(self) -> Budget:
-        return Budget(latency_ms=self.budget_ms, min_accuracy=self.min_accuracy, objective=self.objective)
+    def budget(self, priority: int = 0) -> Budget:
+        return Budget(latency_ms=self.budget_ms, min_accuracy=self.min_accuracy, objective=self.objective,
+                      priority=priority)
+
+    def describe(self, default_workers: int) -> str:
+        n = self.workers(default_workers)
+        load = f"{n} {'memory-bandwidth hog' if self.hog == 'membw' else 'busy process'}{'es' * (n != 1)}" if n else \
+            "no load"
+        extra = f", {self.objective} objective, floor {self.min_accuracy:.3f}" if self.objective != "accuracy" else ""
+        return f"budget {self.budget_ms:.1f} ms, {load}{extra}{', two apps on one core' if self.two_apps else ''}"
 
 
 def _monitor() -> Any:
@@ -244,34 +277,43 @@ def _try_pool(catalog: str | None, batch: int) -> Workload:
         return stand_in_workload()
 
 
+def plan_phases(args: argparse.Namespace, front: Sequence[CatalogEntry], quiet: dict[str, float],
+                p95: dict[str, float]) -> tuple[list[PhasePlan], dict[str, Any]]:
+    """The phases and their budgets from the calibration (module doc); the second value goes into the JSON."""
+    low, mid, top, separated = levels(front, quiet, p95)
+    bq = args.budget_ms or between(p95[mid.id], quiet[top.id])
+    bt = args.tight_budget_ms or between(p95[low.id], quiet[mid.id])
+    bl = 2.0 * p95[top.id]
+    pair = p95[mid.id] + p95[low.id]
+    b2 = max(1.15 * pair, math.sqrt(pair * 2.0 * quiet[mid.id]))
+    floor = mid.accuracy.top1 if mid.accuracy is not None else 0.0
+    s, w = args.scale, args.workers
+    phases = [PhasePlan("quiet", 10 * s, bq, False, False),
+              PhasePlan("busy-1", 10 * s, bq, w, True), PhasePlan("busy-2", 10 * s, bq, 2 * w, True),
+              PhasePlan("busy-3", 10 * s, bq, 3 * w, True), PhasePlan("membw", 10 * s, bq, w, True, hog="membw"),
+              PhasePlan("loose", 12 * s, bl, False, True),
+              PhasePlan("floor", 10 * s, bl, False, True, objective="energy", min_accuracy=floor),
+              PhasePlan("tight", 10 * s, bt, False, True),
+              PhasePlan("two-apps", 16 * s, b2, False, True, two_apps=True)]
+    design = {"levels": {"low": low.id, "mid": mid.id, "top": top.id}, "levels_separated": separated,
+              "separation": SEPARATION,
+              "budgets_ms": {"Bq": round(bq, 3), "Bl": round(bl, 3), "Bt": round(bt, 3), "B2": round(b2, 3)}}
+    return phases, design
+
+
 def _run(args: argparse.Namespace, work: Workload) -> dict[str, Any]:
+    say = (lambda _msg: None) if getattr(args, "quiet", False) else (lambda msg: print(msg, file=sys.stderr))
     load_before = os.getloadavg()[0]
+    say(f"calibrating {len(work.entries)} subnets ({work.source}) ...")
     quiet, quiet_p95 = calibrate(work, repeats=args.calibration_repeats)
     entries = [replace(e, latency={"cpu": Latency(ms=quiet[e.id], source="measured", threads=1)})
                for e in work.entries]
     front = pareto_front(entries, quiet)  # fastest first; each more accurate than every faster one
     largest, smallest = front[-1], front[0]
-    second = front[-2] if len(front) > 1 else front[-1]
-    # B1: the most accurate subnet fits when quiet, and the fastest still fits under the background
-    # load (so that switching, not luck, decides the hit rate); B2: between the two most accurate.
-    heaviest = 3 * args.workers
-    loaded = {} if args.budget_ms else calibrate_contended(work, [smallest.id], heaviest, args.calibration_load_s)
-    b1 = args.budget_ms or max(1.3 * quiet[largest.id], 1.15 * loaded.get(smallest.id, 0.0))
-    b2 = args.tight_budget_ms or max(1.15 * (quiet[largest.id] + quiet[second.id]) / 2,
-                                     1.3 * quiet_p95[smallest.id])
-    b3 = max(b1, 2.0 * quiet_p95[largest.id])  # loose: the most accurate subnet fits with room
-    # the floor phase's best choice: the front's second fastest (the fastest on a front of three or fewer,
-    # whose other two subnets are the other phases' choices)
-    floor = front[1 if len(front) > 3 else 0].accuracy
-    s = args.scale
-    w = args.workers
-    phases = [PhasePlan("quiet", 12 * s, b1, False, False),
-              PhasePlan("busy-1", 12 * s, b1, w, True), PhasePlan("busy-2", 12 * s, b1, 2 * w, True),
-              PhasePlan("busy-3", 12 * s, b1, 3 * w, True), PhasePlan("loose", 15 * s, b3, False, True),
-              PhasePlan("floor", 12 * s, b3, False, True, objective="energy",
-                        min_accuracy=floor.top1 if floor is not None else 0.0),
-              PhasePlan("tight", 15 * s, b2, False, True)]
-    pe = PeInfo("cpu", "cpu", (), cpus=os.cpu_count() or 1)
+    phases, design = plan_phases(args, front, quiet, quiet_p95)
+    say(f"front {[e.id for e in front]}; levels {design['levels']} (separated: {design['levels_separated']}); "
+        f"budgets {design['budgets_ms']}; {sum(p.seconds for p in phases):.0f} s of phases")
+    cpus = os.cpu_count() or 1
     policies: dict[str, Policy] = {
         "model-based": make_policy("model-based", use_monitors=args.monitor),
         "dynamic-ofa": make_policy("dynamic-ofa", pe="cpu"),
@@ -282,6 +324,7 @@ def _run(args: argparse.Namespace, work: Workload) -> dict[str, Any]:
     trace: TextIO | None = open(args.trace, "w", encoding="utf-8") if args.trace else None  # noqa: SIM115
     records: list[dict[str, Any]] = []
     procs: list[subprocess.Popen[bytes]] = []
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     t_start = time.time()
     try:
         tick = 0
@@ -291,39 +334,61 @@ def _run(args: argparse.Namespace, work: Workload) -> dict[str, Any]:
         for idx, phase in enumerate(phases):
             t_phase = time.time()
             t_end = t_phase + phase.seconds
-            if phase.workers(args.workers):
-                procs = start_background(phase.workers(args.workers), t_phase, t_end + 0.5)
-            request = AppRequest("app", phase.budget(), tuple(entries))
+            n = phase.workers(args.workers)
+            if n:
+                procs = start_background(n, t_phase, t_end + 0.5, phase.hog)
+            pe = PeInfo("cpu", "cpu", (), cpus=cpus)
+            requests = [AppRequest("app", phase.budget(PRIORITY_A if phase.two_apps else 0), tuple(entries))]
+            if phase.two_apps:
+                # both apps on one core: the policies see a one-CPU PE, and this process runs there
+                pe = PeInfo("cpu", "cpu", (), cpus=1)
+                requests.append(AppRequest("app-b", phase.budget(PRIORITY_B), tuple(entries)))
+                if affinity:
+                    os.sched_setaffinity(0, {max(affinity)})
             while time.time() < t_end:
                 if monitor is not None and time.time() - last_sample > 0.1:
                     from governors.contention import load_from_snapshot
 
                     load = load_from_snapshot(monitor.sample())
                     last_sample = time.time()
-                inp = DecisionInput(apps=(request,), pes=(pe,), board="generic-linux", load=load)
+                inp = DecisionInput(apps=tuple(requests), pes=(pe,), board="generic-linux", load=load)
                 names = list(policies)
                 order = names[tick % len(names):] + names[: tick % len(names)]
                 for name in order:
                     policy = policies[name]
                     decision = policy.decide(inp)
-                    point = decision.points["app"]
-                    ms = work.run(point.subnet)
-                    policy.observe("app", ms, point)
-                    records.append(_record(tick, phase, idx, name, point.subnet, ms, entries, t_start, policy))
-                probe = entries[probe_i % len(entries)]
-                probe_i += 1
-                records.append(_record(tick, phase, idx, "probe", probe.id, work.run(probe.id), entries, t_start,
-                                       None))
+                    done = 0.0  # the frame reached every app at once: each app waits for the ones before it
+                    for req in requests:
+                        point = decision.points[req.name]
+                        ms = work.run(point.subnet)
+                        policy.observe(req.name, ms, point)
+                        done += ms
+                        records.append(_record(tick, phase, idx, name, point.subnet, done, entries, t_start, policy,
+                                               app=req.name, forward_ms=ms))
+                for _ in range(2):
+                    probe = front[probe_i % len(front)]
+                    probe_i += 1
+                    records.append(_record(tick, phase, idx, "probe", probe.id, work.run(probe.id), entries, t_start,
+                                           None))
                 tick += 1
             if procs:
                 stop_background(procs)
                 procs = []
+            if phase.two_apps and affinity:
+                os.sched_setaffinity(0, affinity)
+            mine = [r for r in records if r["phase_index"] == idx and r["policy"] == "model-based"]
+            ran = {app: [r for r in mine if r["app"] == app] for app in dict.fromkeys(r["app"] for r in mine)}
+            say(f"[{time.time() - t_start:6.1f} s] {phase.name}: {phase.describe(args.workers)}; model-based ran "
+                + ", ".join(f"{app} {_mode([r['subnet'] for r in rs])} (hit {sum(r['hit'] for r in rs) / len(rs):.2f})"
+                            for app, rs in ran.items()))
         if trace is not None:
             for r in records:
                 trace.write(json.dumps(r) + "\n")
     finally:
         if procs:
             stop_background(procs)
+        if affinity:
+            os.sched_setaffinity(0, affinity)
         if trace is not None:
             trace.close()
         if monitor is not None:
@@ -332,8 +397,8 @@ def _run(args: argparse.Namespace, work: Workload) -> dict[str, Any]:
     result.update({
         "workload": work.kind, "workload_source": work.source,
         "calibration_ms": {k: round(v, 3) for k, v in quiet.items()},
-        "calibration_under_load_p95_ms": {k: round(v, 3) for k, v in loaded.items()},
-        "budgets_ms": {"B1": round(b1, 3), "B2": round(b2, 3), "B3": round(b3, 3)},
+        "calibration_p95_ms": {k: round(v, 3) for k, v in quiet_p95.items()},
+        **design,
         "pareto_front": [e.id for e in front],
         "background_processes": args.workers, "monitors": monitor is not None,
         "load_average_1min": {"start": round(load_before, 2), "end": round(os.getloadavg()[0], 2),
@@ -345,31 +410,83 @@ def _run(args: argparse.Namespace, work: Workload) -> dict[str, Any]:
 
 
 def _record(tick: int, phase: PhasePlan, idx: int, policy: str, subnet: str, ms: float,
-            entries: Sequence[CatalogEntry], t0: float, obj: Policy | None) -> dict[str, Any]:
+            entries: Sequence[CatalogEntry], t0: float, obj: Policy | None, app: str = "app",
+            forward_ms: float | None = None) -> dict[str, Any]:
     entry = next(e for e in entries if e.id == subnet)
     rec: dict[str, Any] = {
         "t": round(time.time() - t0, 4), "tick": tick, "phase": phase.name, "phase_index": idx, "policy": policy,
-        "subnet": subnet, "accuracy": entry.accuracy.top1 if entry.accuracy else 0.0,
+        "app": app, "subnet": subnet, "accuracy": entry.accuracy.top1 if entry.accuracy else 0.0,
         "latency_ms": round(ms, 4), "budget_ms": round(phase.budget_ms, 4), "hit": ms <= phase.budget_ms,
         "min_accuracy": phase.min_accuracy, "objective": phase.objective,
         "cpu_khz": None,  # no cpufreq on this machine: no DVFS
     }
+    if forward_ms is not None and forward_ms != ms:
+        rec["forward_ms"] = round(forward_ms, 4)
     if obj is not None and policy == "model-based":
         est = obj.state().get("contention", {}).get("cpu", {})
         rec["slowdown"] = est.get("slowdown")
     return rec
 
 
+def phase_oracles(records: Sequence[dict[str, Any]], acc: dict[str, float]) -> dict[tuple[str, str], tuple[str, float]]:
+    """Per (phase, app): the oracle's choice and its probed hit rate, from the probe records (module doc).
+
+    The first app's choice comes from the probe's latencies; an app that waits for another (app-b,
+    whose frame is served after the first app's) is judged on the first app's choice plus its own.
+    """
+    out: dict[tuple[str, str], tuple[str, float]] = {}
+    probes: dict[str, dict[str, list[float]]] = {}
+    for r in records:
+        if r["policy"] == "probe":
+            probes.setdefault(r["phase"], {}).setdefault(r["subnet"], []).append(r["latency_ms"])
+    for phase, first in {r["phase"]: r for r in records if r["policy"] == "probe"}.items():
+        samples = probes[phase]
+        budget, objective = first["budget_ms"], first.get("objective", "accuracy")
+        floor = first.get("min_accuracy", 0.0)
+        pick_a = _oracle_pick(samples, budget, acc, objective, floor)
+        out[(phase, "app")] = pick_a
+        if any(r.get("app") == "app-b" for r in records if r["phase"] == phase):
+            before = samples[pick_a[0]]
+            # app-b's frame waits for app's forward: pair the samples (a subnet with itself: the next sample)
+            waited = {sid: [a + b for a, b in zip(before, v[1:] if sid == pick_a[0] else v, strict=False)]
+                      for sid, v in samples.items()}
+            out[(phase, "app-b")] = _oracle_pick({k: v for k, v in waited.items() if v}, budget, acc, objective,
+                                                 floor)
+    return out
+
+
+def _oracle_pick(samples: dict[str, list[float]], budget: float, acc: dict[str, float], objective: str,
+                 min_accuracy: float) -> tuple[str, float]:
+    rates = {sid: sum(v <= budget for v in s) / len(s) for sid, s in sorted(samples.items())}
+    return _pick_by(rates, {sid: median(s) for sid, s in samples.items()}, acc, objective, min_accuracy)
+
+
+def _pick_by(rates: dict[str, float], ms: dict[str, float], acc: dict[str, float], objective: str,
+             min_accuracy: float) -> tuple[str, float]:
+    """By the objective among the subnets whose hit rate is >= 0.99: the most accurate, or (energy) the fastest
+    over the floor (on a CPU without DVFS the energy per frame grows with the busy time)."""
+    ok = [sid for sid, rate in rates.items() if rate >= 0.99]
+    over = [sid for sid in ok if acc[sid] >= min_accuracy]
+    if objective == "energy" and over:
+        pick = min(over, key=lambda sid: ms[sid])
+    else:
+        # none meets the budget: the one that meets it most often, the fastest of those
+        pick = max(ok, key=lambda sid: acc[sid]) if ok else max(rates, key=lambda sid: (rates[sid], -ms[sid]))
+    return pick, rates[pick]
+
+
 def summarise(records: Sequence[dict[str, Any]], phases: Sequence[PhasePlan], entries: Sequence[CatalogEntry],
               window: int) -> dict[str, Any]:
     acc = {e.id: (e.accuracy.top1 if e.accuracy else 0.0) for e in entries}
-    by_policy: dict[str, list[dict[str, Any]]] = {}
+    records = [r if "app" in r else {**r, "app": "app"} for r in records]
+    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in records:
-        by_policy.setdefault(r["policy"], []).append(r)
-    # reaction windows: the first `window` inferences of each policy after an event
+        by.setdefault((r["policy"], r["app"]), []).append(r)
     events = {i for i, p in enumerate(phases) if p.event}
+    oracles = phase_oracles(records, acc)
 
     def split(rs: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """Records outside the reaction windows (the first ``window`` inferences after an event), and misses in them."""
         outside: list[dict[str, Any]] = []
         reaction: dict[str, int] = {}
         seen: dict[int, int] = {}
@@ -382,42 +499,40 @@ def summarise(records: Sequence[dict[str, Any]], phases: Sequence[PhasePlan], en
             outside.append(r)
         return outside, reaction
 
-    # oracle: per phase, by the phase's objective, among the subnets whose probed hit rate is >= 0.99:
-    # the most accurate (accuracy), or the fastest that meets the floor (energy: on a CPU without DVFS
-    # the energy per frame grows with the busy time)
-    oracle_choice: dict[str, str] = {}
-    oracle_hit: dict[str, float] = {}
-    probes = by_policy.get("probe", [])
-    for p in phases:
-        pick, rate = oracle_pick([r for r in probes if r["phase"] == p.name], acc, p.objective, p.min_accuracy)
-        oracle_choice[p.name], oracle_hit[p.name] = pick, rate
-
-    def stats(name: str) -> dict[str, Any]:
-        rs = by_policy.get(name, [])
+    def stats(name: str, app: str) -> dict[str, Any]:
+        rs = by.get((name, app), [])
         outside, reaction = split(rs)
         n = max(1, len(rs))
-        phase_counts = {p.name: sum(1 for r in rs if r["phase"] == p.name) for p in phases}
-        oracle_acc = sum(acc[oracle_choice[p]] * c for p, c in phase_counts.items()) / n
-        switches = sum(1 for a, b in zip(rs, rs[1:], strict=False) if a["subnet"] != b["subnet"])
+        counts = {p.name: sum(1 for r in rs if r["phase"] == p.name) for p in phases}
+        oracle_acc = sum(acc[oracles[(p, app)][0]] * c for p, c in counts.items() if c and (p, app) in oracles) / n
+        mean_acc = sum(r["accuracy"] for r in rs) / n
         return {
             "inferences": len(rs),
-            "hit_rate": round(sum(r["hit"] for r in outside) / max(1, len(outside)), 5),
+            "hit_rate": round(sum(r["hit"] for r in outside) / len(outside), 5) if outside else None,
             "hit_rate_all": round(sum(r["hit"] for r in rs) / n, 5),
-            "mean_accuracy": round(sum(r["accuracy"] for r in rs) / n, 5),
+            "mean_accuracy": round(mean_acc, 5),
             "oracle_accuracy_same_inferences": round(oracle_acc, 5),
+            "accuracy_gap_vs_oracle_pp": round((oracle_acc - mean_acc) * 100, 3),
             "misses_in_reaction_window": reaction,
-            "per_phase_hit_rate": {p.name: round(sum(r["hit"] for r in rs if r["phase"] == p.name)
-                                                 / max(1, phase_counts[p.name]), 4) for p in phases},
-            "switches": switches,
+            "per_phase_hit_rate": {p: round(sum(r["hit"] for r in rs if r["phase"] == p) / c, 4)
+                                   for p, c in counts.items() if c},
+            "switches": sum(1 for a, b in zip(rs, rs[1:], strict=False) if a["subnet"] != b["subnet"]),
         }
 
-    per = {name: stats(name) for name in by_policy if name != "probe"}
+    names = list(dict.fromkeys(r["policy"] for r in records if r["policy"] != "probe"))
+    per = {name: stats(name, "app") for name in names}
+    apps = list(dict.fromkeys(r["app"] for r in records if r["policy"] != "probe"))
+    mb_apps = {app: stats("model-based", app) for app in apps if ("model-based", app) in by}
     mb = per.get("model-based", {})
-    oracle_hits = sum(oracle_hit[p.name] * sum(1 for r in by_policy.get("model-based", []) if r["phase"] == p.name)
-                      for p in phases) / max(1, mb.get("inferences", 1))
+    mb_rs = by.get(("model-based", "app"), [])
+    oracle_hits = sum(oracles[(r["phase"], "app")][1] for r in mb_rs if (r["phase"], "app") in oracles) / max(
+        1, len(mb_rs))
     reaction = mb.get("misses_in_reaction_window", {})
-    sequence = [oracle_choice[p.name] for p in phases]
-    step_up = _step_up_inferences(by_policy.get("model-based", []), phases, oracle_choice, acc)
+    sequence = [oracles[(p.name, "app")][0] for p in phases if (p.name, "app") in oracles]
+    step_up = _step_up_inferences(mb_rs, phases, {p: v[0] for (p, a), v in oracles.items() if a == "app"}, acc)
+    goals_per_app = {app: {"hit_rate_ge_0.99_outside_reaction": (st["hit_rate"] or 0.0) >= 0.99,
+                           "accuracy_within_1pp_of_oracle": st["accuracy_gap_vs_oracle_pp"] <= 1.0}
+                     for app, st in mb_apps.items()}
     return {
         "benchmark": "contention",
         "hit_rate": mb.get("hit_rate"),
@@ -431,46 +546,33 @@ def summarise(records: Sequence[dict[str, Any]], phases: Sequence[PhasePlan], en
         "mean_accuracy_static_largest": per.get("static-largest", {}).get("mean_accuracy"),
         "mean_accuracy_static_smallest": per.get("static-smallest", {}).get("mean_accuracy"),
         "mean_accuracy_oracle": mb.get("oracle_accuracy_same_inferences"),
-        "accuracy_gap_vs_oracle_pp": round((mb.get("oracle_accuracy_same_inferences", 0.0)
-                                            - mb.get("mean_accuracy", 0.0)) * 100, 3),
+        "accuracy_gap_vs_oracle_pp": mb.get("accuracy_gap_vs_oracle_pp"),
         "reaction_inferences": max(reaction.values(), default=0),
         "reaction_inferences_per_event": reaction,
         "reaction_window": window,
-        "oracle_per_phase": oracle_choice,
+        "oracle_per_phase": {p.name: oracles[(p.name, "app")][0] for p in phases if (p.name, "app") in oracles},
+        "oracle_per_phase_app_b": {p: v[0] for (p, a), v in oracles.items() if a == "app-b"},
         "oracle_sequence": sequence,
         "oracle_distinct": len(set(sequence)),
         "step_up_inferences": step_up,
-        "policy_sequence": {name: [_mode([r["subnet"] for r in by_policy.get(name, []) if r["phase"] == p.name])
+        "policy_sequence": {name: [_mode([r["subnet"] for r in by.get((name, "app"), []) if r["phase"] == p.name])
                                    for p in phases] for name in per},
-        "phases": [{"name": p.name, "seconds": p.seconds, "budget_ms": round(p.budget_ms, 3), "load": p.load}
+        "phases": [{"name": p.name, "seconds": p.seconds, "budget_ms": round(p.budget_ms, 3), "load": p.load,
+                    "hog": p.hog, "objective": p.objective, "min_accuracy": p.min_accuracy, "two_apps": p.two_apps}
                    for p in phases],
+        "apps": mb_apps,
         "policies": per,
         "goals": {
-            "hit_rate_ge_0.99_outside_reaction": (mb.get("hit_rate") or 0) >= 0.99,
+            "hit_rate_ge_0.99_outside_reaction": all(g["hit_rate_ge_0.99_outside_reaction"]
+                                                     for g in goals_per_app.values()) and bool(goals_per_app),
             "reaction_le_3": max(reaction.values(), default=0) <= 3,
-            "accuracy_within_1pp_of_oracle": abs(mb.get("oracle_accuracy_same_inferences", 0.0)
-                                                 - mb.get("mean_accuracy", 0.0)) * 100 <= 1.0,
+            "accuracy_within_1pp_of_oracle": all(g["accuracy_within_1pp_of_oracle"] for g in goals_per_app.values())
+            and bool(goals_per_app),
             "oracle_distinct_ge_3": len(set(sequence)) >= 3,
             "step_up_le_50": step_up is not None and step_up <= 50,
+            "per_app": goals_per_app,
         },
     }
-
-
-def oracle_pick(probes: Sequence[dict[str, Any]], acc: dict[str, float], objective: str,
-                min_accuracy: float) -> tuple[str, float]:
-    """A phase's best static choice from its probe records, and that subnet's probed hit rate."""
-    rates, ms = {}, {}
-    for sid in sorted({r["subnet"] for r in probes}):
-        s = [r for r in probes if r["subnet"] == sid]
-        rates[sid] = sum(r["hit"] for r in s) / len(s)
-        ms[sid] = median(r["latency_ms"] for r in s)
-    ok = [sid for sid, rate in rates.items() if rate >= 0.99]
-    over = [sid for sid in ok if acc[sid] >= min_accuracy]
-    if objective == "energy" and over:
-        pick = min(over, key=lambda sid: ms[sid])
-    else:
-        pick = max(ok, key=lambda sid: acc[sid]) if ok else max(rates, key=lambda sid: (rates[sid], acc[sid]))
-    return pick, rates[pick]
 
 
 def _mode(values: Sequence[str]) -> str | None:
@@ -493,7 +595,7 @@ def _step_up_inferences(rs: Sequence[dict[str, Any]], phases: Sequence[PhasePlan
 
 
 def plot(trace_path: str, out: str) -> None:
-    """Timeline: budget and measured latency, subnet accuracy, model-based slowdown/frequency, per policy."""
+    """Timeline: budget and measured latency, subnet accuracy beside the per-phase oracle's, slowdown estimate."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -502,30 +604,39 @@ def plot(trace_path: str, out: str) -> None:
     records = [json.loads(line) for line in Path(trace_path).read_text(encoding="utf-8").splitlines() if line]
     if not records:
         raise SystemExit(f"trace {trace_path} is empty")
+    records = [r if "app" in r else {**r, "app": "app"} for r in records]
     shown = ["model-based", "dynamic-ofa", "static-largest"]
     colors = {"model-based": "tab:blue", "dynamic-ofa": "tab:orange", "static-largest": "tab:red"}
-    fig, axes = plt.subplots(3, 1, figsize=(11, 8), sharex=True)
+    fig, axes = plt.subplots(3, 1, figsize=(11, 8.5), sharex=True)
     ax_lat, ax_acc, ax_freq = axes
     for name in shown:
-        rs = [r for r in records if r["policy"] == name]
+        rs = [r for r in records if r["policy"] == name and r["app"] == "app"]
         ax_lat.plot([r["t"] for r in rs], [r["latency_ms"] for r in rs], ".", ms=2, color=colors[name], label=name)
         ax_acc.step([r["t"] for r in rs], [r["accuracy"] * 100 for r in rs], where="post", color=colors[name],
-                    label=name)
+                    label=name, lw=1.2)
+    b = [r for r in records if r["policy"] == "model-based" and r["app"] == "app-b"]
+    if b:
+        ax_lat.plot([r["t"] for r in b], [r["latency_ms"] for r in b], "x", ms=3, color="tab:purple",
+                    label="model-based, app-b (waits for app)")
+        ax_acc.step([r["t"] for r in b], [r["accuracy"] * 100 for r in b], where="post", color="tab:purple",
+                    label="model-based, app-b", lw=1.2)
     acc = {r["subnet"]: r["accuracy"] for r in records if r["policy"] == "probe"}
-    for name in dict.fromkeys(r["phase"] for r in records):
-        rs = [r for r in records if r["phase"] == name]
-        probes = [r for r in rs if r["policy"] == "probe"]
-        if probes:
-            pick, _ = oracle_pick(probes, acc, rs[0].get("objective", "accuracy"), rs[0].get("min_accuracy", 0.0))
-            ax_acc.plot([rs[0]["t"], rs[-1]["t"]], [acc[pick] * 100] * 2, "k--", lw=1.5,
-                        label="oracle (per phase)" if name == records[0]["phase"] else None)
-    mb = [r for r in records if r["policy"] == "model-based"]
+    acc.update({r["subnet"]: r["accuracy"] for r in records})
+    oracles = phase_oracles(records, acc)
+    labelled = set()
+    for (phase, app), (pick, _) in oracles.items():
+        rs = [r for r in records if r["phase"] == phase]
+        line, color, label = ("--", "k", "oracle (per phase)") if app == "app" else (":", "tab:purple", "oracle, app-b")
+        ax_acc.plot([rs[0]["t"], rs[-1]["t"]], [acc[pick] * 100] * 2, linestyle=line, lw=2.0, color=color,
+                    label=None if app in labelled else label)
+        labelled.add(app)
+    mb = [r for r in records if r["policy"] == "model-based" and r["app"] == "app"]
     ax_lat.step([r["t"] for r in mb], [r["budget_ms"] for r in mb], where="post", color="k", label="budget")
     ax_lat.set_ylabel("latency (ms)")
     ax_lat.set_yscale("log")
-    ax_lat.legend(loc="upper left", fontsize=8, markerscale=4)
+    ax_lat.legend(loc="upper left", fontsize=7, markerscale=4, ncol=2)
     ax_acc.set_ylabel("subnet accuracy (%)")
-    ax_acc.legend(loc="lower left", fontsize=8)
+    ax_acc.legend(loc="lower left", fontsize=7, ncol=3)
     slow = [(r["t"], r["slowdown"]) for r in mb if r.get("slowdown") is not None]
     if slow:
         ax_freq.plot([t for t, _ in slow], [s for _, s in slow], color="tab:blue",
@@ -541,7 +652,6 @@ def plot(trace_path: str, out: str) -> None:
     ax_freq.set_ylabel("slowdown (x)")
     ax_freq.set_xlabel("time (s)")
     ax_freq.legend(loc="upper left", fontsize=8)
-    # phase shading
     starts: dict[str, float] = {}
     ends: dict[str, float] = {}
     for r in records:
@@ -550,8 +660,8 @@ def plot(trace_path: str, out: str) -> None:
     for i, (name, t0) in enumerate(starts.items()):
         for ax in axes:
             ax.axvspan(t0, ends[name], color="grey" if i % 2 else "white", alpha=0.12, lw=0)
-        ax_lat.text(t0, 1.01, name, transform=ax_lat.get_xaxis_transform(), fontsize=8)
-    fig.suptitle("dynofa contention benchmark (real, this machine): budget, latency, subnet, slowdown")
+        ax_lat.text(t0, 1.01, name, transform=ax_lat.get_xaxis_transform(), fontsize=7)
+    fig.suptitle("dynofa contention benchmark (real, this machine): budget, latency, subnet vs the per-phase oracle")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -559,29 +669,32 @@ def plot(trace_path: str, out: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Real-contention benchmark of dynofa's policies (one JSON object).")
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply every phase's duration (1.0 = 90 s)")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every phase's duration (1.0 = 98 s)")
     parser.add_argument("--catalog", help="catalog file (default: the demo catalog)")
     parser.add_argument("--stand-in", action="store_true", help="synthetic matmul subnets instead of the catalog")
     parser.add_argument("--batch", type=int, default=32,
                         help="images per inference (default 32: an inference longer than a scheduler time slice, "
                              "so that contention stretches it rather than only delaying its start)")
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2),
-                        help="background processes of the lightest contention phase; the next two run 2x and 3x "
-                             "(default: half a process per CPU)")
-    parser.add_argument("--budget-ms", type=float, help="budget of the first phases (default: from calibration)")
-    parser.add_argument("--tight-budget-ms", type=float, help="budget of the last phase (default: from calibration)")
+                        help="background processes of the lightest contention phase; the next two run 2x and 3x, "
+                             "the memory-bandwidth phase 1x (default: half a process per CPU)")
+    parser.add_argument("--budget-ms", type=float,
+                        help="budget Bq of the quiet and loaded phases (default: from calibration)")
+    parser.add_argument("--tight-budget-ms", type=float,
+                        help="budget Bt of the tight phase (default: from calibration)")
     parser.add_argument("--reaction-window", type=int, default=3, help="inferences after an event not counted")
     parser.add_argument("--calibration-repeats", type=int, default=15)
-    parser.add_argument("--calibration-load-s", type=float, default=4.0,
-                        help="seconds of loaded calibration used to set the budget (0: skip)")
     parser.add_argument("--no-monitor", dest="monitor", action="store_false",
                         help="do not feed the platform monitor to the policies")
     parser.add_argument("--trace", help="write every inference as JSON lines to this file")
     parser.add_argument("--plot", help="write a timeline PNG (needs --trace or --from-trace)")
     parser.add_argument("--from-trace", help="plot an existing trace instead of running")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = parser.parse_args(argv)
     if not args.scale > 0 or args.workers < 0 or args.reaction_window < 0 or args.batch < 1:
         parser.error("--scale must be positive, --batch >= 1, --workers and --reaction-window non-negative")
+    if args.calibration_repeats < 2:
+        parser.error("--calibration-repeats must be at least 2 (a median and a 95th percentile)")
     if args.from_trace:
         if not args.plot:
             parser.error("--from-trace needs --plot")

@@ -34,15 +34,16 @@ def test_summarise_counts_reaction_and_oracle() -> None:
     recs = []
     for _ in range(10):
         recs.append({"phase": "quiet", "phase_index": 0, "policy": "model-based", "subnet": "l", "accuracy": 0.8,
-                     "latency_ms": 8.0, "hit": True})
+                     "latency_ms": 8.0, "hit": True, "budget_ms": 10.0})
     for i in range(10):
         hit = i >= 2  # two misses right after the event, then fine
         recs.append({"phase": "load", "phase_index": 1, "policy": "model-based", "subnet": "l" if i < 2 else "m",
-                     "accuracy": 0.8 if i < 2 else 0.7, "latency_ms": 16.0 if not hit else 8.0, "hit": hit})
+                     "accuracy": 0.8 if i < 2 else 0.7, "latency_ms": 16.0 if not hit else 8.0, "hit": hit,
+                     "budget_ms": 10.0})
     for sid, ms_quiet, ms_load in (("s", 2, 4), ("m", 4, 8), ("l", 8, 16)):
         for ph, ms in (("quiet", ms_quiet), ("load", ms_load)):
             recs.append({"phase": ph, "phase_index": 0 if ph == "quiet" else 1, "policy": "probe", "subnet": sid,
-                         "accuracy": 0.0, "latency_ms": ms, "hit": ms <= 10.0})
+                         "accuracy": 0.0, "latency_ms": ms, "hit": ms <= 10.0, "budget_ms": 10.0})
     out = contention.summarise(recs, phases, entries, window=3)
     assert out["reaction_inferences"] == 2
     assert out["hit_rate"] == 1.0 and out["hit_rate_all"] == 0.9
@@ -53,13 +54,23 @@ def test_summarise_counts_reaction_and_oracle() -> None:
 
 def test_contention_harness_runs_policies_and_plots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     slow = {"x": 1.0}
-    monkeypatch.setattr(contention, "start_background", lambda n, a, b: slow.update(x=2.5) or [])
+    monkeypatch.setattr(contention, "start_background", lambda n, a, b, hog="spin": slow.update(x=2.5) or [])
     monkeypatch.setattr(contention, "stop_background", lambda procs: slow.update(x=1.0))
     args = argparse.Namespace(scale=0.002, workers=0, budget_ms=10.0, tight_budget_ms=7.0, reaction_window=3,
-                              calibration_repeats=3, calibration_load_s=0.0, monitor=False,
-                              trace=str(tmp_path / "t.jsonl"))
+                              calibration_repeats=3, monitor=False, quiet=True, trace=str(tmp_path / "t.jsonl"))
     result = contention._run(args, _fake_workload(slow))
     assert set(result["policies"]) == {"model-based", "dynamic-ofa", "static-largest", "static-smallest"}
+    assert [p["name"] for p in result["phases"]] == ["quiet", "busy-1", "busy-2", "busy-3", "membw", "loose", "floor",
+                                                    "tight", "two-apps"]
+    assert result["levels"] == {"low": "s", "mid": "m", "top": "l"} and result["levels_separated"]
+    # two apps on one core: the higher priority keeps the middle subnet, app-b (served after it) yields
+    assert set(result["apps"]) == {"app", "app-b"}
+    assert result["policy_sequence"]["model-based"][-1] == "m"
+    assert result["oracle_per_phase_app_b"] == {"two-apps": "s"}
+    b = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    b = [r for r in b if r["policy"] == "model-based" and r["app"] == "app-b"]
+    assert b and max(set(r["subnet"] for r in b), key=[r["subnet"] for r in b].count) == "s"
+    assert all(r["latency_ms"] > r["forward_ms"] for r in b)  # it waited for the first app's forward
     for key in ("hit_rate", "hit_rate_dynamic_ofa", "hit_rate_static_largest", "mean_accuracy",
                 "accuracy_gap_vs_oracle_pp", "reaction_inferences"):
         assert key in result
@@ -113,7 +124,8 @@ def test_summarise_oracle_sequence_step_up_and_energy_floor() -> None:
         for sid, ms in (("s", 2.0), ("m", 4.0), ("l", 8.0)):
             for _ in range(3):
                 recs.append({"phase": phase, "phase_index": idx, "policy": "probe", "subnet": sid, "accuracy": 0.0,
-                             "latency_ms": ms * slow, "hit": ms * slow <= budget})
+                             "latency_ms": ms * slow, "hit": ms * slow <= budget, "budget_ms": budget,
+                             "objective": phases[idx].objective, "min_accuracy": phases[idx].min_accuracy})
     for i in range(10):  # the policy reaches "l" at its 4th inference of the loosened phase
         sid = "m" if i < 3 else "l"
         recs.append({"phase": "loose", "phase_index": 1, "policy": "model-based", "subnet": sid,
@@ -122,3 +134,50 @@ def test_summarise_oracle_sequence_step_up_and_energy_floor() -> None:
     # busy: l needs 16 ms > 10 -> m; loose: l; floor (energy, >= 0.65): the cheapest over the floor is m
     assert out["oracle_sequence"] == ["m", "l", "m"] and out["oracle_distinct"] == 2
     assert out["step_up_inferences"] == 4
+
+
+def _probes(phase: contention.PhasePlan, idx: int, ms: dict[str, float], n: int = 20) -> list[dict[str, object]]:
+    """Probe records of one phase: each subnet at its latency, +-3 % (within the calibration's 95th percentile)."""
+    rng = random.Random(idx)
+    out: list[dict[str, object]] = []
+    for _ in range(n):
+        for sid, v in ms.items():
+            lat = v * (1 + rng.uniform(-0.03, 0.03))
+            out.append({"phase": phase.name, "phase_index": idx, "policy": "probe", "app": "app", "subnet": sid,
+                        "accuracy": 0.0, "latency_ms": lat, "hit": lat <= phase.budget_ms,
+                        "budget_ms": phase.budget_ms, "objective": phase.objective,
+                        "min_accuracy": phase.min_accuracy})
+    return out
+
+
+def test_budgets_make_the_oracle_differ_by_construction() -> None:
+    """From the calibrated front alone, quiet/loose/floor/tight/two-apps have the choices the module doc names,
+    so oracle_distinct >= 3 does not depend on the run's luck (only on the machine staying as calibrated)."""
+    entries = _fake_workload({"x": 1.0}).entries  # s 0.6, m 0.7, l 0.8
+    quiet = {"s": 17.6, "m": 41.9, "l": 233.0}
+    p95 = {k: 1.1 * v for k, v in quiet.items()}
+    front = contention.pareto_front(entries, quiet)
+    args = argparse.Namespace(scale=1.0, workers=1, budget_ms=None, tight_budget_ms=None)
+    phases, design = contention.plan_phases(args, front, quiet, p95)
+    assert design["levels"] == {"low": "s", "mid": "m", "top": "l"} and design["levels_separated"]
+    recs = [r for i, p in enumerate(phases) if p.load is False for r in _probes(p, i, quiet)]
+    oracles = contention.phase_oracles(recs, {"s": 0.6, "m": 0.7, "l": 0.8})
+    assert {p: v[0] for (p, a), v in oracles.items() if a == "app"} == {
+        "quiet": "m", "loose": "l", "floor": "m", "tight": "s", "two-apps": "m"}
+    # app-b waits for app's forward: m + m misses B2, m + s meets it
+    b2 = next(p for p in phases if p.two_apps)
+    recs += [{**r, "policy": "model-based", "app": "app-b"} for r in recs if r["phase"] == "two-apps"]
+    assert contention.phase_oracles(recs, {"s": 0.6, "m": 0.7, "l": 0.8})[("two-apps", "app-b")][0] == "s"
+    assert 2 * quiet["m"] > b2.budget_ms > 1.1 * (quiet["m"] + quiet["s"])
+
+
+def test_levels_skip_front_subnets_too_close_to_separate() -> None:
+    """A front of five where neighbours are within noise of each other: the levels are SEPARATION apart."""
+    entries = [CatalogEntry(id=k, config={}, resolution=1, macs=1, params=0,
+                            latency={"cpu": Latency(ms=1.0, source="measured")},
+                            accuracy=Accuracy(top1=a, source="measured"))
+               for k, a in (("a", 0.5), ("b", 0.6), ("c", 0.7), ("d", 0.8), ("e", 0.9))]
+    quiet = {"a": 10.0, "b": 12.0, "c": 20.0, "d": 24.0, "e": 40.0}
+    low, mid, top, separated = contention.levels(contention.pareto_front(entries, quiet), quiet,
+                                                 {k: 1.05 * v for k, v in quiet.items()})
+    assert (low.id, mid.id, top.id, separated) == ("b", "d", "e", True)
