@@ -21,8 +21,9 @@ and ``Client.transport`` say which transport served; ``Client(shm=False)`` (or
 ``$DYNOFA_SHM=0``) keeps frames, ``shm=True`` refuses to fall back to them.
 
 On the same machine an app's inferences go, after its first one, straight to the inference
-endpoint the daemon's reply names (extension ``direct``): the socket of the thread that runs
-the forward, so no hand-off between the daemon's threads. ``Client(direct=False)`` (or
+endpoint the daemon's reply names (extension ``direct``): a Unix socket of the thread that runs
+the forward, so no hand-off between the daemon's threads and no ZeroMQ I/O thread on either side
+(``InferenceReply.via`` names it; unreachable, the request goes to the control endpoint). ``Client(direct=False)`` (or
 ``$DYNOFA_DIRECT=0``) keeps every request on the control endpoint.
 """
 
@@ -43,7 +44,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from dynofa import paths, protocol
+from dynofa import direct, paths, protocol
 from dynofa.errors import DaemonUnavailableError, ProtocolError
 from dynofa.protocol import RemoteError
 from dynofa.shm import SHM_DIR, ClientRegion
@@ -167,12 +168,13 @@ class Client:
         self.curve = curve
         self._context = context or zmq.Context.instance()
         self._socket: zmq.Socket[Any] | None = None
-        self._sockets: dict[str, zmq.Socket[Any]] = {}  # inference endpoints (extension direct) -> their sockets
+        self._sockets: dict[str, socket.socket] = {}  # inference endpoints (extension direct) -> connections
         # the inference endpoint each app's last reply named; used only for an ipc:// daemon (this machine)
         self.direct = (direct if direct is not None else os.environ.get(DIRECT_ENV) != "0") and (
             self.endpoint.startswith("ipc://") and curve is None
         )
         self._direct: dict[str, str] = {}
+        self.answered_via: str | None = None  # the inference endpoint that answered the last request, if any
         self._next_id = 0
         self.tokens: dict[str, str] = {}  # app -> the token it was registered with (sent on every request on it)
         # shared memory: None = when the daemon offers it on this machine; False = frames; True = required
@@ -209,23 +211,18 @@ class Client:
 
     def _reset(self, endpoint: str | None = None) -> None:
         if endpoint is not None:
-            sock = self._sockets.pop(endpoint, None)
-            if sock is not None:
-                sock.close(linger=0)
+            conn = self._sockets.pop(endpoint, None)
+            if conn is not None:
+                conn.close()
             return
-        for sock in self._sockets.values():
-            sock.close(linger=0)
+        for conn in self._sockets.values():
+            conn.close()
         self._sockets.clear()
         if self._socket is not None:
             self._socket.close(linger=0)
             self._socket = None
 
-    def _open(self, endpoint: str | None = None) -> zmq.Socket[Any]:
-        if endpoint is not None:
-            sock = self._sockets.get(endpoint)
-            if sock is None:
-                sock = self._sockets[endpoint] = self._new_socket(endpoint)
-            return sock
+    def _open(self) -> zmq.Socket[Any]:
         if self._socket is None:
             self._socket = self._new_socket(self.endpoint)
         return self._socket
@@ -262,8 +259,6 @@ class Client:
     ) -> tuple[dict[str, Any], list[Any]]:
         """Send one request (to the inference endpoint ``via``, else the control endpoint); return the
         checked reply header and any extra frames."""
-        if via is None:
-            self._check_socket_file()
         self._next_id += 1
         spec = protocol.OPS.get(op)
         if spec is not None and spec.owned and args.get("token") is None and args.get("app") in self.tokens:
@@ -272,41 +267,69 @@ class Client:
         frames: list[Any] = [protocol.encode(header)]
         if tensor is not None:
             frames.append(tensor.data.cast("B"))
+        reply_frames = None
+        if via is not None:
+            reply_frames = self._exchange_direct(via, frames, op)
+        self.answered_via = via if reply_frames is not None else None
+        if reply_frames is None:
+            self._check_socket_file()
+            reply_frames = self._exchange(frames, op)
+        reply = self._decode(reply_frames[0])
+        if reply.get("id") not in (None, self._next_id):
+            raise ProtocolError(f"reply id {reply.get('id')!r} does not match request id {self._next_id}")
+        return protocol.check_reply(reply, op), list(reply_frames[1:])
+
+    def _exchange(self, frames: list[Any], op: str) -> list[Any]:
         for attempt in range(self.retries + 1):
-            sock = self._open(via)
+            sock = self._open()
             try:
                 sock.send_multipart(frames, copy=False)
-                reply_frames = sock.recv_multipart(copy=False)
+                return list(sock.recv_multipart(copy=False))
             except zmq.Again:
-                self._reset(via)  # Lazy Pirate: a REQ socket that timed out is stuck; start over
+                self._reset()  # Lazy Pirate: a REQ socket that timed out is stuck; start over
                 if attempt == self.retries:
                     raise DaemonUnavailableError(
-                        f"the dynofa daemon at {via or self.endpoint} did not answer {op!r} within "
+                        f"the dynofa daemon at {self.endpoint} did not answer {op!r} within "
                         f"{self.timeout_ms / 1000:g} s ({attempt + 1} attempt(s))"
                     ) from None
-                continue
-            reply = self._decode(reply_frames[0])
-            if reply.get("id") not in (None, self._next_id):
-                raise ProtocolError(f"reply id {reply.get('id')!r} does not match request id {self._next_id}")
-            return protocol.check_reply(reply, op), list(reply_frames[1:])
         raise AssertionError("unreachable")
+
+    def _exchange_direct(self, endpoint: str, frames: list[Any], op: str) -> list[Any] | None:
+        """The reply from an inference endpoint, or None when it cannot be reached (the caller then
+        sends to the control endpoint: every request is idempotent, and it says why if the daemon is gone)."""
+        conn = self._sockets.get(endpoint)
+        try:
+            if conn is None:
+                conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                conn.settimeout(self.timeout_ms / 1000)
+                self._sockets[endpoint] = conn
+                conn.connect(endpoint[len(direct.SCHEME) :])
+            buffers = direct.pack(frames)
+            while buffers:
+                buffers = direct.advance(buffers, conn.sendmsg(buffers))
+            reader = direct.Reader(1 << 62)  # the daemon is trusted with the size of its replies
+            while True:
+                got = reader.feed(conn)
+                if got is not None:
+                    return list(got)
+        except TimeoutError:
+            self._reset(endpoint)
+            raise DaemonUnavailableError(
+                f"the dynofa daemon at {endpoint} did not answer {op!r} within {self.timeout_ms / 1000:g} s"
+            ) from None
+        except (OSError, EOFError, direct.FramingError):
+            # gone (a daemon restarted without it, or stopping): forget it for every app
+            self._reset(endpoint)
+            self._direct = {app: e for app, e in self._direct.items() if e != endpoint}
+            return None
 
     def _via(self, app: str) -> str | None:
         """The inference endpoint for ``app``'s next inference, or None (the control endpoint)."""
-        endpoint = self._direct.get(app)
-        if endpoint is None:
-            return None
-        path = endpoint[len("ipc://") :]
-        # a daemon restarted without it, or killed and gone: back to the control endpoint, which says why
-        if not Path(path).exists() or (endpoint not in self._sockets and _nobody_listens(path)):
-            self._direct.pop(app, None)
-            self._reset(endpoint)
-            return None
-        return endpoint
+        return self._direct.get(app)
 
     def _learn_endpoint(self, app: str, reply: dict[str, Any]) -> None:
         endpoint = reply.get("endpoint")
-        if self.direct and isinstance(endpoint, str) and endpoint.startswith("ipc://"):
+        if self.direct and isinstance(endpoint, str) and endpoint.startswith(direct.SCHEME):
             self._direct[app] = endpoint
 
     def call(self, op: str, **args: Any) -> dict[str, Any]:
@@ -399,7 +422,7 @@ class Client:
         buffer = frames[0].buffer if hasattr(frames[0], "buffer") else frames[0]
         output = np.frombuffer(buffer, dtype=np.dtype(out.get("dtype", "float32"))).reshape(out.get("shape", [-1]))
         self.transport = "frames"
-        return _reply(reply, output, rtt, "frames", via)
+        return _reply(reply, output, rtt, "frames", self.answered_via)
 
     # shared memory -----------------------------------------------------------------------
     def _use_shm(self) -> bool:
@@ -460,7 +483,7 @@ class Client:
             rtt = (time.perf_counter() - started) * 1000.0
             self._learn_endpoint(app, reply)
             self.transport = "shm"
-            return _reply(reply, region.read_output(reply.get("output") or {}), rtt, "shm", via)
+            return _reply(reply, region.read_output(reply.get("output") or {}), rtt, "shm", self.answered_via)
         raise AssertionError("unreachable")
 
 

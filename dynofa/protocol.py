@@ -69,7 +69,7 @@ ERROR_CODES = (
 )  # fmt: skip
 
 #: protocol extensions and their versions, advertised by ``hello``
-EXTENSIONS = {"shm": 1, "embedded": 1, "direct": 1}
+EXTENSIONS = {"shm": 1, "embedded": 1, "direct": 2}
 
 # telemetry topics
 TOPIC_OPERATING_POINT = "op"

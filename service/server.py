@@ -9,9 +9,10 @@ daemon sleeps in ``poll`` (no busy polling) and a control request never waits be
 inference.
 
 On the same machine each worker also owns an inference endpoint of its own (extension
-``direct``, docs/protocol.md): a ROUTER on an ipc socket beside the control socket, which the
-worker polls itself. A request there is read, checked, run and answered by the thread that
-runs the forward: no hand-off between threads on the hot path. An inference there whose app
+``direct``, docs/protocol.md): a Unix stream socket beside the control socket (framing in
+``dynofa.direct``), which the worker accepts and polls itself. A request there is read, checked,
+run and answered by the thread that runs the forward: no hand-off between threads and no ZeroMQ
+I/O thread on the hot path. An inference there whose app
 was decided onto another device's PE goes to that device's worker, which hands the reply back.
 
 A slow or vanished client never blocks the daemon: replies use non-blocking sends,
@@ -28,6 +29,8 @@ import logging
 import os
 import queue
 import signal
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -37,12 +40,12 @@ from typing import Any
 
 import zmq
 
-from dynofa import protocol
+from dynofa import direct, protocol
 from dynofa.config import Config, CurveConfig
 from dynofa.protocol import Request, RequestError
 from service.engine import Engine, InferenceJob
 from service.shm import RegionTable, Transfer
-from service.tenancy import Caller, caller_of
+from service.tenancy import ANONYMOUS, Caller, caller_of
 from service.threads import INFERENCE_THREAD_PREFIX
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,7 @@ log = logging.getLogger(__name__)
 SWEEP_INTERVAL_MS = 1000
 #: ops an inference endpoint serves; everything else belongs on the control endpoint
 DIRECT_OPS = ("infer", "infer_shm", "ping")
+MAX_CONNECTIONS = 256  # per inference endpoint: a client opening sockets in a loop cannot exhaust descriptors
 
 
 class Outbox:
@@ -110,27 +114,38 @@ class Front:
     def answer(
         self, frames: list[Any], dispatch: Callable[[Request, list[Any], Caller], list[Any] | None]
     ) -> tuple[list[Any], list[Any] | None]:
-        """(envelope, reply frames); None when the reply comes later (an inference on another thread)."""
+        """(envelope, reply frames) for a ROUTER's message; None when the reply comes later (another thread)."""
         # envelope: the peer identity, plus the empty delimiter a REQ socket adds
         if len(frames) >= 2 and len(frames[1].buffer) == 0:
             envelope, body = frames[:2], frames[2:]
         else:
             envelope, body = frames[:1], frames[1:]
+        return envelope, self.respond(envelope, body, dispatch)
+
+    def respond(
+        self,
+        envelope: list[Any],
+        body: list[Any],
+        dispatch: Callable[[Request, list[Any], Caller], list[Any] | None],
+        caller: Caller | None = None,
+    ) -> list[Any] | None:
+        """The reply frames to a request's ``body`` (``caller``: who the transport says sent it, else
+        read from the frames' properties); None when the reply comes later."""
         request_id = None
-        caller: Caller | None = None
         try:
             request = protocol.parse_request(body, self.max_message_bytes, self.max_frames)
             request_id = request.id
-            caller = caller_of(body[0], ipc=self.ipc)
+            if caller is None:
+                caller = caller_of(body[0], ipc=self.ipc)
             if protocol.OPS[request.op].owned:  # every op on an app: only its owner (or an operator's override)
                 self.engine.authorize(request.args["app"], caller, request.token, request.override)
-            return envelope, dispatch(request, envelope, caller)
+            return dispatch(request, envelope, caller)
         except RequestError as exc:
             self.rejections.record(exc, caller)
-            return envelope, [_encode_error(exc, request_id if exc.request_id is None else exc.request_id)]
+            return [_encode_error(exc, request_id if exc.request_id is None else exc.request_id)]
         except Exception as exc:  # noqa: BLE001 - nothing a client sends may kill the daemon
             log.exception("unexpected error while handling a request")
-            return envelope, [_encode_error(RequestError(protocol.INTERNAL, f"internal error: {exc}"), request_id)]
+            return [_encode_error(RequestError(protocol.INTERNAL, f"internal error: {exc}"), request_id)]
 
     def pending(self, request: Request, envelope: list[Any], reply_to: Outbox | None) -> Pending:
         """An ``infer`` or ``infer_shm`` request checked and decided (its point read now), ready to run."""
@@ -148,11 +163,34 @@ class Front:
         return Pending(envelope, request.id, job, transfer, reply_to, self.ipc)
 
 
+class Connection:
+    """One client of an inference endpoint: its socket, the kernel's word on who it is, what is left to send."""
+
+    def __init__(self, sock: socket.socket, caller: Caller, max_bytes: int, max_frames: int) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.caller = caller
+        self.reader = direct.Reader(max_bytes, max_frames)
+        self.out: list[memoryview] = []  # a reply the socket did not take at once
+        self.closing = False  # close once ``out`` is sent (the framing broke: nothing more can be read)
+        self.waiting = False  # its request runs on another device's worker: read on once the reply is sent
+        self.open = True
+
+
+def _peer(sock: socket.socket) -> Caller:
+    try:
+        pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    except OSError:
+        return Caller(identity=ANONYMOUS)
+    return Caller(identity=f"uid:{uid}", uid=uid, pid=pid)
+
+
 class InferenceWorker(threading.Thread):
     """Runs inferences for one torch device, in arrival order.
 
     Jobs come from the control endpoint (through :meth:`submit`) and, once :meth:`attach` gave it
-    one, from the worker's own inference endpoint, which it polls, answers and closes itself.
+    one, from the worker's own inference endpoint: a Unix socket it accepts, reads, answers and
+    closes itself, between forwards (never blocking on a client: every socket is non-blocking).
     """
 
     def __init__(
@@ -177,14 +215,16 @@ class InferenceWorker(threading.Thread):
         self._on_start = on_start
         self._map_task = map_task
         self.endpoint: str | None = None  # this worker's inference endpoint, once attached
-        self._router: zmq.Socket[Any] | None = None
+        self._listener: socket.socket | None = None
+        self._connections: dict[int, Connection] = {}
+        self._poller = zmq.Poller()
         self._front: Front | None = None
         self._peers: dict[str, InferenceWorker] = {}
         self._stopping = False
 
-    def attach(self, router: zmq.Socket[Any], endpoint: str, front: Front, peers: dict[str, InferenceWorker]) -> None:
-        """Give the worker its inference endpoint (bound, not yet polled); call before :meth:`start`."""
-        self._router, self.endpoint, self._front, self._peers = router, endpoint, front, peers
+    def attach(self, listener: socket.socket, endpoint: str, front: Front, peers: dict[str, InferenceWorker]) -> None:
+        """Give the worker its inference endpoint (listening, not yet polled); call before :meth:`start`."""
+        self._listener, self.endpoint, self._front, self._peers = listener, endpoint, front, peers
 
     def submit(self, pending: Pending) -> None:
         """Queue one job; raises ``busy`` when ``queue_size`` are already waiting."""
@@ -204,22 +244,25 @@ class InferenceWorker(threading.Thread):
     def run(self) -> None:
         if self._on_start is not None:
             self._on_start()
-        poller = zmq.Poller()
-        poller.register(self.mailbox.read_fd, zmq.POLLIN)
-        if self._router is not None:
-            poller.register(self._router, zmq.POLLIN)
+        self._poller.register(self.mailbox.read_fd, zmq.POLLIN)
+        listener = self._listener
+        if listener is not None:
+            self._poller.register(listener.fileno(), zmq.POLLIN)
         try:
             while not self._stopping:
                 try:
-                    events = dict(poller.poll())
+                    events = self._poller.poll()
                 except zmq.ZMQError as exc:
                     if exc.errno == errno.EINTR:
                         continue
                     raise
-                if self.mailbox.read_fd in events:
-                    self._take_mail()
-                if self._router is not None and self._router in events and not self._stopping:
-                    self._read_direct()
+                for fd, event in events:
+                    if fd == self.mailbox.read_fd:
+                        self._take_mail()
+                    elif listener is not None and fd == listener.fileno():
+                        self._accept()
+                    elif fd in self._connections:
+                        self._on_event(self._connections[fd], event)
         finally:
             self._close_endpoint()
 
@@ -244,16 +287,52 @@ class InferenceWorker(threading.Thread):
             pending.reply_to.put("reply", pending.envelope, frames)
 
     # the inference endpoint ------------------------------------------------------------------
-    def _read_direct(self, budget: int = 64) -> None:
-        assert self._router is not None and self._front is not None
-        for _ in range(budget):  # bounded: jobs from the control endpoint are served between bursts
+    def _accept(self) -> None:
+        assert self._listener is not None and self._front is not None
+        while True:
             try:
-                frames = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
                 return
-            envelope, reply = self._front.answer(frames, self._dispatch_direct)
-            if reply is not None:
-                self._send(envelope, reply)
+            except OSError as exc:  # e.g. out of file descriptors: the others keep being served
+                log.warning("inference endpoint %s: cannot accept a connection: %s", self.endpoint, exc)
+                return
+            if len(self._connections) >= MAX_CONNECTIONS:
+                log.info("inference endpoint %s: %d connections already; one refused", self.endpoint, MAX_CONNECTIONS)
+                sock.close()
+                continue
+            sock.setblocking(False)
+            conn = Connection(sock, _peer(sock), self._front.max_message_bytes, self._front.max_frames)
+            self._connections[conn.fd] = conn
+            self._poller.register(conn.fd, zmq.POLLIN)
+
+    def _on_event(self, conn: Connection, event: int) -> None:
+        if event & zmq.POLLOUT:
+            self._flush(conn)
+        if event & (zmq.POLLIN | zmq.POLLERR) and conn.open and not conn.out and not conn.waiting:
+            self._read(conn)
+
+    def _read(self, conn: Connection) -> None:
+        assert self._front is not None
+        # lockstep per connection: one reply at a time, in order
+        while conn.open and not conn.out and not conn.closing and not conn.waiting:
+            try:
+                frames = conn.reader.feed(conn.sock)
+            except direct.FramingError as exc:
+                self._front.rejections.record(RequestError(exc.code, exc.message), conn.caller)
+                conn.closing = True
+                self._send([conn], [_encode_error(RequestError(exc.code, exc.message), None)])
+                return
+            except (EOFError, OSError):
+                self._drop(conn)
+                return
+            if frames is None:
+                return
+            reply = self._front.respond([conn], frames, self._dispatch_direct, conn.caller)
+            if reply is None:
+                conn.waiting = True
+            else:
+                self._send([conn], reply)
 
     def _dispatch_direct(self, request: Request, envelope: list[Any], caller: Caller) -> list[Any] | None:
         assert self._front is not None
@@ -280,33 +359,49 @@ class InferenceWorker(threading.Thread):
         return None
 
     def _send(self, envelope: list[Any], frames: list[Any]) -> None:
-        if self._router is None:
-            return
+        conn = envelope[0]
+        if not isinstance(conn, Connection) or not conn.open:
+            return  # the client left meanwhile: drop the reply
+        conn.waiting = False
+        conn.out = direct.pack(frames)
+        self._flush(conn)
+
+    def _flush(self, conn: Connection) -> None:
         try:
-            self._router.send_multipart([*envelope, *frames], zmq.NOBLOCK, copy=False)
-        except zmq.ZMQError as exc:  # peer gone or over its HWM: drop the reply, keep serving
-            log.debug("reply dropped: %s", exc)
+            while conn.out:
+                conn.out = direct.advance(conn.out, conn.sock.sendmsg(conn.out))
+        except (BlockingIOError, InterruptedError):
+            self._poller.modify(conn.fd, zmq.POLLOUT)  # the rest when the client reads
+            return
+        except OSError:  # the client left
+            self._drop(conn)
+            return
+        if conn.closing:
+            self._drop(conn)
+            return
+        self._poller.modify(conn.fd, zmq.POLLIN)  # a request that came meanwhile is read at the next poll
+
+    def _drop(self, conn: Connection) -> None:
+        if not conn.open:
+            return
+        conn.open = False
+        self._connections.pop(conn.fd, None)
+        with contextlib.suppress(KeyError, zmq.ZMQError):
+            self._poller.unregister(conn.fd)
+        conn.sock.close()
 
     def _close_endpoint(self) -> None:
-        """Answer what is still queued on the endpoint ``shutting_down``, then close it (this thread owns it)."""
-        if self._router is None or self._front is None:
-            return
-        while True:
-            try:
-                frames = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                break
-            envelope, reply = self._front.answer(frames, self._dispatch_direct)
-            if reply is not None:
-                self._send(envelope, reply)
-        self._router.close(linger=1000)
-        self._router = None
+        """Close the endpoint and its connections (this thread owns them): a client then goes to the
+        control endpoint, which answers ``shutting_down``."""
+        for conn in list(self._connections.values()):
+            self._drop(conn)
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
 
     def close(self) -> None:
         """Free what a worker that is not running holds (its thread closed its endpoint when it ran)."""
-        if self._router is not None:
-            self._router.close(linger=0)
-            self._router = None
+        self._close_endpoint()
         self.mailbox.close()
 
     # running one job --------------------------------------------------------------------------
@@ -442,7 +537,6 @@ class Server:
         limits = config.limits
         self.front = Front(engine, self.regions, limits.max_message_bytes, limits.max_frames, self._ipc_control,
                            self.rejections)  # fmt: skip
-        self._worker_contexts: list[zmq.Context[Any]] = []
 
     # setup ------------------------------------------------------------------------------
     def bind(self) -> None:
@@ -472,32 +566,27 @@ class Server:
                 self._bind_inference_endpoint(worker)
 
     def _bind_inference_endpoint(self, worker: InferenceWorker) -> None:
-        """A ROUTER beside the control socket that ``worker`` polls and answers itself (extension direct)."""
-        control = Path(self.config.control_endpoint()[len("ipc://") :])
-        slug = "".join(ch for ch in worker.device if ch.isalnum())
-        endpoint = f"ipc://{control.parent / f'infer-{slug}.sock'}"
-        limits = self.config.limits
-        # its own context: a worker stuck in a forward at exit cannot hold up the control socket's term()
-        context: zmq.Context[Any] = zmq.Context(io_threads=1)
-        router = context.socket(zmq.ROUTER)
-        router.setsockopt(zmq.LINGER, 0)
-        router.setsockopt(zmq.SNDHWM, limits.send_hwm)
-        router.setsockopt(zmq.RCVHWM, limits.send_hwm)
-        router.setsockopt(zmq.MAXMSGSIZE, limits.hard_message_bytes)
-        router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        """A Unix socket beside the control socket that ``worker`` accepts, reads and answers itself
+        (extension direct): no thread between the client and the forward."""
+        path = Path(self.config.control_endpoint()[len("ipc://") :]).parent / (
+            "infer-" + "".join(ch for ch in worker.device if ch.isalnum()) + ".sock"
+        )
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            router.bind(endpoint)
-        except zmq.ZMQError as exc:  # e.g. a path over the 107 bytes of sun_path: the control endpoint still serves
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # left by a daemon that was killed (the runtime dir is this daemon's)
+            listener.bind(str(path))
+            listener.listen(64)
+            listener.setblocking(False)
+        except OSError as exc:  # e.g. a path over the 107 bytes of sun_path: the control endpoint still serves
             log.warning("no inference endpoint for %s (%s): its inferences go through %s", worker.device, exc,
                         self.config.control_endpoint())  # fmt: skip
-            router.close(linger=0)
-            context.term()
+            listener.close()
             return
-        self._secure_ipc(Path(endpoint[len("ipc://") :]))
-        self._worker_contexts.append(context)
+        self._secure_ipc(path)
         front = replace(self.front, rejections=RejectionLog())  # each thread counts its own refusals
-        worker.attach(router, endpoint, front, self.workers)
-        log.info("inferences on %s served directly on %s", worker.device, endpoint)
+        worker.attach(listener, f"{direct.SCHEME}{path}", front, self.workers)
+        log.info("inferences on %s served directly on %s", worker.device, path)
 
     def _curve_keys(self) -> tuple[bytes, bytes] | None:
         endpoints = (self.config.control_endpoint(), self.config.telemetry_endpoint())
@@ -700,9 +789,6 @@ class Server:
         for worker in self.workers.values():
             if not worker.is_alive():  # else its thread still uses the mailbox (a daemon thread, gone at exit)
                 worker.close()
-        if not any(w.is_alive() for w in self.workers.values()):
-            for context in self._worker_contexts:
-                context.term()
         self.regions.close()
         for path in self._ipc_files:
             with contextlib.suppress(OSError):

@@ -1,20 +1,22 @@
 """Inference endpoints (extension ``direct``) through a real daemon: the thread that runs the forward
-reads and answers the request itself. Same outputs as the control endpoint, bit for bit, with frames
-and shared memory; every error answered there too; budgets and observations as before."""
+reads and answers the request itself, on a Unix socket. Same outputs as the control endpoint, bit for
+bit, with frames and shared memory; every error answered there too, bad framing included, and a
+stalled or misbehaving client never holds up the others; budgets and observations as before."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
+import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import zmq
 
-from dynofa import protocol
+from dynofa import direct, protocol
 from dynofa.client import Client, new_token
 from dynofa.protocol import RemoteError
 from dynofa.shm import SHM_DIR
@@ -23,12 +25,12 @@ from tests.service.test_outputs import ATOL, DIFFERENT, image, local  # noqa: F4
 
 
 def _endpoint(daemon: Daemon) -> str:
-    return f"ipc://{daemon.runtime / 'infer-cpu.sock'}"
+    return f"unix://{daemon.runtime / 'infer-cpu.sock'}"
 
 
 def test_hello_offers_the_extension_and_the_endpoint_is_the_control_sockets_sibling(daemon: Daemon) -> None:
     c = daemon.client()
-    assert c.hello()["extensions"]["direct"] == 1
+    assert c.hello()["extensions"]["direct"] == 2
     path = daemon.runtime / "infer-cpu.sock"
     mode = os.stat(path).st_mode
     assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) & 0o007 == 0  # like control.sock: no access for others
@@ -58,10 +60,10 @@ def test_replies_name_the_endpoint_and_later_inferences_go_there(daemon: Daemon,
 def test_direct_equals_the_control_endpoint_bit_for_bit_with_frames_and_shm(daemon: Daemon, local: Any) -> None:  # noqa: F811
     clients = {}
     for shm in (False, True):
-        for direct in (False, True):
+        for on in (False, True):
             c = daemon.client()
-            c.shm, c.direct = shm, direct
-            clients[(shm, direct)] = c
+            c.shm, c.direct = shm, on
+            clients[(shm, on)] = c
     clients[(False, False)].register("direct-same")
     try:
         for k, sid in enumerate(local.catalog.ids):
@@ -70,9 +72,9 @@ def test_direct_equals_the_control_endpoint_bit_for_bit_with_frames_and_shm(daem
             for key, c in clients.items():
                 c.infer("direct-same", x, subnet=sid)  # the first one learns the endpoint
                 replies[key] = c.infer("direct-same", x, subnet=sid)
-            for (shm, direct), reply in replies.items():
-                assert reply.transport == ("shm" if shm else "frames"), clients[(shm, direct)].shm_problem
-                assert (reply.via is not None) == direct
+            for (shm, on), reply in replies.items():
+                assert reply.transport == ("shm" if shm else "frames"), clients[(shm, on)].shm_problem
+                assert (reply.via is not None) == on
                 assert reply.subnet == sid
                 assert reply.output.tobytes() == replies[(False, False)].output.tobytes()
             np.testing.assert_allclose(replies[(True, True)].output, local(x, sid), rtol=0, atol=ATOL)
@@ -80,17 +82,29 @@ def test_direct_equals_the_control_endpoint_bit_for_bit_with_frames_and_shm(daem
         clients[(False, False)].unregister("direct-same")
 
 
-def _raw(daemon: Daemon) -> zmq.Socket[bytes]:
-    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.REQ)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RCVTIMEO, 20_000)
-    sock.connect(_endpoint(daemon))
+def _raw(daemon: Daemon) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(20)
+    sock.connect(str(daemon.runtime / "infer-cpu.sock"))
     return sock
 
 
-def _ask(sock: zmq.Socket[bytes], *frames: bytes) -> tuple[dict[str, Any], list[bytes]]:
-    sock.send_multipart(list(frames))
-    head, *rest = sock.recv_multipart()
+def _write(sock: socket.socket, *frames: bytes) -> None:
+    for buffer in direct.pack(frames):
+        sock.sendall(buffer)
+
+
+def _read(sock: socket.socket) -> list[bytearray]:
+    reader = direct.Reader(1 << 30)
+    while True:
+        frames = reader.feed(sock)
+        if frames is not None:
+            return frames
+
+
+def _ask(sock: socket.socket, *frames: bytes) -> tuple[dict[str, Any], list[bytearray]]:
+    _write(sock, *frames)
+    head, *rest = _read(sock)
     return json.loads(head), rest
 
 
@@ -162,7 +176,7 @@ def test_a_vanished_endpoint_falls_back_to_the_control_endpoint(daemon: Daemon, 
     c.register("direct-gone")
     try:
         c.infer("direct-gone", image(32, seed=6))
-        c._direct["direct-gone"] = f"ipc://{tmp_path / 'gone.sock'}"  # a daemon restarted without the extension
+        c._direct["direct-gone"] = f"unix://{tmp_path / 'gone.sock'}"  # a daemon restarted without the extension
         reply = c.infer("direct-gone", image(32, seed=6))
         assert reply.via is None and reply.output.shape == (1, 10)
         assert c.infer("direct-gone", image(32, seed=6)).via == _endpoint(daemon)  # learnt again
@@ -188,3 +202,56 @@ def test_the_clients_control_ops_sent_to_the_endpoint_are_refused_with_unknown_o
         assert err.value.code == protocol.UNKNOWN_OP
     finally:
         c.unregister("direct-region")
+
+
+def _alive(daemon: Daemon) -> None:
+    sock = _raw(daemon)
+    try:
+        assert _ask(sock, _header(id=9, op="ping")) == ({"v": 1, "ok": True, "id": 9}, [])
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("case", ["no frames", "too many frames", "too large"])
+def test_bad_framing_is_answered_then_the_connection_closed(daemon: Daemon, case: str) -> None:
+    sock = _raw(daemon)
+    try:
+        if case == "no frames":
+            sock.sendall(struct.pack("<I", 0))
+        elif case == "too many frames":
+            sock.sendall(struct.pack("<I", 17))
+        else:  # more than limits.max_message_bytes (1 MiB here): refused before anything is allocated
+            sock.sendall(struct.pack("<IQQ", 2, 100, 1 << 40))
+        reply = json.loads(_read(sock)[0])
+        code = protocol.TOO_LARGE if case == "too large" else protocol.BAD_REQUEST
+        assert reply["ok"] is False and reply["error"]["code"] == code, reply
+        assert sock.recv(1) == b""  # closed: the stream cannot be read further
+    finally:
+        sock.close()
+    _alive(daemon)
+
+
+def test_a_stalled_or_vanished_client_does_not_hold_up_the_others(daemon: Daemon) -> None:
+    owner = daemon.client()
+    owner.register("direct-stall")
+    x = image(32, seed=8)
+    header = _header(id=1, op="infer", app="direct-stall", dtype="float32", shape=list(x.shape))
+    stalled, vanished, unread = _raw(daemon), _raw(daemon), _raw(daemon)
+    try:
+        buffers = b"".join(bytes(b) for b in direct.pack([header, x.tobytes()]))
+        stalled.sendall(buffers[: len(buffers) // 2])  # half a message, then nothing
+        vanished.sendall(buffers[:20])
+        vanished.close()  # gone mid-message
+        for _ in range(3):  # requests whose replies nobody reads
+            unread.sendall(buffers)
+        _alive(daemon)
+        owner.infer("direct-stall", x)  # learns the endpoint
+        reply = owner.infer("direct-stall", x)
+        assert reply.via == _endpoint(daemon)
+        stalled.sendall(buffers[len(buffers) // 2 :])  # the rest: the stalled request is answered after all
+        head, *out = _read(stalled)
+        assert json.loads(head)["ok"] is True and json.loads(head)["id"] == 1 and len(out) == 1
+    finally:
+        stalled.close()
+        unread.close()
+        owner.unregister("direct-stall")
