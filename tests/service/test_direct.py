@@ -10,6 +10,7 @@ import os
 import socket
 import stat
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from dynofa.client import Client, new_token
 from dynofa.protocol import RemoteError
 from dynofa.shm import SHM_DIR
 from tests.service.harness import Daemon
-from tests.service.test_outputs import ATOL, DIFFERENT, image, local  # noqa: F401  (the in-process reference)
+from tests.service.test_outputs import ATOL, assert_is_output_of, image, local  # noqa: F401  (the in-process reference)
 
 
 def _endpoint(daemon: Daemon) -> str:
@@ -47,11 +48,7 @@ def test_replies_name_the_endpoint_and_later_inferences_go_there(daemon: Daemon,
             x = image(local.catalog.get(sid).resolution, seed=30 + k)
             reply = c.infer("direct-out", x, subnet=sid)
             assert reply.via == _endpoint(daemon)
-            assert reply.subnet == sid
-            np.testing.assert_allclose(reply.output, local(x, sid), rtol=0, atol=ATOL)
-            for other in local.catalog.ids:
-                if other != sid:
-                    assert np.abs(reply.output - local(x, other)).max() > DIFFERENT
+            assert_is_output_of(reply, sid, x, local)
     finally:
         c.unregister("direct-out")
 
@@ -152,56 +149,58 @@ def test_every_error_is_answered_on_the_endpoint_and_it_keeps_serving(daemon: Da
         owner.unregister("direct-locked")
 
 
-def test_first_direct_inference_after_set_budget_runs_at_the_new_point_and_is_observed(daemon: Daemon) -> None:
+@pytest.fixture
+def learnt(daemon: Daemon, request: pytest.FixtureRequest) -> Iterator[tuple[Client, str]]:
+    """A frames client and its app (named after the test), whose first inference learnt the endpoint."""
+    app = "d-" + request.node.name[5:40].replace("_", "-").strip("-")
     c = daemon.client()
     c.shm = False
-    c.register("direct-budget")
+    c.register(app)
     try:
-        c.infer("direct-budget", image(32, seed=4))
-        before = c.state()["apps"]["direct-budget"]
-        for latency_ms in (0.01, 3_600_000.0):  # the fastest subnet, then the most accurate
-            c.set_budget("direct-budget", latency_ms=latency_ms)
-            decided = c.state()["apps"]["direct-budget"]["operating_point"]["subnet"]
-            reply = c.infer("direct-budget", image(32, seed=5))
-            assert reply.via == _endpoint(daemon) and reply.subnet == decided
-        after = c.state()["apps"]["direct-budget"]
-        assert after["inferences"] == before["inferences"] + 2  # direct inferences feed the app's window
+        c.infer(app, image(32, seed=4))
+        yield c, app
     finally:
-        c.unregister("direct-budget")
+        c.unregister(app)
 
 
-def test_a_vanished_endpoint_falls_back_to_the_control_endpoint(daemon: Daemon, tmp_path: Path) -> None:
-    c = daemon.client()
-    c.shm = False
-    c.register("direct-gone")
+def test_first_direct_inference_after_set_budget_runs_at_the_new_point_and_is_observed(
+    daemon: Daemon, learnt: tuple[Client, str]
+) -> None:
+    c, app = learnt
+    before = c.state()["apps"][app]
+    for latency_ms in (0.01, 3_600_000.0):  # the fastest subnet, then the most accurate
+        c.set_budget(app, latency_ms=latency_ms)
+        decided = c.state()["apps"][app]["operating_point"]["subnet"]
+        reply = c.infer(app, image(32, seed=5))
+        assert reply.via == _endpoint(daemon) and reply.subnet == decided
+    after = c.state()["apps"][app]
+    assert after["inferences"] == before["inferences"] + 2  # direct inferences feed the app's window
+
+
+def test_a_vanished_endpoint_falls_back_to_the_control_endpoint(
+    daemon: Daemon, learnt: tuple[Client, str], tmp_path: Path
+) -> None:
+    c, app = learnt
+    c._direct[app] = f"unix://{tmp_path / 'gone.sock'}"  # a daemon restarted without the extension
+    reply = c.infer(app, image(32, seed=6))
+    assert reply.via is None and reply.output.shape == (1, 10)
+    assert c.infer(app, image(32, seed=6)).via == _endpoint(daemon)  # learnt again
+    off = Client(daemon.endpoint, direct=False)
     try:
-        c.infer("direct-gone", image(32, seed=6))
-        c._direct["direct-gone"] = f"unix://{tmp_path / 'gone.sock'}"  # a daemon restarted without the extension
-        reply = c.infer("direct-gone", image(32, seed=6))
-        assert reply.via is None and reply.output.shape == (1, 10)
-        assert c.infer("direct-gone", image(32, seed=6)).via == _endpoint(daemon)  # learnt again
-        off = Client(daemon.endpoint, direct=False)
-        try:
-            off.shm = False
-            off.infer("direct-gone", image(32, seed=6))
-            assert off.infer("direct-gone", image(32, seed=6)).via is None
-        finally:
-            off.close()
+        off.shm = False
+        off.infer(app, image(32, seed=6))
+        assert off.infer(app, image(32, seed=6)).via is None
     finally:
-        c.unregister("direct-gone")
+        off.close()
 
 
-def test_the_clients_control_ops_sent_to_the_endpoint_are_refused_with_unknown_op(daemon: Daemon) -> None:
-    c = daemon.client()
-    c.shm = False
-    c.register("direct-region")
-    try:
-        c.infer("direct-region", image(32, seed=7))
-        with pytest.raises(RemoteError) as err:
-            c.request("shm_unregister", via=_endpoint(daemon), app="direct-region", region="r1")
-        assert err.value.code == protocol.UNKNOWN_OP
-    finally:
-        c.unregister("direct-region")
+def test_the_clients_control_ops_sent_to_the_endpoint_are_refused_with_unknown_op(
+    daemon: Daemon, learnt: tuple[Client, str]
+) -> None:
+    c, app = learnt
+    with pytest.raises(RemoteError) as err:
+        c.request("shm_unregister", via=_endpoint(daemon), app=app, region="r1")
+    assert err.value.code == protocol.UNKNOWN_OP
 
 
 def _alive(daemon: Daemon) -> None:

@@ -51,6 +51,15 @@ def local(tiny_catalog: Path) -> Iterator[Any]:
         yield run
 
 
+def assert_is_output_of(reply: Any, sid: str, x: np.ndarray, local: Any) -> None:
+    """``reply`` names ``sid`` and is its output for ``x``, and no other subnet's."""
+    assert reply.subnet == sid
+    np.testing.assert_allclose(reply.output, local(x, sid), rtol=0, atol=ATOL)
+    for other in local.catalog.ids:
+        if other != sid:
+            assert np.abs(reply.output - local(x, other)).max() > DIFFERENT
+
+
 def test_test_models_depend_on_input_and_differ_between_subnets(local: Any) -> None:
     """Guards the fixture itself: with untouched BN every subnet answered the bias."""
     ids = local.catalog.ids
@@ -70,12 +79,7 @@ def test_each_forced_subnet_reply_is_that_subnets_output(daemon: Daemon, local: 
     try:
         for k, sid in enumerate(local.catalog.ids):
             x = image(local.catalog.get(sid).resolution, seed=10 + k)
-            reply = c.infer("out-forced", x, subnet=sid)
-            assert reply.subnet == sid
-            np.testing.assert_allclose(reply.output, local(x, sid), rtol=0, atol=ATOL)
-            for other in local.catalog.ids:
-                if other != sid:
-                    assert np.abs(reply.output - local(x, other)).max() > DIFFERENT
+            assert_is_output_of(c.infer("out-forced", x, subnet=sid), sid, x, local)
     finally:
         c.unregister("out-forced")
 
