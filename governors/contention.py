@@ -138,6 +138,8 @@ class _PeState:
     # The estimate came from the monitors (their load changed), not from an inference: the
     # next observation replaces it instead of being filtered against it.
     provisional: str | None = None  # "rise" or "fall": which way the monitors' load moved
+    before_rise: float = 1.0  # the estimate a provisional rise replaced
+    false_alarms: int = 0  # provisional rises in a row that the next inference did not confirm
 
 
 class ContentionEstimator:
@@ -181,7 +183,13 @@ class ContentionEstimator:
         if state.observations and self._step - state.last_step > self.stale_after:
             state.observations = 0  # what we knew about this PE is too old to trust
         state.last_step = self._step
-        if state.observations == 0 or state.provisional:
+        if state.provisional == "rise":
+            # did the inference see the load the monitors saw? If not (monitor noise), trust
+            # their rises less: the next one must be twice as large (see slowdown)
+            confirmed = abs(z - state.before_rise) > self.jump * state.before_rise
+            state.false_alarms = 0 if confirmed else min(1, state.false_alarms + 1)
+            self._reset(state, z)
+        elif state.observations == 0 or state.provisional:
             self._reset(state, z)
         elif missed and z > k.x:
             self._reset(state, z)  # react within the next inference: no filtering on a miss
@@ -245,18 +253,23 @@ class ContentionEstimator:
         fallen as much (the other load left), the estimate is kept. Either way it is then
         *provisional* (:meth:`provisional`): the next inference's ratio replaces it, so the
         policy follows the new regime after one inference instead of after ``jump_run`` or
-        ``drop_run`` filtered ones.
+        ``drop_run`` filtered ones. Only a prior that also differs from the estimate by
+        ``prior_jump`` counts, and after a rise that the next inference did not confirm
+        (noisy monitors) a rise must be twice as large until one is confirmed.
         """
         state = self._state(pe)
         last = state.last_prior
         state.last_prior = prior
         if state.observations == 0 or self._step - state.last_step > self.stale_after:
             return prior  # never observed, or not for a long time (the app moved away)
-        if last is not None and prior > last * (1.0 + self.prior_jump) and prior > state.kalman.x:
+        rise = self.prior_jump * 2 ** state.false_alarms
+        if last is not None and prior > last * (1.0 + rise) and prior > state.kalman.x * (1.0 + self.prior_jump):
+            state.before_rise = state.kalman.x
             state.kalman.reset(prior)
             state.recent.clear()  # a new regime: the old spread says nothing about it
             state.provisional = "rise"
-        elif last is not None and prior * (1.0 + self.prior_jump) < last and state.kalman.x > prior:
+        elif (last is not None and prior * (1.0 + self.prior_jump) < last
+              and state.kalman.x > prior * (1.0 + self.prior_jump)):
             state.provisional = "fall"
         return state.kalman.x
 

@@ -16,7 +16,9 @@ lowest-energy frequencies that still meet it (:mod:`governors.policies.search`).
   raised to their prior before any inference slowed down, and is provisional: the first
   inference there is planned with ``max_margin`` at the PE's top clock (the prior is a
   guess), the next one on its measured ratio, adopted at once. Load that leaves makes the
-  estimate provisional as well: one inference's ratio replaces it.
+  estimate provisional as well: one inference's ratio replaces it. A rise the next
+  inference does not confirm makes the monitors' next rise count only when twice as large
+  (:class:`~governors.contention.ContentionEstimator`), so noisy readings do not make it flap.
 * ``dvfs=False`` keeps every clock at the top of its ladder (subnet and mapping choice
   under the Linux ``performance`` governor): the baseline that isolates what DVFS saves.
 * **Hysteresis**: moving to a more accurate or cheaper point (an upgrade) needs the new
@@ -123,7 +125,7 @@ class ModelBasedPolicy(Policy):
             if point is None:
                 out[app.name] = self.min_margin
                 continue
-            if self.estimator.provisional(point.pe):
+            if self.estimator.provisional(point.pe) == "rise":
                 # the monitors saw the load change and the estimate is their guess: plan the
                 # first inference of the new regime with the widest margin
                 out[app.name] = self.max_margin

@@ -169,3 +169,21 @@ def test_a_monitored_load_change_makes_the_estimate_provisional_until_one_infere
     assert est.provisional("gpu") == "fall"
     est.observe("gpu", 10.0, 10.0)  # ... by one inference, not drop_run filtered ones
     assert est.slowdown("gpu", prior=1.0) == pytest.approx(1.0) and est.provisional("gpu") is None
+
+
+def test_a_rise_the_next_inference_does_not_confirm_makes_the_next_rise_need_twice_the_jump() -> None:
+    est = ContentionEstimator()
+    for _ in range(20):
+        est.observe("gpu", 10.0, 10.0)
+    est.slowdown("gpu", prior=1.0)
+    assert est.slowdown("gpu", prior=1.3) == pytest.approx(1.3) and est.provisional("gpu") == "rise"
+    est.observe("gpu", 10.0, 10.0)  # no slowdown after all: the monitors' reading was noise
+    assert est.slowdown("gpu", prior=1.0) == pytest.approx(1.0)
+    assert est.slowdown("gpu", prior=1.3) == pytest.approx(1.0) and est.provisional("gpu") is None  # not again
+    est.slowdown("gpu", prior=1.0)
+    assert est.slowdown("gpu", prior=1.5) == pytest.approx(1.5) and est.provisional("gpu") == "rise"  # > 2 x 20 %
+    est.observe("gpu", 15.0, 10.0)  # confirmed: rises count at 20 % again
+    for _ in range(5):
+        est.observe("gpu", 15.0, 10.0)
+    est.slowdown("gpu", prior=1.5)
+    assert est.slowdown("gpu", prior=1.9) == pytest.approx(1.9) and est.provisional("gpu") == "rise"

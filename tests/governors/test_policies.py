@@ -414,3 +414,21 @@ def test_an_upgrade_without_headroom_takes_the_step_that_has_it() -> None:
     first_down = next(f for f in freqs if f != 2000000)
     assert first_down == 1500000, freqs
     assert freqs[-1] == 1000000, freqs
+
+
+def test_noisy_monitors_do_not_make_it_flap() -> None:
+    # the GPU's load reading alternates 0 / 0.3 (noise: the inference never slows down)
+    policy = ModelBasedPolicy()
+    app = AppRequest("app", Budget(latency_ms=40.0, min_accuracy=0.75, objective="energy"), ENTRIES)
+    points = []
+    for k in range(100):
+        i = DecisionInput(apps=(app,), pes=(GPU,), load=LoadView(gpu_load=0.3 if k % 2 else 0.0))
+        point = policy.decide(i).points["app"]
+        f = point.gpu_freq_hz
+        assert f is not None
+        base = {"small": 5.0, "medium": 10.0, "large": 20.0}[point.subnet]
+        policy.observe("app", base * (0.25 + 0.75 * 900_000_000 / f))
+        points.append((point.subnet, f))
+    changes = sum(1 for a, b in zip(points, points[1:], strict=False) if a != b)
+    # one false alarm costs a top-clock inference and the way back; then rises must be twice as large
+    assert changes <= 4, points
