@@ -9,11 +9,13 @@ and its predictions for the held-out subnets are compared with their measured la
 in the same run and on the same points: a linear fit of latency on MACs alone.
 
 Measuring on a shared machine: every subnet is timed in interleaved rounds (one run of each per
-round, shuffled) after a warm-up, in several passes; a pass's figure is the 25th percentile of its
-runs (contention only ever adds time) and a subnet's figure the median over passes. By default the
-clock is the measuring thread's CPU time (one torch thread; ``--clock wall`` on a quiet machine),
-because on a loaded 2-core box the wall clock mostly measures the other jobs. The pass-to-pass
-spread is reported as the measurement's own noise: no model can be more accurate than that.
+round, shuffled) after a warm-up, in several passes; a subnet's figure is the 10th percentile of all
+its runs pooled (:func:`subnets.timing.measure_figures`, as the catalog builder measures:
+interference only ever adds time, and whole passes run slower than others). By default the clock is
+the measuring thread's CPU time (one torch thread; ``--clock wall`` on a quiet machine), because on a
+loaded 2-core box the wall clock mostly measures the other jobs. The measurement's own repeatability
+is reported (median over subnets of the difference between the figures of the even and the odd
+passes): a prediction cannot match figures more closely than they match themselves.
 
     python -m benchmarks.catalog_regression [--subnets 60] [--held-out 20] [--plot FILE.png]
 
@@ -33,7 +35,7 @@ from typing import Any
 from subnets.family import ModelFamily
 from subnets.offline.candidates import Candidate, candidate, spread_by_macs
 from subnets.offline.regression import error_report, fit, fit_latency
-from subnets.timing import measure_interleaved, percentile
+from subnets.timing import measure_figures
 
 MEASURED = (5, 10, 20, 40)
 #: the builder's default number of measured subnets (``BuildOptions.measure``): the headline
@@ -64,19 +66,10 @@ def sample(family: ModelFamily, n: int, seed: int) -> list[Candidate]:
 def time_all(
     family: ModelFamily, pool: Sequence[Candidate], passes: int, repeats: int, clock: str
 ) -> tuple[dict[str, float], float]:
-    """Each subnet's latency (median over passes of the pass's 25th percentile) and the noise.
-
-    The noise is the median over subnets of (max - min) / median of the pass figures.
-    """
+    """Each subnet's figure (:func:`subnets.timing.measure_figures`) and the median repeatability."""
     modules = {c.id: (family.materialize(c.spec), family.input_shape(c.spec)) for c in pool}
-    per_pass: dict[str, list[float]] = {c.id: [] for c in pool}
-    for p in range(passes):
-        records = measure_interleaved(modules, warmup=2, repeats=repeats, threads=1, seed=p, clock=clock)
-        for cid, rec in records.items():
-            per_pass[cid].append(percentile(rec.samples, 25))
-    figures = {cid: statistics.median(v) for cid, v in per_pass.items()}
-    spread = statistics.median((max(v) - min(v)) / figures[cid] for cid, v in per_pass.items())
-    return figures, spread
+    figures = measure_figures(modules, warmup=2, repeats=repeats, passes=passes, threads=1, clock=clock)
+    return {cid: f.ms for cid, f in figures.items()}, statistics.median(f.repeatability for f in figures.values())
 
 
 def evaluate(pool: list[Candidate], ms: dict[str, float], held_out: int, seed: int) -> list[dict[str, Any]]:
@@ -138,13 +131,27 @@ def report(name: str, family: ModelFamily, args: argparse.Namespace, raw: dict[s
         "subnets": len(pool),
         "held_out": args.held_out,
         "latency_ms_range": [round(min(ms.values()), 3), round(max(ms.values()), 3)],
-        "measurement_noise_pass_spread_pct": round(100 * noise, 2),
+        "measurement_repeatability_pct": round(100 * noise, 2),
         "headline_measured": head["measured"],
         "regression_mape_pct": head["regression_mape_pct"],
         "macs_linear_mape_pct": head["macs_linear_mape_pct"],
         "mape_ratio_regression_vs_macs_linear": head["mape_ratio_regression_vs_macs_linear"],
         "by_measured": by_m,
     }
+
+
+def table(result: dict[str, Any]) -> str:
+    """The error against the number of measured subnets, as a markdown table (printed to stderr)."""
+    lines = ["| family | measured | regression MAPE | MACs-line MAPE | ratio | model | repeatability |",
+             "|---|---|---|---|---|---|---|"]
+    for fam in result["families"]:
+        for r in fam["by_measured"]:
+            lines.append(
+                f"| {fam['family']} | {r['measured']} | {r['regression_mape_pct']:.2f} % | "
+                f"{r['macs_linear_mape_pct']:.2f} % | {r['mape_ratio_regression_vs_macs_linear']:.2f} | "
+                f"{r['model']['fitter']} | {fam['measurement_repeatability_pct']:.1f} % |"
+            )
+    return "\n".join(lines)
 
 
 def plot(result: dict[str, Any], path: str) -> None:
@@ -174,8 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--subnets", type=int, default=60, help="subnets sampled and timed per family")
     parser.add_argument("--held-out", type=int, default=20, help="of those, held out for the error")
-    parser.add_argument("--passes", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=11, help="interleaved rounds per pass")
+    parser.add_argument("--passes", type=int, default=6, help="passes of interleaved rounds (even/odd: repeatability)")
+    parser.add_argument("--repeats", type=int, default=15, help="interleaved rounds per pass")
     parser.add_argument("--clock", choices=("thread", "wall"), default="thread")
     parser.add_argument("--families", default="demo,mbv3", help="comma-separated: demo, mbv3")
     parser.add_argument("--seed", type=int, default=0)
@@ -198,10 +205,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "clock": args.clock,
         "passes": args.passes,
         "repeats": args.repeats,
-        "estimator": "median over passes of each pass's 25th percentile (interleaved rounds)",
+        "estimator": "10th percentile of every interleaved run of every pass (subnets.timing.measure_figures)",
+        "repeatability": "median over subnets of |even passes - odd passes| / mean",
         "families": [report(n, makers[n](), args, raw) for n in names],
     }
     print(json.dumps(result))
+    print(table(result), file=sys.stderr)
     if args.save_raw:
         with open(args.save_raw, "w", encoding="utf-8") as fh:
             json.dump(raw, fh)

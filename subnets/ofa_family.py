@@ -225,15 +225,20 @@ class _MBConvFamily(OFAFamily):
         macs = self.macs(spec)
         side = -(-spec.resolution // 2)  # after the stride-2 stem (and the fixed first block, stride 1)
         pw = dw = act = 0.0
+        layers = 0
         for p in plans:
             out_side = -(-side // p.stride)
             area_in, area_out = float(side * side), float(out_side * out_side)
             if p.expand_ratio != 1:
                 pw += area_in * p.in_channels * p.mid_channels
                 act += area_in * (p.in_channels + p.mid_channels)
+                layers += 3  # 1x1 conv, BN, activation
             dw += area_out * p.mid_channels * p.kernel_size**2
             pw += area_out * p.mid_channels * p.out_channels
             act += area_in * p.mid_channels + area_out * (2 * p.mid_channels + p.out_channels)
+            # depthwise conv, BN, activation; projection and BN; SE: pool, 2 linear, 2 activations, scale;
+            # the residual add
+            layers += 3 + 2 + (6 if p.use_se else 0) + (1 if p.stride == 1 and p.in_channels == p.out_channels else 0)
             side = out_side
         feats: dict[str, float] = {
             "macs_m": macs / 1e6,
@@ -250,6 +255,7 @@ class _MBConvFamily(OFAFamily):
             "depthwise_macs_m": dw / 1e6,
             "activations_m": act / 1e6,
         }
+        feats["layers"] = float(layers)
         for k in self.ks_list:
             feats[f"k{k}_frac"] = sum(p.kernel_size == k for p in plans) / n
         return feats

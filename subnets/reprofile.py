@@ -26,7 +26,16 @@ from dynofa.catalog import Catalog, CatalogEntry, Latency
 from dynofa.errors import CatalogBuildError
 from subnets import pareto
 from subnets.family import ModelFamily
-from subnets.timing import cpu_freq_khz, cpu_model, measure_interleaved, on_device, pe_device, pinned, provenance
+from subnets.timing import (
+    cpu_freq_khz,
+    cpu_model,
+    measure_figures,
+    measure_interleaved,
+    on_device,
+    pe_device,
+    pinned,
+    provenance,
+)
 
 __all__ = ["MAX_REPEATS", "measured_elsewhere", "reprofile"]
 
@@ -99,14 +108,15 @@ def reprofile(
                 first = measure_interleaved(at_b, device, warmup, 1, threads, clock=clock)
                 per_round = sum(r.median_ms for r in first.values())
                 n = max(repeats, min(MAX_REPEATS, int(budget_ms / max(per_round, 1e-3))))
-            timed[b] = measure_interleaved(at_b, device, warmup, n, threads, clock=clock)
+            # the builder's figure (a low percentile of interleaved runs), so that ratios compare like with like
+            timed[b] = measure_figures(at_b, device, warmup, n, threads=threads, clock=clock)
     freq = cpu_freq_khz(cpus) if device == "cpu" else None
     del modules
     ids = [e.id for e in entries]
     figures: dict[int, tuple[dict[str, float], list[float]]] = {}
     info: dict[str, Any] = {}
     for b, records in timed.items():
-        measured = {entry.id: records[entry.id].median_ms for entry in chosen}
+        measured = {entry.id: records[entry.id].ms for entry in chosen}
         ref = reference if b == 1 else {e.id: e.latency[pe].batch[b].ms for e in entries}
         predicted, fit_info = predict_from_reference(ids, ref, ref_name if b == 1 else f"{ref_name}_b{b}", measured)
         figures[b] = (measured, predicted)

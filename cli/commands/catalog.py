@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cli.args import integer, writable_file
+from cli.args import integer, number, writable_file
 from dynofa.errors import CatalogBuildError
 
 #: ``--family`` names and the registry descriptions they stand for (the constructor arguments of
@@ -85,7 +85,12 @@ def register(subparsers: Any) -> None:
         help="candidate sampling seed (default 0); random weights follow the family's own seed argument",
     )
     b.add_argument("--threads", type=integer(1), default=1, help="torch threads while timing (default 1)")
-    b.add_argument("--repeats", type=integer(1), default=10, help="timed runs per subnet (median kept; default 10)")
+    b.add_argument("--repeats", type=integer(1), default=10,
+                   help="interleaved timed rounds per subnet and pass (default 10)")
+    b.add_argument("--blend", type=number(0.0, 1.0), default=0.0, metavar="FRACTION",
+                   help="fraction of candidates blended towards the largest or smallest subnet (default 0: uniform)")
+    b.add_argument("--passes", type=integer(1), default=1,
+                   help="passes of interleaved rounds; the figure is the 10th percentile of all runs (default 1)")
     b.add_argument("--warmup", type=integer(0), default=3, help="untimed warm-up runs per subnet (default 3)")
     b.add_argument(
         "--no-refine",
@@ -188,6 +193,7 @@ def run_build(args: argparse.Namespace) -> int:
         pes=pes,
         affinity=affinity,
         candidates=args.candidates,
+        blend=args.blend,
         measure=args.measure,
         keep=args.keep,
         fill_dominated=args.fill_dominated,
@@ -197,6 +203,7 @@ def run_build(args: argparse.Namespace) -> int:
         threads=args.threads,
         warmup=args.warmup,
         repeats=args.repeats,
+        passes=args.passes,
         refine=not args.no_refine,
         val_name=Path(args.val).name if args.val else "",
         batch_sizes=_batch_sizes(args.batch_sizes),

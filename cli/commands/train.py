@@ -78,10 +78,14 @@ def register(subparsers: Any) -> None:
     c.add_argument("--ofa-weights", metavar="FILE", help="demo supernet weights (default: the shipped ones)")
     c.add_argument("--grouped-weights", metavar="FILE", help="grouped weights (default: the shipped ones)")
     c.add_argument("--only", choices=("ofa", "grouped"), help="build just one of the two")
-    c.add_argument("--candidates", type=integer(1), default=200)
-    c.add_argument("--measure", type=integer(1), default=40)
-    c.add_argument("--keep", type=integer(1), default=10)
-    c.add_argument("--repeats", type=integer(1), default=10)
+    c.add_argument("--candidates", type=integer(1), default=160, help="subnets sampled (default 160)")
+    c.add_argument("--measure", type=integer(1), default=160,
+                   help="of those, timed and evaluated (default 160: all; at most --candidates)")
+    c.add_argument("--keep", type=integer(1), default=12, help="Pareto-optimal subnets kept, at most (default 12)")
+    c.add_argument("--blend", type=number(0.0, 1.0), default=0.5, metavar="FRACTION",
+                   help="fraction of candidates blended towards the largest or smallest subnet (default 0.5)")
+    c.add_argument("--repeats", type=integer(1), default=10, help="interleaved rounds per pass (default 10)")
+    c.add_argument("--passes", type=integer(1), default=3, help="passes of interleaved rounds (default 3)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--clock", choices=("thread", "wall"), default="thread",
                    help="timing clock (default thread: CPU time of the timing thread, robust on a shared machine)")
@@ -142,7 +146,8 @@ def run_catalogs(args: argparse.Namespace) -> int:
 
     out = Path(args.out_dir)
     common = {"candidates": args.candidates, "measure": args.measure, "keep": args.keep, "clock": args.clock,
-              "repeats": args.repeats, "seed": args.seed, "progress": lambda m: print(m, file=sys.stderr, flush=True)}
+              "repeats": args.repeats, "passes": args.passes, "blend": args.blend, "seed": args.seed,
+              "progress": lambda m: print(m, file=sys.stderr, flush=True)}
     if args.only in (None, "ofa"):
         path = build_ofa_catalog(out / "catalog-ofa.json", weights=args.ofa_weights, **common)
         _say(f"wrote {path}")

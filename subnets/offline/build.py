@@ -75,7 +75,7 @@ def build_catalog(
         if data is not None:
             check_data(family, data, what)
     family.supernet()  # build it and load the weights first: a bad weights file fails before any work
-    pool = sample(family, opts.candidates, random.Random(opts.seed), say)
+    pool = sample(family, opts.candidates, random.Random(opts.seed), say, blend=opts.blend)
     to_measure = spread_by_macs(pool, min(opts.measure, len(pool)))
     say(f"measuring {len(to_measure)} of {len(pool)} candidates on {', '.join(run.pes)}")
     measure(family, to_measure, run, with_accuracy=val is not None)

@@ -50,21 +50,50 @@ def candidate(family: ModelFamily, spec: SubnetSpec) -> Candidate:
     )
 
 
-def sample(family: ModelFamily, n: int, rng: random.Random, say: Progress) -> list[Candidate]:
-    """``n`` distinct subnets (fewer if the space is smaller), the largest and the smallest first."""
+def sample(
+    family: ModelFamily, n: int, rng: random.Random, say: Progress, *, blend: float = 0.0
+) -> list[Candidate]:
+    """``n`` distinct subnets (fewer if the space is smaller), the largest and the smallest first.
+
+    A fraction ``blend`` of them are :func:`blended` towards the largest or the smallest subnet by
+    a uniform random amount, the rest drawn by ``family.sample``. Uniform draws pile up in the
+    middle of the space (each choice is drawn independently, so capacity averages out), where the
+    accuracy/latency front is flat; near the largest subnet, where the front climbs to the best
+    accuracy, they almost never land. Blends cover the space from end to end.
+    """
     specs: dict[str, SubnetSpec] = {}
-    for spec in (family.largest(), family.smallest()):
+    ends = (family.largest(), family.smallest())
+    for spec in ends:
         specs.setdefault(spec.key, spec)
     tries = 0
     while len(specs) < n and tries < 50 * n:
         spec = family.sample(rng)
+        if rng.random() < blend:
+            mixed = blended(spec, ends[rng.random() < 0.5], rng.random(), rng)
+            try:
+                family.validate(mixed)
+                spec = mixed
+            except ValueError:  # the family's space is not a product of its choices here: keep the draw
+                pass
         specs.setdefault(spec.key, spec)
         tries += 1
     if len(specs) < n:
         say(f"the family's space holds only {len(specs)} distinct subnets found in {tries} draws (asked for {n})")
     out = [candidate(family, spec) for spec in specs.values()]
-    say(f"sampled {len(out)} distinct candidate subnets")
+    say(f"sampled {len(out)} distinct candidate subnets" + (f" ({blend:.0%} blended towards an end)" if blend else ""))
     return out
+
+
+def blended(spec: SubnetSpec, end: SubnetSpec, t: float, rng: random.Random) -> SubnetSpec:
+    """``spec`` with each choice (list item, scalar, the resolution) replaced by ``end``'s with probability ``t``."""
+
+    def pick(mine: Any, theirs: Any) -> Any:
+        if isinstance(mine, (list, tuple)) and isinstance(theirs, (list, tuple)) and len(mine) == len(theirs):
+            return [pick(a, b) for a, b in zip(mine, theirs, strict=True)]
+        return theirs if rng.random() < t else mine
+
+    config = {key: pick(value, end.config.get(key, value)) for key, value in spec.config.items()}
+    return SubnetSpec(config, int(pick(spec.resolution, end.resolution)))
 
 
 def spread_by_macs(pool: list[Candidate], m: int) -> list[Candidate]:

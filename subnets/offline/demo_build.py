@@ -16,6 +16,8 @@ Progress = Callable[[str], None]
 
 #: batch sizes the demo catalogs carry: the demo app sends 1 image, the contention benchmark 32
 BATCH_SIZES = (1, 8, 32)
+#: candidate subnets the demo catalog samples (and, by default, measures: latency and accuracy)
+DEMO_CANDIDATES = 160
 #: distortions of each test digit in the demo supernet's held-out set (finer accuracy steps: 1080 images)
 TEST_COPIES = 3
 
@@ -30,17 +32,23 @@ def _weights_object(weights: Path, out: Path) -> dict[str, Any]:
 def build_ofa_catalog(
     out: str | os.PathLike[str],
     weights: str | os.PathLike[str] | None = None,
-    candidates: int = 200,
-    measure: int = 40,
-    keep: int = 10,
+    candidates: int = DEMO_CANDIDATES,
+    measure: int = DEMO_CANDIDATES,
+    keep: int = 12,
     repeats: int = 10,
     seed: int = 0,
     progress: Progress | None = None,
     clock: str = "thread",
+    passes: int = 3,
+    blend: float = 0.5,
 ) -> Path:
     """Sample, time and select demo-supernet subnets; accuracy measured on the distorted digits test
     split (each test image under :data:`TEST_COPIES` distortions), per-subnet BN statistics calibrated
-    on the training split; CPU latency at :data:`BATCH_SIZES`."""
+    on the training split; CPU latency at :data:`BATCH_SIZES`.
+
+    By default every candidate is measured (this supernet is small enough), so the front is made of
+    measured figures only; half the candidates are blended towards the largest or the smallest subnet
+    (:func:`subnets.offline.candidates.sample`), so that the front's both ends are sampled densely."""
     target = Path(out)
     weights_path = Path(weights) if weights else demo_weights_path("ofa")
     family = ofa_demo_family(weights_path)
@@ -50,12 +58,14 @@ def build_ofa_catalog(
     options = BuildOptions(
         pes=("cpu",),
         candidates=candidates,
-        measure=measure,
+        blend=blend,
+        measure=min(measure, candidates),
         keep=keep,
         seed=seed,
         out=target,
         weights=_weights_object(weights_path, target),
         repeats=repeats,
+        passes=passes,
         val_name=f"sklearn-digits distorted test split (seed {DIGITS_SEED}, {len(test)} images: each of the "
         f"{len(test) // TEST_COPIES} test digits under {TEST_COPIES} distortions; never used in training)",
         batch_sizes=BATCH_SIZES,

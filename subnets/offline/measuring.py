@@ -12,7 +12,7 @@ from subnets.family import ModelFamily
 from subnets.offline.accuracy import evaluate, image_batches
 from subnets.offline.candidates import Candidate, Progress
 from subnets.offline.options import BuildOptions
-from subnets.timing import cpu_freq_khz, measure_interleaved, on_device, pe_device, pinned
+from subnets.timing import FIGURE_PERCENTILE, cpu_freq_khz, measure_figures, on_device, pe_device, pinned
 
 if TYPE_CHECKING:
     import torch
@@ -33,6 +33,8 @@ class BuildRun:
     say: Progress
     val_name: str = "validation"
     freq_khz: dict[str, int | None] = field(default_factory=dict)  # per PE, at the last measurement
+    #: per PE and batch size, the repeatability of every figure timed (see TimedFigure.repeatability)
+    repeatability: dict[str, dict[int, list[float]]] = field(default_factory=dict)
 
     @property
     def pes(self) -> list[str]:
@@ -51,25 +53,13 @@ def measure(family: ModelFamily, cands: list[Candidate], run: BuildRun, *, with_
             if cand.bn is None:
                 cand.bn = calibrate(family, cand, run)
     for pe in run.pes:
-        device = pe_device(pe)
         todo = [c for c in cands if not c.measured_on(pe)]
         for start in range(0, len(todo), INTERLEAVE_CHUNK):
             chunk = todo[start : start + INTERLEAVE_CHUNK]
-            rounds = f"{opts.warmup} warm-up + {opts.repeats} rounds"
+            rounds = f"{opts.passes} x ({opts.warmup} warm-up + {opts.repeats} rounds)"
             run.say(f"  timing {len(chunk)} subnet(s) on {pe}, interleaved ({rounds})")
-            modules = {
-                c.id: (on_device(family.materialize(c.spec, c.bn), device), family.input_shape(c.spec)) for c in chunk
-            }
-            with pinned(opts.affinity.get(pe)):
-                records = measure_interleaved(
-                    modules, device, opts.warmup, opts.repeats, opts.threads, clock=opts.clock
-                )
-            freq = cpu_freq_khz(opts.affinity.get(pe)) if device == "cpu" else None
-            run.freq_khz[pe] = freq
-            del modules
-            for cand in chunk:
-                rec = records[cand.id]
-                cand.latency[pe] = Latency(ms=rec.median_ms, source="measured", threads=rec.threads, freq_khz=freq)
+            for cid, lat in _time_chunk(family, chunk, run, pe, 1).items():
+                next(c for c in chunk if c.id == cid).latency[pe] = lat
     for i, cand in enumerate(cands, 1):
         if with_accuracy and run.val is not None and not cand.accuracy_measured():
             module = on_device(family.materialize(cand.spec, cand.bn), run.eval_device)
@@ -82,23 +72,51 @@ def time_at_batch(
     family: ModelFamily, cands: list[Candidate], run: BuildRun, pe: str, batch: int
 ) -> dict[str, Latency]:
     """Measured latency of one forward of ``batch`` images of each candidate on ``pe`` (interleaved)."""
-    opts = run.options
-    device = pe_device(pe)
     out: dict[str, Latency] = {}
     for start in range(0, len(cands), INTERLEAVE_CHUNK):
-        chunk = cands[start : start + INTERLEAVE_CHUNK]
-        modules = {
-            c.id: (on_device(family.materialize(c.spec, c.bn), device), family.input_shape(c.spec, batch))
-            for c in chunk
-        }
-        with pinned(opts.affinity.get(pe)):
-            records = measure_interleaved(modules, device, opts.warmup, opts.repeats, opts.threads, clock=opts.clock)
-        freq = cpu_freq_khz(opts.affinity.get(pe)) if device == "cpu" else None
-        del modules
-        for cand in chunk:
-            rec = records[cand.id]
-            out[cand.id] = Latency(ms=rec.median_ms, source="measured", threads=rec.threads, freq_khz=freq)
+        out.update(_time_chunk(family, cands[start : start + INTERLEAVE_CHUNK], run, pe, batch))
     return out
+
+
+def _time_chunk(
+    family: ModelFamily, chunk: list[Candidate], run: BuildRun, pe: str, batch: int
+) -> dict[str, Latency]:
+    """Time ``chunk`` together (all materialised at once); the figure is
+    :data:`~subnets.timing.FIGURE_PERCENTILE` of the pooled interleaved runs, and each figure's
+    repeatability goes to ``run.repeatability``."""
+    opts = run.options
+    device = pe_device(pe)
+    modules = {
+        c.id: (on_device(family.materialize(c.spec, c.bn), device), family.input_shape(c.spec, batch)) for c in chunk
+    }
+    with pinned(opts.affinity.get(pe)):
+        figures = measure_figures(
+            modules, device, opts.warmup, opts.repeats, opts.passes, opts.threads, opts.clock, opts.seed
+        )
+    freq = cpu_freq_khz(opts.affinity.get(pe)) if device == "cpu" else None
+    run.freq_khz[pe] = freq
+    del modules
+    for fig in figures.values():
+        run.repeatability.setdefault(pe, {}).setdefault(batch, []).append(fig.repeatability)
+    return {
+        cid: Latency(ms=fig.ms, source="measured", threads=fig.threads, freq_khz=freq) for cid, fig in figures.items()
+    }
+
+
+def repeatability_report(run: BuildRun) -> dict[str, Any]:
+    """``provenance.build.timing``: the estimator and, per PE and batch size, the median repeatability."""
+    per_pe: dict[str, Any] = {}
+    for pe, by_batch in run.repeatability.items():
+        per_pe[pe] = {}
+        for batch, values in sorted(by_batch.items()):
+            finite = sorted(v for v in values if v == v)  # NaN: a figure of a single run
+            per_pe[pe][str(batch)] = round(100 * finite[len(finite) // 2], 2) if finite else None
+    return {
+        "figure": f"{FIGURE_PERCENTILE:g}th percentile of every interleaved run of every pass",
+        "passes": run.options.passes,
+        "repeatability_pct": per_pe,
+        "repeatability": "median over timed subnets of |even passes - odd passes| / mean (one pass: even/odd rounds)",
+    }
 
 
 #: kept subnets the batch-scaling rule is checked on (at a batch size the build did not time)

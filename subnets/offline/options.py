@@ -27,6 +27,8 @@ class BuildOptions:
 
     pes: Sequence[str] = ("cpu",)
     candidates: int = 100  # distinct subnets sampled (largest and smallest always in)
+    #: fraction of the candidates blended towards the largest or smallest subnet (candidates.sample)
+    blend: float = 0.0
     measure: int = 20  # of those, materialised and timed (spread over the MACs range)
     keep: int = 10  # at most this many Pareto-optimal subnets kept
     seed: int = 0
@@ -34,7 +36,8 @@ class BuildOptions:
     weights: Mapping[str, Any] | None = None
     threads: int = 1
     warmup: int = 3
-    repeats: int = 10
+    repeats: int = 10  # interleaved rounds per pass
+    passes: int = 1  # passes of interleaved rounds (a figure pools them; even vs odd: its repeatability)
     refine: bool = True  # measure kept subnets whose figures were only predicted, select again
     affinity: Mapping[str, Sequence[int]] = field(default_factory=dict)
     val_name: str = ""
@@ -59,6 +62,8 @@ class BuildOptions:
             raise CatalogBuildError(
                 f"--candidates must be >= 2 (largest and smallest are always in), got {self.candidates}"
             )
+        if not 0.0 <= self.blend <= 1.0:
+            raise CatalogBuildError(f"--blend must be a fraction in [0, 1], got {self.blend}")
         if self.measure < 2:
             raise CatalogBuildError(
                 f"--measure must be >= 2 so that a latency regression can be fitted, got {self.measure}"
@@ -73,8 +78,8 @@ class BuildOptions:
             raise CatalogBuildError(f"--clock must be wall or thread, got {self.clock!r}")
         if self.clock == "thread" and (self.threads != 1 or any(pe == "gpu" for pe in self.pes)):
             raise CatalogBuildError("--clock thread times one CPU thread: use --threads 1 and CPU PEs only")
-        if self.threads < 1 or self.repeats < 1 or self.warmup < 0 or self.batch_size < 1:
+        if self.threads < 1 or self.repeats < 1 or self.passes < 1 or self.warmup < 0 or self.batch_size < 1:
             raise CatalogBuildError(
-                f"threads, repeats and batch size must be >= 1 and warmup >= 0, got threads={self.threads}, "
-                f"repeats={self.repeats}, batch_size={self.batch_size}, warmup={self.warmup}"
+                f"threads, repeats, passes and batch size must be >= 1 and warmup >= 0, got threads={self.threads}, "
+                f"repeats={self.repeats}, passes={self.passes}, batch_size={self.batch_size}, warmup={self.warmup}"
             )

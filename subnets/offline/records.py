@@ -10,7 +10,7 @@ from typing import Any
 
 from dynofa.catalog import Accuracy, Catalog, CatalogEntry, Latency
 from subnets.offline.candidates import Candidate
-from subnets.offline.measuring import BuildRun
+from subnets.offline.measuring import BuildRun, repeatability_report
 from subnets.offline.regression import RegressionModel
 from subnets.timing import pe_device, provenance
 
@@ -87,6 +87,7 @@ def build_provenance(
         "warmup": opts.warmup,
         "repeats": opts.repeats,
         "clock": opts.clock,
+        "timing": repeatability_report(run),
         "primary_pe": run.pes[0],
         "selection": "pareto accuracy vs latency" if with_val else "pareto MACs vs latency (no accuracy)",
         "accuracy": (

@@ -382,10 +382,12 @@ def choose_latency_model(
 
 
 #: additive cost terms a family's features may carry (see ``_MBConvFamily.features``): latency on a
-#: CPU is close to a constant (stem, head, framework) plus non-negative costs per block, per SE block,
-#: per point-wise MAC, per depthwise MAC, per activation element moved and per weight read
+#: CPU is close to a constant (stem, head, framework) plus non-negative costs per block, per layer (torch
+#: op: per-call overhead), per SE block, per point-wise MAC, per depthwise MAC, per activation element
+#: moved and per weight read
 COST_TERMS = (
     "active_blocks",
+    "layers",
     "se_blocks",
     "pointwise_macs_m",
     "depthwise_macs_m",

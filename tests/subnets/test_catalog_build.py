@@ -440,3 +440,64 @@ def test_the_thread_clock_leaves_out_time_the_thread_does_not_run() -> None:
         measure_interleaved({"s": (Sleeper(), shape)}, repeats=1, clock="sundial")
     with pytest.raises(ValueError, match="one torch thread"):
         measure_interleaved({"s": (Sleeper(), shape)}, repeats=1, threads=2, clock="thread")
+
+
+def test_a_figure_follows_the_quiet_runs_and_reports_its_repeatability() -> None:
+    """A pass slowed by interference (here: a sleep) barely moves the figure but shows as poor repeatability."""
+    import time
+
+    from subnets.timing import FIGURE_PERCENTILE, measure_figures, percentile
+
+    class Loaded(torch.nn.Module):  # the second pass runs under "load": 5x slower
+        calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            Loaded.calls += 1
+            time.sleep(0.002 if Loaded.calls <= 5 else 0.01)
+            return x
+
+    fig = measure_figures({"m": (Loaded(), (1, 3, 4, 4))}, warmup=0, repeats=5, passes=2, threads=1)["m"]
+    assert len(fig.passes) == 2 and all(len(p) == 5 for p in fig.passes)
+    assert fig.ms == percentile(fig.samples, FIGURE_PERCENTILE) and 2.0 <= fig.ms < 5.0
+    assert fig.repeatability > 0.5  # even pass ~2 ms, odd pass ~10 ms
+    single = measure_figures({"m": (torch.nn.Identity(), (1, 3, 4, 4))}, warmup=0, repeats=1)["m"]
+    assert single.repeatability != single.repeatability  # NaN: one run cannot be split
+    with pytest.raises(ValueError, match="passes"):
+        measure_figures({"m": (torch.nn.Identity(), (1, 3, 4, 4))}, passes=0)
+
+
+def test_the_build_records_how_its_figures_were_taken_and_how_well_they_repeat() -> None:
+    cat = build(FakeFamily(), ["cpu"], candidates=6, measure=3, keep=2, seed=1, batch_sizes=(1, 4),
+                **{**FAST, "repeats": 2, "passes": 2})  # fmt: skip
+    timing = cat.provenance["build"]["timing"]
+    assert timing["passes"] == 2 and timing["figure"].startswith("10th percentile")
+    assert set(timing["repeatability_pct"]["cpu"]) == {"1", "2", "4"}  # 2: where the batch rule is checked
+    assert all(v is not None and v >= 0 for v in timing["repeatability_pct"]["cpu"].values())
+
+
+def test_blended_candidates_reach_both_ends_of_the_space() -> None:
+    """Uniform draws pile up in the middle of an OFA space; blends towards the ends cover the extremes."""
+    import random
+
+    from subnets.demo import ofa_demo_family
+    from subnets.family import SubnetSpec
+    from subnets.offline.candidates import blended, sample
+
+    a = SubnetSpec({"ks": [3, 5], "d": [1, 2]}, 16)
+    b = SubnetSpec({"ks": [7, 7], "d": [4, 4]}, 32)
+    rng = random.Random(0)
+    assert blended(a, b, 1.0, rng) == b and blended(a, b, 0.0, rng) == a
+    mixed = [blended(a, b, 0.5, rng) for _ in range(50)]
+    assert any(m.config["ks"] == [3, 7] or m.config["ks"] == [7, 5] for m in mixed)  # item by item
+    family = ofa_demo_family()
+    macs = {}
+    for fraction in (0.0, 1.0):
+        macs[fraction] = [c.macs for c in sample(family, 120, random.Random(1), lambda _m: None, blend=fraction)]
+    low, high = min(macs[0.0]), max(macs[0.0])  # the ends (largest and smallest are always in)
+
+    def near_ends(values: list[int]) -> int:
+        return sum(v < low + 0.15 * (high - low) or v > high - 0.15 * (high - low) for v in values)
+
+    assert near_ends(macs[1.0]) > 2 * near_ends(macs[0.0])
+    with pytest.raises(CatalogBuildError, match="--blend"):
+        BuildOptions(blend=1.5).check()
