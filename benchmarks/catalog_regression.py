@@ -38,6 +38,10 @@ from subnets.offline.regression import error_report, fit, fit_latency
 from subnets.timing import measure_figures
 
 MEASURED = (5, 10, 20, 40)
+#: interleaved rounds per pass by default: the demo's subnets run ~5x faster than MobileNetV3's at
+#: 128-192 px, so more of their rounds fit in the same time (and their figures need them: at 1-6 ms the
+#: same interference is a larger share)
+DEFAULT_REPEATS = {"demo": 40, "mbv3": 15}
 #: the builder's default number of measured subnets (``BuildOptions.measure``): the headline
 HEADLINE = 20
 
@@ -119,9 +123,11 @@ def report(name: str, family: ModelFamily, args: argparse.Namespace, raw: dict[s
             raise SystemExit(f"--from-raw has no measurement of {len(missing)} sampled {name} subnets")
     else:
         family.supernet()
-        print(f"{name}: timing {len(pool)} subnets ({args.passes} passes x {args.repeats} interleaved rounds)...",
+        print(f"{name}: timing {len(pool)} subnets ({args.passes} passes x {args.repeats or DEFAULT_REPEATS[name]} "
+              "interleaved rounds)...",
               file=sys.stderr, flush=True)  # fmt: skip
-        ms, noise = time_all(family, pool, args.passes, args.repeats, args.clock)
+        repeats = args.repeats or DEFAULT_REPEATS[name]
+        ms, noise = time_all(family, pool, args.passes, repeats, args.clock)
         raw[name] = {"ms": ms, "noise": noise}
     by_m = evaluate(pool, ms, args.held_out, args.seed)
     head = next((r for r in by_m if r["measured"] == HEADLINE), by_m[-1])
@@ -182,7 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--subnets", type=int, default=60, help="subnets sampled and timed per family")
     parser.add_argument("--held-out", type=int, default=20, help="of those, held out for the error")
     parser.add_argument("--passes", type=int, default=6, help="passes of interleaved rounds (even/odd: repeatability)")
-    parser.add_argument("--repeats", type=int, default=15, help="interleaved rounds per pass")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help=f"interleaved rounds per pass (default per family: {DEFAULT_REPEATS})")
     parser.add_argument("--clock", choices=("thread", "wall"), default="thread")
     parser.add_argument("--families", default="demo,mbv3", help="comma-separated: demo, mbv3")
     parser.add_argument("--seed", type=int, default=0)
@@ -204,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = {
         "clock": args.clock,
         "passes": args.passes,
-        "repeats": args.repeats,
+        "repeats": {n: args.repeats or DEFAULT_REPEATS[n] for n in names},
         "estimator": "10th percentile of every interleaved run of every pass (subnets.timing.measure_figures)",
         "repeatability": "median over subnets of |even passes - odd passes| / mean",
         "families": [report(n, makers[n](), args, raw) for n in names],
