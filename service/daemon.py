@@ -162,7 +162,9 @@ def _serve(config: Config, notifier: Notifier, actuator: Any, state_dir: Path) -
         import torch
 
         torch.set_num_threads(config.threads)
-    models = {name: ModelRuntime.load(name, mc, platform.pe_names()) for name, mc in config.models.items()}
+    # re-profiling runs where inference will (the GPU worker is not pinned)
+    pe_cpus = {pe: platform.pe_cpus(pe) for pe in platform.pe_names() if pe != "gpu"}
+    models = {name: ModelRuntime.load(name, mc, platform.pe_names(), pe_cpus) for name, mc in config.models.items()}
     outbox = Outbox()
 
     def publish(topic: str, message: dict[str, Any]) -> None:

@@ -12,7 +12,8 @@ it (:meth:`ModelRuntime.select`, one reference assignment) and the app's inferen
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,11 +50,13 @@ def default_catalog_path() -> Path:
     )
 
 
-def _reprofile_here(catalog: Catalog, pools: dict[str, Any], devices: dict[str, str], name: str) -> Catalog:
+def _reprofile_here(catalog: Catalog, pools: dict[str, Any], devices: dict[str, str], name: str,
+                    pe_cpus: Mapping[str, Sequence[int]] | None = None) -> Catalog:
     """Re-time a few subnets per PE when the catalog's latency was measured on another machine.
 
     A shipped catalog's figures are another machine's; policies act on latency, so they must be
     this machine's. Three measured subnets plus the catalog's regression take a second or two per batch size.
+    Each PE is timed on its CPUs (``pe_cpus``), where its inference runs, as far as this process may run there.
     """
     from subnets.reprofile import measured_elsewhere, reprofile
 
@@ -65,13 +68,21 @@ def _reprofile_here(catalog: Catalog, pools: dict[str, Any], devices: dict[str, 
         try:
             # time what serves (the pool's graphs and modules), about a second and a half per batch size
             catalog = reprofile(catalog, pools[device].family, pe, measure=3, forward=pools[device].forward,
-                                budget_ms=REPROFILE_BUDGET_MS)
+                                budget_ms=REPROFILE_BUDGET_MS, cpus=_allowed((pe_cpus or {}).get(pe)))
         except Exception as exc:  # noqa: BLE001 - stale figures are better than no daemon
             log.warning("model %s: could not re-profile %s on %s (%s); keeping the catalog's figures", name, pe,
                         device, exc)  # fmt: skip
         else:
             log.info("model %s: latency on %s re-profiled on this machine", name, pe)
     return catalog
+
+
+def _allowed(cpus: Sequence[int] | None) -> list[int] | None:
+    """``cpus`` this process may run on (None: no pinning, also when it may run on none of them)."""
+    if not cpus or not hasattr(os, "sched_getaffinity"):
+        return None
+    mine = os.sched_getaffinity(0)
+    return [c for c in cpus if c in mine] or None
 
 
 @dataclass(frozen=True)
@@ -95,7 +106,9 @@ class ModelRuntime:
         self.in_channels = int(catalog.family.get("in_channels", 3) or 3)
 
     @classmethod
-    def load(cls, name: str, config: ModelConfig, platform_pes: Sequence[str]) -> ModelRuntime:
+    def load(cls, name: str, config: ModelConfig, platform_pes: Sequence[str],
+             pe_cpus: Mapping[str, Sequence[int]] | None = None) -> ModelRuntime:
+        """Load ``config``'s catalog into pools for the PEs it serves; ``pe_cpus`` (PE -> CPUs) pins re-profiling."""
         from subnets.pool import SubnetPool
 
         path = Path(config.catalog) if config.catalog else default_catalog_path()
@@ -129,7 +142,7 @@ class ModelRuntime:
             pools[device] = SubnetPool.from_catalog(catalog, weights=config.weights, device=device,
                                                    graphs=config.graphs)
         if config.reprofile:
-            catalog = _reprofile_here(catalog, pools, devices, name)
+            catalog = _reprofile_here(catalog, pools, devices, name, pe_cpus)
         missing = [pe for pe in pes if pe not in catalog.pes()]
         if missing:
             log.warning(

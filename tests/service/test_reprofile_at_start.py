@@ -97,3 +97,29 @@ def test_reprofile_times_the_forward_that_serves(tmp_path, monkeypatch) -> None:
         assert info["clock"] == "thread" and info["repeats"] >= 5
     finally:
         runtime.close()
+
+
+def test_reprofile_runs_on_the_pes_cpus(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Each PE is timed on its own CPUs (a big.LITTLE cluster's figures must come from that cluster)."""
+    import os
+
+    from subnets.pool import SubnetPool
+
+    path = _copy_from_elsewhere(tmp_path)
+    cpu = max(os.sched_getaffinity(0))
+    where: list[set[int]] = []
+    run = SubnetPool._run
+
+    def spy(self, slot, x, resize):  # type: ignore[no-untyped-def]
+        where.append(set(os.sched_getaffinity(0)))
+        return run(self, slot, x, resize)
+
+    monkeypatch.setattr(SubnetPool, "_run", spy)
+    before = os.sched_getaffinity(0)
+    config = dataclasses.replace(ModelConfig(), catalog=str(path), reprofile=True)
+    runtime = ModelRuntime.load("demo", config, ["cpu"], pe_cpus={"cpu": [cpu, 10_000]})  # 10000: not ours
+    try:
+        assert where and all(w == {cpu} for w in where)
+        assert os.sched_getaffinity(0) == before  # put back afterwards
+    finally:
+        runtime.close()
