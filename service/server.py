@@ -725,6 +725,8 @@ class Server:
         state = self.engine.state()
         control = self._describe_control()
         state["daemon"]["trace"] = control.get("trace")
+        # extension direct: where local clients' inferences go, per device (None: this worker has none)
+        state["daemon"]["inference_endpoints"] = {d: w.endpoint for d, w in self.workers.items()}
         for key, default in (("pes", {}), ("monitor", None), ("policy", None), ("capabilities", {})):
             state[key] = control.get(key, default)
         for name, app in state["apps"].items():

@@ -122,6 +122,9 @@ def render_status(state: dict[str, Any], view: str = "all") -> str:
                    f"on {', '.join(model.get('pes') or []) or '-'}\n")  # fmt: skip
     if daemon.get("metrics"):
         out.append(f"metrics {daemon['metrics']}\n")
+    direct = {d: e for d, e in (daemon.get("inference_endpoints") or {}).items() if e}
+    if direct:
+        out.append("inference endpoints " + ", ".join(f"{d} {e}" for d, e in sorted(direct.items())) + "\n")
     out.append("\n")
     apps = state.get("apps") or {}
     if view == "pes":

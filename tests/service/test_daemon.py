@@ -343,6 +343,8 @@ def test_cli_status_top_budget_and_plot(
     out = capsys.readouterr().out
     assert "cli-app" in out and "25 ms" in out and "PE" in out
     assert f"model tiny: 4 subnets from {tiny_catalog}" in out  # the served model and its catalog
+    direct = next(line for line in out.splitlines() if line.startswith("inference endpoints cpu unix://"))
+    assert Path(direct.split("unix://", 1)[1]).is_socket()  # where local clients' inferences really go
     assert cli_main(["subnets", *ep]) == 0  # asks the daemon, not the bundled file
     out = capsys.readouterr().out
     assert f"model tiny served by the daemon from {tiny_catalog}: 4 subnet(s)" in out
