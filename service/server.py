@@ -227,16 +227,22 @@ class InferenceWorker(threading.Thread):
         self._listener, self.endpoint, self._front, self._peers = listener, endpoint, front, peers
 
     def submit(self, pending: Pending) -> None:
-        """Queue one job; raises ``busy`` when ``queue_size`` are already waiting."""
-        with self._count:
-            if self._queued >= self.queue_size:
-                raise RequestError(
-                    protocol.BUSY,
-                    f"{self.queue_size} inferences are already queued on {pending.job.pe} (limits.infer_queue); "
-                    "retry later",
-                )
-            self._queued += 1
-        self.mailbox.put("job", pending, None)
+        """Queue one job; raises ``busy`` when ``queue_size`` are already waiting. A job that is not
+        queued will not run: its shared-memory transfer is released here, for every caller."""
+        try:
+            with self._count:
+                if self._queued >= self.queue_size:
+                    raise RequestError(
+                        protocol.BUSY,
+                        f"{self.queue_size} inferences are already queued on {pending.job.pe} (limits.infer_queue); "
+                        "retry later",
+                    )
+                self._queued += 1
+            self.mailbox.put("job", pending, None)
+        except BaseException:
+            if pending.transfer is not None:
+                pending.transfer.release()
+            raise
 
     def stop(self) -> None:
         self.mailbox.put("stop", None, None)  # after the queued jobs: in-flight work finishes
@@ -350,12 +356,7 @@ class InferenceWorker(threading.Thread):
         device = self.engine.models[pending.job.model].device(pending.job.pe)
         if device == self.device:
             return self._serve(pending)  # here, on this thread: no hand-off
-        try:
-            self._peers[device].submit(pending)  # decided onto another device: its worker runs it
-        except BaseException:
-            if pending.transfer is not None:
-                pending.transfer.release()
-            raise
+        self._peers[device].submit(pending)  # decided onto another device: its worker runs it
         return None
 
     def _send(self, envelope: list[Any], frames: list[Any]) -> None:
@@ -677,13 +678,7 @@ class Server:
             raise RequestError(protocol.SHUTTING_DOWN, "the daemon is shutting down")
         op, args, engine = request.op, request.args, self.engine
         if op in ("infer", "infer_shm"):
-            pending = self.front.pending(request, envelope, None)
-            try:
-                self._submit(pending)
-            except BaseException:
-                if pending.transfer is not None:
-                    pending.transfer.release()
-                raise
+            self._submit(self.front.pending(request, envelope, None))
             return None  # the worker replies
         if op == "unregister":
             self.regions.forget_app(args["app"])
