@@ -33,6 +33,7 @@ from subnets.timing import (
     measure_interleaved,
     on_device,
     pe_device,
+    percentile,
     pinned,
     provenance,
 )
@@ -116,12 +117,15 @@ def reprofile(
     figures: dict[int, tuple[dict[str, float], list[float]]] = {}
     info: dict[str, Any] = {}
     for b, records in timed.items():
-        measured = {entry.id: records[entry.id].ms for entry in chosen}
+        measured = {entry.id: records[entry.id].median_ms for entry in chosen}
         ref = reference if b == 1 else {e.id: e.latency[pe].batch[b].ms for e in entries}
         predicted, fit_info = predict_from_reference(ids, ref, ref_name if b == 1 else f"{ref_name}_b{b}", measured)
         figures[b] = (measured, predicted)
         fit_info["clock"] = clock
         fit_info["repeats"] = len(next(iter(records.values())).samples)
+        fit_info["figure"] = "median"
+        fit_info["spread"] = {sid: {"p10_ms": round(percentile(r.samples, 10), 4), "median_ms": round(r.median_ms, 4),
+                                    "p90_ms": round(percentile(r.samples, 90), 4)} for sid, r in records.items()}
         if b == 1:
             info = fit_info
         else:

@@ -256,6 +256,11 @@ class TimedFigure:
         return [v for run in self.passes for v in run]
 
     @property
+    def median_ms(self) -> float:
+        """The median of every run: the typical latency, where ``ms`` is a near-best case."""
+        return statistics.median(self.samples)
+
+    @property
     def repeatability(self) -> float:
         """How far the figure moves between two halves of the measurement: ``|a - b| / mean(a, b)``.
 
