@@ -201,13 +201,14 @@ state = protocol.encode(protocol.request("state"))
 budget = [protocol.encode(protocol.request("set_budget", app="flood", budget={"latency_ms": ms}))
           for ms in (900.0, 1000.0)]
 print("ready", flush=True)
-sent = 0
+sent = in_flight = 0
 while True:  # 8 in flight: the server, and through set_budget the control loop and monitors, stay busy
-    while sent < 8:
-        dealer.send_multipart([b"", state if sent % 2 else budget[sent % 4 // 2]])
+    while in_flight < 8:  # state, set_budget 900, state, set_budget 1000, ...: every set_budget a change
+        dealer.send_multipart([b"", state if sent % 2 else budget[sent // 2 % 2]])
         sent += 1
+        in_flight += 1
     dealer.recv_multipart()
-    sent -= 1
+    in_flight -= 1
 """
 
 

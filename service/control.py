@@ -29,7 +29,7 @@ from dynofa.paths import append_private
 from service.apps import AppRecord
 from service.inbox import AppTable, Change, ControlInbox, Publish
 from service.sdnotify import Notifier
-from service.threads import pin_roles
+from service.threads import InferenceFirst, name_os_thread, pin_roles
 
 if TYPE_CHECKING:
     from governors.actuators import Actuator
@@ -92,6 +92,7 @@ class Controller:
         notifier: Notifier,
         trace: TraceWriter,
         default_objective: str = DEFAULT_OBJECTIVE,
+        priority: InferenceFirst | None = None,
     ) -> None:
         from governors.policies.base import pes_from_platform
 
@@ -106,6 +107,7 @@ class Controller:
         self.notifier = notifier
         self.trace = trace
         self.default_objective = default_objective  # for budgets that name no objective
+        self.priority = priority or InferenceFirst()  # steps wait for running forwards
         self.pes = tuple(pe for pe in pes_from_platform(platform) if pe.name in served_pes)
         self._lock = threading.Lock()  # last-sample state (the inbox guards the policy)
         self._step_lock = threading.Lock()  # one control step at a time (the loop, the start-up step)
@@ -124,7 +126,8 @@ class Controller:
     # called from other threads -------------------------------------------------------------
     def map_task(self, pe: str, threads: int) -> None:
         """Put inference (the calling worker and torch's intra-op threads) on ``pe`` with ``threads``
-        intra-op threads, and the daemon's housekeeping off it (the other CPUs, where there are any).
+        intra-op threads, and the daemon's housekeeping off it: onto the other clusters where there
+        are any, else off the CPUs that ``threads`` reserve for inference (``service.threads.role_cpus``).
 
         Runs per request but acts once per decision: only a changed (pe, threads) pair pins.
         """
@@ -136,7 +139,7 @@ class Controller:
             torch.set_num_threads(max(1, threads))
         if pe != "gpu" and self.platform.capability("task-mapping").usable:
             try:
-                pin_roles(self.actuator, self.platform, pe)
+                pin_roles(self.actuator, self.platform, pe, threads)
             except DynofaError as exc:
                 log.warning("cannot map inference onto %s: %s", pe, exc)
         self._mapping = (pe, threads)
@@ -196,9 +199,11 @@ class Controller:
             self._thread.join(timeout=max(5.0, 4 * self.interval_s))
 
     def _run(self) -> None:
+        name_os_thread(self._thread.name if self._thread is not None else "dynofa-control")
         watchdog = self.notifier.watchdog_interval_s
         next_ping = 0.0
         while not self._stop.is_set():
+            self.priority.yield_to_inference()  # a step is milliseconds of Python: not during a forward
             started = time.monotonic()
             self.step()
             now = time.monotonic()

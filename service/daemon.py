@@ -153,6 +153,7 @@ def _serve(config: Config, notifier: Notifier, actuator: Any, state_dir: Path) -
     from service.models import ModelRuntime
     from service.server import InferenceWorker, Outbox, Server
     from service.store import BudgetStore
+    from service.threads import InferenceFirst
 
     subnets.ofa_compat.install()  # before anything imports ofa
     platform = actuator.platform
@@ -189,6 +190,7 @@ def _serve(config: Config, notifier: Notifier, actuator: Any, state_dir: Path) -
         pe_cpus={c.name: list(c.cpus) for c in platform.clusters},
     )
     monitor = Monitor(platform, writer=actuator)  # sensor enables go through the rollback record
+    priority = InferenceFirst()  # forwards first: the server and the control loop wait for them
     controller = Controller(
         engine, inbox, {pe for m in models.values() for pe in m.pes}, platform, monitor, actuator,
         interval_s=config.control_interval_s,
@@ -197,16 +199,17 @@ def _serve(config: Config, notifier: Notifier, actuator: Any, state_dir: Path) -
         notifier=notifier,
         trace=trace,
         default_objective=config.policy.objective,
+        priority=priority,
     )  # fmt: skip
     devices = sorted({m.device(pe) for m in models.values() for pe in m.pes})
     workers = {
         d: InferenceWorker(
             d, engine, outbox, config.limits.infer_queue, config.limits.request_timeout_s,
-            on_start=monitor.register_current_thread, map_task=controller.map_task,
+            on_start=monitor.register_current_thread, map_task=controller.map_task, priority=priority,
         )  # fmt: skip
         for d in devices
     }
-    server = Server(config, engine, outbox, workers, describe_control=controller.describe)
+    server = Server(config, engine, outbox, workers, describe_control=controller.describe, priority=priority)
     try:
         server.bind()
         metrics = _start_metrics(config, engine, server.state)

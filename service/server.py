@@ -46,7 +46,7 @@ from dynofa.protocol import Request, RequestError
 from service.engine import Engine, InferenceJob
 from service.shm import RegionTable, Transfer
 from service.tenancy import ANONYMOUS, Caller, caller_of
-from service.threads import INFERENCE_THREAD_PREFIX
+from service.threads import INFERENCE_THREAD_PREFIX, InferenceFirst, name_os_thread
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +202,7 @@ class InferenceWorker(threading.Thread):
         timeout_s: float,
         on_start: Callable[[], None] | None = None,
         map_task: Callable[[str, int], None] | None = None,
+        priority: InferenceFirst | None = None,
     ) -> None:
         super().__init__(name=f"{INFERENCE_THREAD_PREFIX}{device}", daemon=True)
         self.device = device
@@ -214,6 +215,7 @@ class InferenceWorker(threading.Thread):
         self._count = threading.Lock()
         self._on_start = on_start
         self._map_task = map_task
+        self.priority = priority or InferenceFirst()  # shared with the server and the control loop
         self.endpoint: str | None = None  # this worker's inference endpoint, once attached
         self._listener: socket.socket | None = None
         self._connections: dict[int, Connection] = {}
@@ -248,6 +250,7 @@ class InferenceWorker(threading.Thread):
         self.mailbox.put("stop", None, None)  # after the queued jobs: in-flight work finishes
 
     def run(self) -> None:
+        name_os_thread(self.name)
         if self._on_start is not None:
             self._on_start()
         self._poller.register(self.mailbox.read_fd, zmq.POLLIN)
@@ -408,7 +411,8 @@ class InferenceWorker(threading.Thread):
     # running one job --------------------------------------------------------------------------
     def _serve(self, pending: Pending) -> list[Any]:
         try:
-            return self._serve_one(pending)
+            with self.priority.forward():  # housekeeping holds back its Python meanwhile
+                return self._serve_one(pending)
         finally:
             if pending.transfer is not None:
                 pending.transfer.release()
@@ -519,8 +523,10 @@ class Server:
         outbox: Outbox,
         workers: dict[str, InferenceWorker],
         describe_control: Callable[[], dict[str, Any]] = dict,
+        priority: InferenceFirst | None = None,
     ) -> None:
         self.config = config
+        self.priority = priority or InferenceFirst()  # the workers' forwards come before requests
         self.engine = engine
         self._describe_control = describe_control  # the control loop's view, for the state op
         self.outbox = outbox
@@ -662,6 +668,7 @@ class Server:
         assert self.router is not None
         # drain what is queued, but bounded so the outbox is served between bursts
         for _ in range(budget):
+            self.priority.yield_to_inference()  # a request's Python would stall a running forward
             try:
                 frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -722,6 +729,7 @@ class Server:
         state["daemon"]["trace"] = control.get("trace")
         # extension direct: where local clients' inferences go, per device (None: this worker has none)
         state["daemon"]["inference_endpoints"] = {d: w.endpoint for d, w in self.workers.items()}
+        state["daemon"]["inference_first"] = self.priority.to_dict()
         for key, default in (("pes", {}), ("monitor", None), ("policy", None), ("capabilities", {})):
             state[key] = control.get(key, default)
         for name, app in state["apps"].items():

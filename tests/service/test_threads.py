@@ -1,20 +1,25 @@
-"""Task mapping by role: inference threads on the decided PE, housekeeping off it."""
+"""Task mapping by role: inference threads on the decided PE, housekeeping off it (unit and through a
+real daemon, read from /proc), and inference first: housekeeping waits while a forward runs."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import zmq
 
+from dynofa import protocol
 from governors.actuators import Actuator
 from governors.platform import detect_platform
-from service.threads import INFERENCE_THREAD_PREFIX, housekeeping_tids, own_tids, pin_roles
+from service.threads import INFERENCE_THREAD_PREFIX, InferenceFirst, housekeeping_tids, own_tids, pin_roles
 from tests.fakes.boards import build_board
 from tests.governors.test_actuators import FakeAffinity
+from tests.service.harness import Daemon
 
 
 def _comm(tid: int) -> str:
@@ -72,23 +77,146 @@ def test_housekeeping_is_every_python_thread_but_the_workers_plus_zmq_io(named_t
     assert zmq_io and zmq_io <= roles
 
 
-@pytest.mark.parametrize(("board_name", "pe", "inference_cpus", "housekeeping_cpus"), [
-    ("odroid-xu4", "cpu-big", {4, 5, 6, 7}, {0, 1, 2, 3}),  # big.LITTLE: housekeeping on the other cluster
-    ("odroid-xu4", "cpu-little", {0, 1, 2, 3}, {4, 5, 6, 7}),
-    ("x86-rapl", "cpu", {0, 1, 2, 3}, {0, 1, 2, 3}),  # one cluster: nowhere else to go
+@pytest.mark.parametrize(("board_name", "pe", "threads", "inference_cpus", "housekeeping_cpus"), [
+    ("odroid-xu4", "cpu-big", 1, {4, 5, 6, 7}, {0, 1, 2, 3}),  # big.LITTLE: housekeeping on the other cluster
+    ("odroid-xu4", "cpu-little", 4, {0, 1, 2, 3}, {4, 5, 6, 7}),
+    ("x86-rapl", "cpu", 1, {3}, {0, 1, 2}),  # one cluster, one thread: a CPU of its own, housekeeping on the rest
+    ("x86-rapl", "cpu", 3, {1, 2, 3}, {0}),
+    ("x86-rapl", "cpu", 4, {0, 1, 2, 3}, {0, 1, 2, 3}),  # inference uses every CPU: nowhere else to go
+    ("x86-rapl", "cpu", 0, {0, 1, 2, 3}, {0, 1, 2, 3}),  # threads unknown: the whole PE
 ])  # fmt: skip
 def test_pin_roles_puts_inference_on_the_pe_and_housekeeping_elsewhere(
-    named_threads: dict[str, int], tmp_path: Path, board_name: str, pe: str, inference_cpus: set[int],
+    named_threads: dict[str, int], tmp_path: Path, board_name: str, pe: str, threads: int, inference_cpus: set[int],
     housekeeping_cpus: set[int],
 ) -> None:  # fmt: skip
     board = build_board(board_name, str(tmp_path / board_name))
     platform = detect_platform(board.root, hook=board.kernel)
     affinity = FakeAffinity(platform.all_cpus())
     actuator = Actuator(platform, str(tmp_path / "state"), set_affinity=affinity.set, get_affinity=affinity.get)
-    pin_roles(actuator, platform, pe)
+    assert pin_roles(actuator, platform, pe, threads) == (sorted(inference_cpus), sorted(housekeeping_cpus))
     worker = named_threads[f"{INFERENCE_THREAD_PREFIX}cpu"]
     assert affinity.by_tid[worker] == inference_cpus
     assert affinity.by_tid[named_threads["dynofa-control"]] == housekeeping_cpus
     assert affinity.by_tid[threading.get_native_id()] == housekeeping_cpus
     actuator.restore()
     assert all(cpus == set(platform.all_cpus()) for cpus in affinity.by_tid.values())
+
+
+def test_inference_first_holds_housekeeping_back_until_the_forward_ends() -> None:
+    gate = InferenceFirst(max_wait_s=30.0)
+    went = threading.Event()
+
+    def housekeeping() -> None:
+        gate.yield_to_inference()
+        went.set()
+
+    with gate.forward():
+        t = threading.Thread(target=housekeeping)
+        t.start()
+        assert not went.wait(0.2)  # a broken gate lets it through at once
+        assert gate.running()
+    t.join(10)
+    assert went.is_set() and not gate.running()
+    assert gate.to_dict()["yields"] == 1
+    gate.yield_to_inference()  # no forward: no wait counted
+    assert gate.yields == 1
+
+
+def test_inference_first_waits_for_every_overlapping_forward_and_at_most_max_wait() -> None:
+    gate = InferenceFirst(max_wait_s=30.0)
+    with gate.forward():
+        with gate.forward():
+            pass
+        assert gate.running()  # one worker's forward ended, another's still runs
+    assert not gate.running()
+    short = InferenceFirst(max_wait_s=0.01)
+    with short.forward():
+        t = threading.Thread(target=short.yield_to_inference)
+        t.start()
+        t.join(10)  # a forward longer than max_wait_s does not hold housekeeping up for good
+        assert not t.is_alive()
+
+
+def _online_cpus() -> set[int]:
+    cpus: set[int] = set()
+    for part in Path("/sys/devices/system/cpu/online").read_text().strip().split(","):
+        low, _, high = part.partition("-")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return cpus
+
+
+def _daemon_threads(pid: int) -> dict[int, tuple[str, set[int]]]:
+    """Every thread of ``pid``: its kernel name and the CPUs it may run on, as /proc says."""
+    out = {}
+    for tid in (int(t) for t in os.listdir(f"/proc/{pid}/task")):
+        try:
+            comm = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            out[tid] = (comm, set(os.sched_getaffinity(tid)))
+        except OSError:
+            continue  # the thread ended
+    return out
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or set(os.sched_getaffinity(0)) != _online_cpus(),
+                    reason="needs a machine with two or more CPUs, all of them usable here")  # fmt: skip
+def test_a_real_daemon_gives_inference_its_own_cpu_and_keeps_housekeeping_off_it(daemon: Daemon) -> None:
+    c = daemon.client()
+    c.shm = False
+    c.register("placed")
+    try:
+        state = c.state()
+        if state["platform"]["pes"] != ["cpu"]:
+            pytest.skip(f"a one-cluster board's placement; this one has {state['platform']['pes']}")
+        c.infer("placed", np.zeros((1, 3, 32, 32), dtype=np.float32))
+        threads = c.state()["apps"]["placed"]["operating_point"]["threads"]
+        online = sorted(_online_cpus())
+        assert threads < len(online)  # the tiny catalog's points use one thread
+        roles = _daemon_threads(daemon.proc.pid)
+        inference = {frozenset(cpus) for comm, cpus in roles.values() if comm.startswith("dynofa-infer")}
+        housekeeping = {tid: cpus for tid, (comm, cpus) in roles.items()
+                        if tid == daemon.proc.pid or comm == "dynofa-control" or comm.startswith("ZMQbg")}  # fmt: skip
+        assert inference == {frozenset(online[-threads:])}  # the last CPU(s), all to itself
+        assert len(housekeeping) >= 3  # server (main thread), control loop, libzmq I/O
+        for tid, cpus in housekeeping.items():
+            assert cpus == set(online[:-threads]), (roles[tid][0], cpus)
+    finally:
+        c.unregister("placed")
+
+
+def test_a_flooded_daemon_holds_requests_back_while_a_forward_runs(daemon: Daemon) -> None:
+    """Another client floods the control endpoint with state requests while this one infers: the
+    server waits for running forwards before it reads the next request (the state op counts it)."""
+    c = daemon.client()
+    c.shm = False
+    c.register("shielded")
+    stop = threading.Event()
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+
+    def flood() -> None:
+        dealer = context.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.connect(daemon.endpoint)
+        request = protocol.encode(protocol.request("state"))
+        for _ in range(8):
+            dealer.send_multipart([b"", request])
+        while not stop.is_set():
+            if dealer.poll(100):
+                dealer.recv_multipart()
+                dealer.send_multipart([b"", request])
+        dealer.close()
+
+    flooder = threading.Thread(target=flood)
+    flooder.start()
+    try:
+        before = c.state()["daemon"]["inference_first"]["yields"]
+        x = np.random.default_rng(0).random((1, 3, 48, 48), dtype=np.float32)
+        for _ in range(300):
+            c.infer("shielded", x)
+            if c.state()["daemon"]["inference_first"]["yields"] > before:
+                break
+        assert c.state()["daemon"]["inference_first"]["yields"] > before
+    finally:
+        stop.set()
+        flooder.join(10)
+        context.term()
+        c.unregister("shielded")
