@@ -121,3 +121,18 @@ def test_batch_figures_round_trip_and_are_validated(tmp_path: Path) -> None:
         path.write_text(json.dumps(bad))
         with pytest.raises(CatalogError, match=message):
             load_catalog(path)
+
+
+def test_bundled_catalogs_name_their_weights_relative_to_themselves() -> None:
+    # a catalog built in one checkout once named its weights by that checkout's absolute path: every other
+    # install then failed to find them (the file ships beside the catalog)
+    import subnets
+
+    demo = Path(subnets.__file__).parent / "data" / "demo"
+    catalogs = sorted(demo.glob("catalog-*.json"))
+    assert catalogs
+    for path in catalogs:
+        weights = json.loads(path.read_text()).get("weights") or {}
+        if "path" in weights:
+            assert not Path(weights["path"]).is_absolute(), (path.name, weights["path"])
+            assert (demo / weights["path"]).is_file(), (path.name, weights["path"])
