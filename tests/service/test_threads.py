@@ -16,6 +16,7 @@ import zmq
 from dynofa import protocol
 from governors.actuators import Actuator
 from governors.platform import detect_platform
+from governors.sysfs import parse_cpu_list
 from service.threads import INFERENCE_THREAD_PREFIX, InferenceFirst, housekeeping_tids, own_tids, pin_roles
 from tests.fakes.boards import build_board
 from tests.governors.test_actuators import FakeAffinity
@@ -138,11 +139,7 @@ def test_inference_first_waits_for_every_overlapping_forward_and_at_most_max_wai
 
 
 def _online_cpus() -> set[int]:
-    cpus: set[int] = set()
-    for part in Path("/sys/devices/system/cpu/online").read_text().strip().split(","):
-        low, _, high = part.partition("-")
-        cpus.update(range(int(low), int(high or low) + 1))
-    return cpus
+    return set(parse_cpu_list(Path("/sys/devices/system/cpu/online").read_text()))
 
 
 def _daemon_threads(pid: int) -> dict[int, tuple[str, set[int]]]:
