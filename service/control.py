@@ -203,7 +203,7 @@ class Controller:
         watchdog = self.notifier.watchdog_interval_s
         next_ping = 0.0
         while not self._stop.is_set():
-            self.priority.yield_to_inference()  # a step is milliseconds of Python: not during a forward
+            self.priority.yield_to_inference("control")  # a step is milliseconds of Python: not during a forward
             started = time.monotonic()
             self.step()
             now = time.monotonic()

@@ -668,7 +668,7 @@ class Server:
         assert self.router is not None
         # drain what is queued, but bounded so the outbox is served between bursts
         for _ in range(budget):
-            self.priority.yield_to_inference()  # a request's Python would stall a running forward
+            self.priority.yield_to_inference("server")  # a request's Python would stall a running forward
             try:
                 frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:

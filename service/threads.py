@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 #: name prefix of the daemon's inference worker threads (service.server.InferenceWorker)
 INFERENCE_THREAD_PREFIX = "dynofa-infer-"
@@ -99,6 +99,20 @@ def pin_roles(actuator: Any, platform: Any, pe: str, threads: int = 0) -> tuple[
 MAX_YIELD_S = 0.05
 
 
+#: who waits for forwards: the server's request loop and the control loop (each is counted apart, so
+#: ``state`` shows which of them a forward held back, and a test can tell if either stops waiting)
+Role = Literal["server", "control"]
+ROLES: tuple[Role, ...] = get_args(Role)
+
+
+@dataclass
+class Waits:
+    """How often one role waited for running forwards, and for how long in all."""
+
+    yields: int = 0
+    waited_s: float = 0.0
+
+
 @dataclass
 class InferenceFirst:
     """Inference before housekeeping: while a forward runs, the server and the control loop do not
@@ -110,8 +124,7 @@ class InferenceFirst:
     """
 
     max_wait_s: float = MAX_YIELD_S
-    yields: int = 0  # times housekeeping waited for a forward
-    waited_s: float = 0.0  # how long, in all
+    waits: dict[Role, Waits] = field(default_factory=lambda: {role: Waits() for role in ROLES})
     _running: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _idle: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -136,18 +149,23 @@ class InferenceFirst:
     def running(self) -> bool:
         return not self._idle.is_set()
 
-    def yield_to_inference(self) -> None:
-        """Called by housekeeping before each piece of work: returns once no forward runs (or after
-        ``max_wait_s``). Waiting holds no lock, so the forward can take the interpreter back at once."""
+    def yield_to_inference(self, role: Role) -> None:
+        """Called by housekeeping (``role``) before each piece of work: returns once no forward runs
+        (or after ``max_wait_s``). Waiting holds no lock, so the forward can take the interpreter
+        back at once."""
+        waits = self.waits[role]  # before the idle check: an unknown role fails on every call, not only in a wait
         if self._idle.is_set():
             return
         started = time.perf_counter()
         self._idle.wait(self.max_wait_s)
         with self._lock:
-            self.yields += 1
-            self.waited_s += time.perf_counter() - started
+            waits.yields += 1
+            waits.waited_s += time.perf_counter() - started
 
     def to_dict(self) -> dict[str, Any]:
+        """``state.daemon.inference_first``: the wait bound, and per role the waits and their total (ms)."""
         with self._lock:
-            return {"yields": self.yields, "waited_ms": round(self.waited_s * 1e3, 3),
-                    "max_wait_ms": round(self.max_wait_s * 1e3, 3)}  # fmt: skip
+            out: dict[str, Any] = {"max_wait_ms": round(self.max_wait_s * 1e3, 3)}
+            for role, waits in self.waits.items():
+                out[role] = {"yields": waits.yields, "waited_ms": round(waits.waited_s * 1e3, 3)}
+            return out

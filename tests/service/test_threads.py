@@ -14,6 +14,7 @@ import pytest
 import zmq
 
 from dynofa import protocol
+from dynofa.client import Client
 from governors.actuators import Actuator
 from governors.platform import detect_platform
 from governors.sysfs import parse_cpu_list
@@ -108,7 +109,7 @@ def test_inference_first_holds_housekeeping_back_until_the_forward_ends() -> Non
     went = threading.Event()
 
     def housekeeping() -> None:
-        gate.yield_to_inference()
+        gate.yield_to_inference("server")
         went.set()
 
     with gate.forward():
@@ -118,9 +119,26 @@ def test_inference_first_holds_housekeeping_back_until_the_forward_ends() -> Non
         assert gate.running()
     t.join(10)
     assert went.is_set() and not gate.running()
-    assert gate.to_dict()["yields"] == 1
-    gate.yield_to_inference()  # no forward: no wait counted
-    assert gate.yields == 1
+    assert gate.to_dict()["server"]["yields"] == 1
+    gate.yield_to_inference("server")  # no forward: no wait counted
+    assert gate.waits["server"].yields == 1
+
+
+def test_inference_first_counts_each_roles_waits_apart() -> None:
+    gate = InferenceFirst(max_wait_s=0.01)
+    with gate.forward():
+        gate.yield_to_inference("control")  # in this thread: it waits max_wait_s, the forward stays open
+        gate.yield_to_inference("control")
+        gate.yield_to_inference("server")
+    report = gate.to_dict()
+    assert report["max_wait_ms"] == 10.0
+    assert report["control"]["yields"] == 2 and report["server"]["yields"] == 1
+    # each wait ran out its bound (no forward ended meanwhile), so each role's total is its waits' bounds or
+    # more (the slack only absorbs the rounding to microseconds)
+    assert report["control"]["waited_ms"] >= 2 * 9.9 and report["server"]["waited_ms"] >= 9.9
+    assert set(report) == {"max_wait_ms", "server", "control"}
+    with pytest.raises(KeyError):
+        gate.yield_to_inference("monitor")  # type: ignore[arg-type]  # no forward runs: it fails all the same
 
 
 def test_inference_first_waits_for_every_overlapping_forward_and_at_most_max_wait() -> None:
@@ -132,7 +150,7 @@ def test_inference_first_waits_for_every_overlapping_forward_and_at_most_max_wai
     assert not gate.running()
     short = InferenceFirst(max_wait_s=0.01)
     with short.forward():
-        t = threading.Thread(target=short.yield_to_inference)
+        t = threading.Thread(target=short.yield_to_inference, args=("control",))
         t.start()
         t.join(10)  # a forward longer than max_wait_s does not hold housekeeping up for good
         assert not t.is_alive()
@@ -180,9 +198,15 @@ def test_a_real_daemon_gives_inference_its_own_cpu_and_keeps_housekeeping_off_it
         c.unregister("placed")
 
 
+def _waits(c: Client, role: str) -> int:
+    """How often the daemon's ``role`` (server, control) has waited for a running forward."""
+    return int(c.state()["daemon"]["inference_first"][role]["yields"])
+
+
 def test_a_flooded_daemon_holds_requests_back_while_a_forward_runs(daemon: Daemon) -> None:
     """Another client floods the control endpoint with state requests while this one infers: the
-    server waits for running forwards before it reads the next request (the state op counts it)."""
+    server waits for running forwards before it reads the next request (the state op counts it, for
+    the server alone: the control loop's waits, which happen as well, do not make this pass)."""
     c = daemon.client()
     c.shm = False
     c.register("shielded")
@@ -205,15 +229,54 @@ def test_a_flooded_daemon_holds_requests_back_while_a_forward_runs(daemon: Daemo
     flooder = threading.Thread(target=flood)
     flooder.start()
     try:
-        before = c.state()["daemon"]["inference_first"]["yields"]
+        before = _waits(c, "server")
         x = np.random.default_rng(0).random((1, 3, 48, 48), dtype=np.float32)
         for _ in range(300):
             c.infer("shielded", x)
-            if c.state()["daemon"]["inference_first"]["yields"] > before:
+            if _waits(c, "server") > before:
                 break
-        assert c.state()["daemon"]["inference_first"]["yields"] > before
+        assert _waits(c, "server") > before
     finally:
         stop.set()
         flooder.join(10)
         context.term()
         c.unregister("shielded")
+
+
+def test_the_control_loop_holds_its_step_back_while_a_forward_runs(daemon: Daemon) -> None:
+    """While another client's forwards run back to back, the control loop waits for a running
+    forward before a step (the state op counts it, for the control loop alone). Bounded in control
+    steps, not in time: a loop that waits before its steps cannot miss forwards this dense for long."""
+    stop = threading.Event()
+    started = threading.Event()
+    failed: list[BaseException] = []
+
+    def infer_back_to_back() -> None:
+        c = daemon.client()
+        c.shm = False
+        c.register("busy")
+        x = np.random.default_rng(1).random((8, 3, 48, 48), dtype=np.float32)  # a batch: forwards fill the time
+        try:
+            while not stop.is_set():
+                c.infer("busy", x)
+                started.set()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test's thread below
+            failed.append(exc)
+        finally:
+            started.set()
+            c.unregister("busy")
+
+    c = daemon.client()
+    worker = threading.Thread(target=infer_back_to_back)
+    worker.start()
+    try:
+        assert started.wait(60) and not failed, failed
+        before = _waits(c, "control")
+        first_step = c.state()["policy"]["steps"]
+        while _waits(c, "control") == before and c.state()["policy"]["steps"] < first_step + 100 and not failed:
+            time.sleep(0.05)  # a state request at most per half control period, not a flood of them
+        assert not failed, failed
+        assert _waits(c, "control") > before
+    finally:
+        stop.set()
+        worker.join(30)
