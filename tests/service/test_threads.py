@@ -141,6 +141,16 @@ def test_inference_first_counts_each_roles_waits_apart() -> None:
         gate.yield_to_inference("monitor")  # type: ignore[arg-type]  # no forward runs: it fails all the same
 
 
+def test_every_inference_first_field_is_documented_with_the_state_reply() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    state_reply = doc[doc.index("### `state`") : doc.index("### `subnets`")]
+    report = InferenceFirst().to_dict()
+    per_role = (key for value in report.values() if isinstance(value, dict) for key in value)
+    fields = {"inference_first", *report, *per_role}
+    for name in fields:
+        assert f"`{name}`" in state_reply, name
+
+
 def test_inference_first_waits_for_every_overlapping_forward_and_at_most_max_wait() -> None:
     gate = InferenceFirst(max_wait_s=30.0)
     with gate.forward():
