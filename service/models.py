@@ -67,7 +67,7 @@ def _reprofile_here(catalog: Catalog, pools: dict[str, Any], devices: dict[str, 
             continue  # no reference figure to scale: the policy's fallback applies
         try:
             # time what serves (the pool's graphs and modules), about a second and a half per batch size
-            catalog = reprofile(catalog, pools[device].family, pe, measure=3, forward=pools[device].forward,
+            catalog = reprofile(catalog, pools[device].family, pe, measure=3, forward=pools[device].served,
                                 budget_ms=REPROFILE_BUDGET_MS, cpus=_allowed((pe_cpus or {}).get(pe)))
         except Exception as exc:  # noqa: BLE001 - stale figures are better than no daemon
             log.warning("model %s: could not re-profile %s on %s (%s); keeping the catalog's figures", name, pe,

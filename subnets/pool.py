@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from dynofa.errors import ConfigError, InputError, UnknownSubnetError
 from subnets.family import ModelFamily, SubnetSpec
 from subnets.graphs import Graph, trace_graph
+from subnets.timing import ForwardTime, Timed, timed_forward
 
 __all__ = ["InferenceResult", "SubnetHandle", "SubnetPool", "tensor_bytes", "module_tensors", "OPTIMIZE_MODES"]
 
@@ -55,7 +56,12 @@ BUILD_SWITCH_INTERVAL_S = 0.0002
 class InferenceResult:
     output: Tensor
     subnet: str  # the id of the subnet that computed ``output``
-    latency_ms: float
+    timing: ForwardTime  # the forward, as subnets.timing.timed_forward defines an inference's latency
+
+    @property
+    def latency_ms(self) -> float:
+        """Wall-clock milliseconds of the forward: what the daemon reports and judges predictions by."""
+        return self.timing.wall_ms
 
 
 @dataclass(frozen=True)
@@ -431,6 +437,17 @@ class SubnetPool:
 
         return run
 
+    def served(self, subnet_id: str) -> Timed:
+        """:meth:`forward` returning how long each call's forward took as the daemon reports it (the
+        pool's own :func:`~subnets.timing.timed_forward`): what re-profiling times, so that a figure and
+        the latency the daemon compares with it are one measurement of one span."""
+        self.spec(subnet_id)
+
+        def run(x: Tensor) -> ForwardTime:
+            return self.infer(x, subnet_id).timing
+
+        return run
+
     def memory(self) -> dict[str, Any]:
         """Tensor bytes: the supernet, views into it, what the materialisations add, per subnet."""
         with self._lock:
@@ -593,15 +610,13 @@ class SubnetPool:
         resolution = int(slot.spec.resolution)
         if resize and (x.shape[2] != resolution or x.shape[3] != resolution):
             x = torch.nn.functional.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            if slot.graph is not None and slot.graph.accepts(x):
-                out = slot.graph.module(x)
-            else:
-                out = slot.module(x) if slot.module is not None else self._dynamic(slot, x)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return InferenceResult(out, slot.id, (time.perf_counter() - start) * 1e3)
+        if slot.graph is not None and slot.graph.accepts(x):
+            run: Callable[[Tensor], Tensor] = slot.graph.module
+        else:
+            run = slot.module if slot.module is not None else lambda t: self._dynamic(slot, t)
+        # the one definition of an inference's latency; re-profiling times through here too (served)
+        out, timing = timed_forward(lambda: run(x), self.device)
+        return InferenceResult(out, slot.id, timing)
 
     def _dynamic(self, slot: _Slot, x: Tensor) -> Tensor:
         """Serve a cache miss by dynamic slicing of the supernet (serialised by the family's lock)."""

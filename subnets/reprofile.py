@@ -6,12 +6,16 @@ The other subnets are predicted from a reference figure each subnet has (its cat
 the PE, or on another PE every subnet has, else its MACs): either one ratio (this machine /
 reference) or an affine fit, whichever has the lower leave-one-out error.
 
-The daemon passes ``forward``: the callable that serves each subnet (``SubnetPool.forward``: the
+The daemon passes ``forward``: the callable that serves each subnet (``SubnetPool.served``: the
 traced graph at its shape, the pool's module otherwise), so that what is timed is what it serves;
 an eager re-materialisation differs from the graph by a per-op dispatch cost that is a large
-share of a small subnet's latency. With one torch thread on the CPU the figures are thread CPU
-time, so that other processes' load at start-up is not baked into the catalog (contention is the
-policies' estimate, measured against these figures).
+share of a small subnet's latency. Each sample is the time the pool itself reports for the
+forward (:func:`subnets.timing.timed_forward`, the span the daemon reports per inference and
+judges predictions by), and each run follows an idle wait as a served request does
+(:data:`subnets.timing.SERVED_IDLE_S`). With one torch thread on the CPU the figures are that
+span's thread CPU time (on a quiet machine the wall time), so that other processes' load at
+start-up is not baked into the catalog (contention is the policies' estimate, measured against
+these figures).
 """
 
 from __future__ import annotations
@@ -27,21 +31,23 @@ from dynofa.errors import CatalogBuildError
 from subnets import pareto
 from subnets.family import ModelFamily
 from subnets.timing import (
+    SERVED_IDLE_S,
+    Timed,
     cpu_freq_khz,
     cpu_model,
-    measure_figures,
-    measure_interleaved,
+    measure_timed,
     on_device,
     pe_device,
     percentile,
     pinned,
     provenance,
+    timed_module,
 )
 
 __all__ = ["MAX_REPEATS", "measured_elsewhere", "reprofile"]
 
 Progress = Callable[[str], None]
-Forward = Callable[[str], Callable[[Any], Any]]  # subnet id -> the forward that serves it
+Forward = Callable[[str], Timed]  # subnet id -> the forward that serves it, reporting its own time
 
 #: the most timed runs per subnet and batch size when ``reprofile`` has a time budget
 MAX_REPEATS = 40
@@ -69,10 +75,11 @@ def reprofile(
     Returns a new catalog (same path); the input is left unchanged. BN statistics do not change
     latency, so they are only loaded when ``load_bn`` asks for it.
 
-    ``forward(subnet_id)`` gives the callable that serves the subnet (it is timed instead of a
-    fresh materialisation). ``budget_ms`` raises ``repeats`` while a round of the measured
-    subnets at that batch size fits the budget (at most :data:`MAX_REPEATS`): fast subnets get
-    the samples a stable median needs, slow ones do not stretch the daemon's start.
+    ``forward(subnet_id)`` gives the callable that serves the subnet and reports how long its
+    forward took (``SubnetPool.served``; it is timed instead of a fresh materialisation).
+    ``budget_ms`` raises ``repeats`` while a round of the measured subnets at that batch size fits
+    the budget (at most :data:`MAX_REPEATS`): fast subnets get the samples a stable median needs,
+    slow ones do not stretch the daemon's start.
     """
     say = progress or (lambda _msg: None)
     if measure < 1:
@@ -89,14 +96,15 @@ def reprofile(
         threads = known[0] if known else 1
     chosen = pareto.spread(entries, min(measure, len(entries)), cost=lambda e: reference[e.id])
     device = pe_device(pe)
-    modules: dict[str, tuple[Any, tuple[int, ...]]] = {}
+    modules: dict[str, tuple[Timed, tuple[int, ...]]] = {}
     for entry in chosen:
         spec = family.spec_from_dict({"config": entry.config, "resolution": entry.resolution})
         if forward is not None:
             modules[entry.id] = (forward(entry.id), tuple(family.input_shape(spec)))
             continue
         bn = _load_bn(catalog, entry) if load_bn else None
-        modules[entry.id] = (on_device(family.materialize(spec, bn), device), tuple(family.input_shape(spec)))
+        modules[entry.id] = (timed_module(on_device(family.materialize(spec, bn), device), device),
+                             tuple(family.input_shape(spec)))  # fmt: skip
     # batch figures are re-timed too (each batch size predicted from the catalog's figure at that size)
     extra = [b for b in catalog.batch_sizes(pe) if b > 1] if ref_name == f"catalog_ms_{pe}" else []
     clock = "thread" if device == "cpu" and threads == 1 else "wall"
@@ -106,11 +114,11 @@ def reprofile(
             at_b = {sid: (m, (b, *shape[1:])) for sid, (m, shape) in modules.items()}
             n = repeats
             if budget_ms is not None:
-                first = measure_interleaved(at_b, device, warmup, 1, threads, clock=clock)
-                per_round = sum(r.median_ms for r in first.values())
+                first = measure_timed(at_b, device, warmup, 1, threads, clock=clock, idle_s=SERVED_IDLE_S)
+                per_round = sum(r.median_ms for r in first.values()) + 1e3 * SERVED_IDLE_S * len(at_b)
                 n = max(repeats, min(MAX_REPEATS, int(budget_ms / max(per_round, 1e-3))))
-            # the builder's figure (a low percentile of interleaved runs), so that ratios compare like with like
-            timed[b] = measure_figures(at_b, device, warmup, n, threads=threads, clock=clock)
+            # each run as a request is served: after an idle wait, timed by the pool's own clock
+            timed[b] = measure_timed(at_b, device, warmup, n, threads, clock=clock, idle_s=SERVED_IDLE_S)
     freq = cpu_freq_khz(cpus) if device == "cpu" else None
     del modules
     ids = [e.id for e in entries]
@@ -124,6 +132,7 @@ def reprofile(
         fit_info["clock"] = clock
         fit_info["repeats"] = len(next(iter(records.values())).samples)
         fit_info["figure"] = "median"
+        fit_info["idle_ms"] = 1e3 * SERVED_IDLE_S  # before each run, as a served request waits
         fit_info["spread"] = {sid: {"p10_ms": round(percentile(r.samples, 10), 4), "median_ms": round(r.median_ms, 4),
                                     "p90_ms": round(percentile(r.samples, 90), 4)} for sid, r in records.items()}
         if b == 1:

@@ -11,6 +11,11 @@ Used by the offline catalog builder and by the daemon at start-up (:mod:`subnets
 Figures are batch-1 medians of repeated runs after a warm-up, under ``torch.inference_mode``,
 with the thread count recorded (and restored afterwards, since it is process-global). On CUDA
 every run is bracketed by ``torch.cuda.synchronize`` so that the wall time covers the kernels.
+
+One definition of an inference's latency, :func:`timed_forward`: the daemon's pool reports each
+served forward's latency with it (``SubnetPool._run``), and every figure timed here comes from it
+too, so that a catalog figure and the latency the daemon compares with it cover the same span.
+The daemon's figures are re-timed the way requests are served (:data:`SERVED_IDLE_S`).
 """
 
 from __future__ import annotations
@@ -25,12 +30,69 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dynofa.errors import CatalogBuildError
 
 if TYPE_CHECKING:
     from torch import nn
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ForwardTime:
+    """How long one forward took (milliseconds): wall clock, and CPU time of the calling thread."""
+
+    wall_ms: float
+    cpu_ms: float
+
+    def on(self, clock: str) -> float:
+        """The figure on ``clock`` (see :data:`CLOCKS`)."""
+        if clock not in CLOCKS:
+            raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
+        return self.cpu_ms if clock == "thread" else self.wall_ms
+
+
+def timed_forward(run: Callable[[], T], device: Any = "cpu") -> tuple[T, ForwardTime]:
+    """``run()`` (one forward) timed as dynofa defines an inference's latency.
+
+    The span is the forward alone, under ``torch.inference_mode``, up to its last CUDA kernel: the
+    input is already a float tensor on the device at the subnet's resolution, and the output is
+    not copied back. What the daemon reports per inference (``latency_ms``), what it judges a
+    prediction by, and every catalog figure are this span, measured by this function.
+    """
+    import torch
+
+    is_cuda = torch.device(device).type == "cuda"
+    if is_cuda:  # earlier work queued on the device is not this forward's
+        torch.cuda.synchronize(device)
+    cpu, start = time.thread_time(), time.perf_counter()
+    with torch.inference_mode():
+        out = run()
+    if is_cuda:
+        torch.cuda.synchronize(device)
+    wall = time.perf_counter() - start
+    return out, ForwardTime(wall_ms=wall * 1e3, cpu_ms=(time.thread_time() - cpu) * 1e3)
+
+
+#: A timed callable: one forward of its input, returning how long it took (:func:`timed_forward`).
+Timed = Callable[[Any], ForwardTime]
+
+
+def timed_module(module: Callable[[Any], Any], device: Any = "cpu") -> Timed:
+    """``module`` as a :data:`Timed` callable: each call one :func:`timed_forward` of its input."""
+    return lambda x: timed_forward(lambda: module(x), device)[1]
+
+
+#: how long the thread that times a figure for the daemon blocks before each timed run. A served
+#: forward starts when a request arrives, after its worker waited for it on a socket, never right after
+#: the previous forward; on a machine whose cores slow down while idle (deep C-states, a VM's halted
+#: vCPU, caches refilled by whatever ran meanwhile) the first milliseconds after a wait run slower.
+#: Measured here (2-core VM, tiny catalog's largest subnet, batch 1): 2.30 ms back to back, 2.53 ms
+#: after 1.5 ms idle, 3.36 ms after 5 ms; the test app's requests arrive ~1.4 ms after the previous
+#: forward ended. Figures timed back to back read 1.2-1.3x low against served inferences.
+SERVED_IDLE_S = 0.002
 
 
 @dataclass(frozen=True)
@@ -89,7 +151,7 @@ def measure_latency(
     """
     import torch
 
-    is_cuda = _check_timing_args(device, repeats, threads, warmup)
+    _check_timing_args(device, repeats, threads, warmup)
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -97,17 +159,10 @@ def measure_latency(
         used = torch.get_num_threads()
         x = torch.randn(*input_shape, device=device)
         samples: list[float] = []
-        with torch.inference_mode():
-            for i in range(warmup + repeats):
-                if is_cuda:
-                    torch.cuda.synchronize(device)
-                start = time.perf_counter()
-                module(x)
-                if is_cuda:
-                    torch.cuda.synchronize(device)
-                elapsed = (time.perf_counter() - start) * 1000.0
-                if i >= warmup:
-                    samples.append(elapsed)
+        for i in range(warmup + repeats):
+            _, took = timed_forward(lambda: module(x), device)
+            if i >= warmup:
+                samples.append(took.wall_ms)
     finally:
         torch.set_num_threads(previous)
     return LatencyRecord(
@@ -179,43 +234,61 @@ def measure_interleaved(
     threads: int | None = None,
     seed: int = 0,
     clock: str = "wall",
+    idle_s: float = 0.0,
 ) -> dict[str, LatencyRecord]:
     """Time several modules in interleaved rounds: one run of each (in shuffled order) per round.
 
     On a shared machine the load drifts over seconds; timing subnet after subnet would charge that
     drift to whichever subnet ran at the time. Interleaving spreads it evenly, so that the ratios
-    between subnets (what a regression and a policy rely on) stay right.
+    between subnets (what a regression and a policy rely on) stay right. Each run is timed by
+    :func:`timed_forward` (see :func:`measure_timed`).
+    """
+    timed = {name: (timed_module(m, device), shape) for name, (m, shape) in modules.items()}
+    return measure_timed(timed, device, warmup, repeats, threads, seed, clock, idle_s)
+
+
+def measure_timed(
+    runs: Mapping[str, tuple[Timed, Sequence[int]]],
+    device: str = "cpu",
+    warmup: int = 3,
+    repeats: int = 10,
+    threads: int | None = None,
+    seed: int = 0,
+    clock: str = "wall",
+    idle_s: float = 0.0,
+) -> dict[str, LatencyRecord]:
+    """Interleaved rounds of timed callables (:data:`Timed`), each sample the time the callable reports.
+
+    ``idle_s``: the thread blocks this long before every run (:data:`SERVED_IDLE_S` for the daemon's
+    figures, 0 for back-to-back runs).
     """
     import random
 
     import torch
 
-    is_cuda = _check_timing_args(device, repeats, threads, warmup)
-    now = _timer(clock, is_cuda)
+    _check_timing_args(device, repeats, threads, warmup)
+    _check_clock(clock, str(device).startswith("cuda"))
+    if idle_s < 0:
+        raise ValueError(f"idle_s must be >= 0, got {idle_s}")
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
-    samples: dict[str, list[float]] = {name: [] for name in modules}
-    order = list(modules)
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    order = list(runs)
     rng = random.Random(seed)
     try:
         used = torch.get_num_threads()
         if clock == "thread" and used != 1:
             raise ValueError(f"the thread clock needs one torch thread (it sees only the measuring thread), got {used}")
-        inputs = {name: torch.randn(*shape, device=device) for name, (_, shape) in modules.items()}
-        with torch.inference_mode():
-            for round_no in range(warmup + repeats):
-                rng.shuffle(order)
-                for name in order:
-                    module = modules[name][0]
-                    if is_cuda:
-                        torch.cuda.synchronize(device)
-                    start = now()
-                    module(inputs[name])
-                    if is_cuda:
-                        torch.cuda.synchronize(device)
-                    if round_no >= warmup:
-                        samples[name].append((now() - start) * 1000.0)
+        inputs = {name: torch.randn(*shape, device=device) for name, (_, shape) in runs.items()}
+        for round_no in range(warmup + repeats):
+            rng.shuffle(order)
+            for name in order:
+                if idle_s:
+                    _idle(idle_s)
+                took = runs[name][0](inputs[name])
+                if round_no >= warmup:
+                    samples[name].append(took.on(clock))
     finally:
         torch.set_num_threads(previous)
     return {
@@ -225,12 +298,17 @@ def measure_interleaved(
             samples=values,
             threads=used,
             device=str(device),
-            input_shape=tuple(int(d) for d in modules[name][1]),
+            input_shape=tuple(int(d) for d in runs[name][1]),
             warmup=warmup,
             clock=clock,
         )
         for name, values in samples.items()
     }
+
+
+def _idle(seconds: float) -> None:
+    """Block the thread as a worker waiting for a request does (a module function: tests count the waits)."""
+    time.sleep(seconds)
 
 
 #: the latency figure of a catalog build and of ``benchmarks.catalog_regression``: this percentile of
@@ -328,14 +406,11 @@ def cpu_freq_khz(cpus: Sequence[int] | None = None, root: str | os.PathLike[str]
 CLOCKS = ("wall", "thread")
 
 
-def _timer(clock: str, is_cuda: bool) -> Callable[[], float]:
+def _check_clock(clock: str, is_cuda: bool) -> None:
     if clock not in CLOCKS:
         raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
-    if clock == "thread":
-        if is_cuda:
-            raise ValueError("the thread clock measures CPU time; time CUDA inference with the wall clock")
-        return time.thread_time
-    return time.perf_counter
+    if clock == "thread" and is_cuda:
+        raise ValueError("the thread clock measures CPU time; time CUDA inference with the wall clock")
 
 
 def _check_timing_args(device: str, repeats: int, threads: int | None, warmup: int) -> bool:
