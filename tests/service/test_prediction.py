@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.service.harness import start_daemon, write_config
 
@@ -59,3 +60,60 @@ def test_prediction_error_at_batch_1_and_32_on_a_quiet_machine(tmp_path: Path, t
         assert set(medians) == {1, 32}
     finally:
         daemon.stop()
+
+
+def test_the_daemons_latency_and_the_reprofiled_figures_are_one_measurement(
+    tmp_path: Path, tiny_catalog: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The figure a prediction is judged against and the latency it is judged by come from one function.
+
+    Both sides once timed different things: re-profiling timed back-to-back forwards with its own
+    clock around the pool's call, the daemon reported the span inside the pool for requests that
+    arrive after an idle wait, and the catalog read 1.2-1.6x low at batch 1 on a quiet machine.
+    Here the one timer (``subnets.timing.timed_forward``, as the pool calls it) reports a fixed
+    time: the daemon's latency for a served inference and every re-profiled figure (batch 1 and
+    32) must be that time, and every timed run of the re-profiling must follow a served idle wait.
+    """
+    import torch
+
+    import subnets.pool
+    import subnets.timing
+    from dynofa.config import ModelConfig
+    from dynofa.operating_point import OperatingPoint
+    from service.models import ModelRuntime
+    from subnets.timing import SERVED_IDLE_S, ForwardTime
+
+    events: list[str] = []
+
+    def timer(run, device):  # type: ignore[no-untyped-def]
+        with torch.inference_mode():
+            out = run()
+        events.append("forward")
+        return out, ForwardTime(wall_ms=7.25, cpu_ms=7.25)
+
+    def idle(seconds: float) -> None:
+        events.append(f"idle {seconds}")
+
+    monkeypatch.setattr(subnets.pool, "timed_forward", timer)
+    monkeypatch.setattr(subnets.timing, "_idle", idle)
+    catalog = _with_batch_figures(tiny_catalog, tmp_path / "catalog-batch.json")
+    runtime = ModelRuntime.load("tiny", ModelConfig(catalog=str(catalog), reprofile=True), ["cpu"])
+    try:
+        info = runtime.catalog.latency_models["cpu"]["reprofile"]
+        assert info["clock"] in ("thread", "wall") and info["idle_ms"] == 1e3 * SERVED_IDLE_S > 0
+        measured = [e for e in runtime.catalog.entries if e.latency["cpu"].source == "measured"]
+        assert len(measured) == 3
+        for entry in measured:
+            assert entry.latency["cpu"].ms == 7.25, entry.id
+            assert entry.latency["cpu"].batch[32].ms == 7.25, entry.id
+        # every timed forward of the re-profiling came right after a served idle wait
+        timed = [i for i, e in enumerate(events) if e == "forward"]
+        assert timed and all(i > 0 and events[i - 1] == f"idle {SERVED_IDLE_S}" for i in timed), events[:12]
+
+        sid = runtime.most_accurate()
+        runtime.select("app", OperatingPoint(subnet=sid, pe="cpu"))
+        res = next(e.resolution for e in runtime.catalog.entries if e.id == sid)
+        x = np.random.default_rng(0).random((1, 3, res, res), dtype=np.float32)
+        assert runtime.infer("app", "cpu", x).latency_ms == 7.25  # what the engine records and compares
+    finally:
+        runtime.close()
