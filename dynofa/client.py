@@ -45,6 +45,7 @@ import numpy as np
 import zmq
 
 from dynofa import direct, paths, protocol
+from dynofa.direct import Connection as DirectConnection
 from dynofa.errors import DaemonUnavailableError, ProtocolError
 from dynofa.protocol import RemoteError
 from dynofa.shm import SHM_DIR, ClientRegion
@@ -168,7 +169,7 @@ class Client:
         self.curve = curve
         self._context = context or zmq.Context.instance()
         self._socket: zmq.Socket[Any] | None = None
-        self._sockets: dict[str, socket.socket] = {}  # inference endpoints (extension direct) -> connections
+        self._sockets: dict[str, DirectConnection] = {}  # inference endpoints (extension direct) -> connections
         # the inference endpoint each app's last reply named; used only for an ipc:// daemon (this machine)
         self.direct = (direct if direct is not None else os.environ.get(DIRECT_ENV) != "0") and (
             self.endpoint.startswith("ipc://") and curve is None
@@ -297,21 +298,12 @@ class Client:
     def _exchange_direct(self, endpoint: str, frames: list[Any], op: str) -> list[Any] | None:
         """The reply from an inference endpoint, or None when it cannot be reached (the caller then
         sends to the control endpoint: every request is idempotent, and it says why if the daemon is gone)."""
-        conn = self._sockets.get(endpoint)
         try:
-            if conn is None:
-                conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                conn.settimeout(self.timeout_ms / 1000)
-                self._sockets[endpoint] = conn
-                conn.connect(endpoint[len(direct.SCHEME) :])
-            buffers = direct.pack(frames)
-            while buffers:
-                buffers = direct.advance(buffers, conn.sendmsg(buffers))
-            reader = direct.Reader(1 << 62)  # the daemon is trusted with the size of its replies
-            while True:
-                got = reader.feed(conn)
-                if got is not None:
-                    return list(got)
+            conn = self._sockets.get(endpoint)
+            if conn is None:  # the daemon is trusted with the size of its replies
+                path = endpoint[len(direct.SCHEME) :]
+                conn = self._sockets[endpoint] = direct.Connection(path, self.timeout_ms / 1000)
+            return list(conn.exchange(frames))
         except TimeoutError:
             self._reset(endpoint)
             raise DaemonUnavailableError(
@@ -428,6 +420,8 @@ class Client:
     def _use_shm(self) -> bool:
         if self.shm is False:
             return False
+        if self._shm_offered:  # checked once, on the first inference: the endpoint and /dev/shm stay what they were
+            return True
         problem = None
         if not self.endpoint.startswith("ipc://") or self.curve is not None:
             problem = f"shared memory needs the daemon on this machine (an ipc:// endpoint), not {self.endpoint}"

@@ -28,6 +28,7 @@ import grp
 import logging
 import os
 import queue
+import select
 import signal
 import socket
 import struct
@@ -219,7 +220,7 @@ class InferenceWorker(threading.Thread):
         self.endpoint: str | None = None  # this worker's inference endpoint, once attached
         self._listener: socket.socket | None = None
         self._connections: dict[int, Connection] = {}
-        self._poller = zmq.Poller()
+        self._poller = select.poll()  # plain file descriptors only: lighter than zmq.Poller per wake-up
         self._front: Front | None = None
         self._peers: dict[str, InferenceWorker] = {}
         self._stopping = False
@@ -253,18 +254,13 @@ class InferenceWorker(threading.Thread):
         name_os_thread(self.name)
         if self._on_start is not None:
             self._on_start()
-        self._poller.register(self.mailbox.read_fd, zmq.POLLIN)
+        self._poller.register(self.mailbox.read_fd, select.POLLIN)
         listener = self._listener
         if listener is not None:
-            self._poller.register(listener.fileno(), zmq.POLLIN)
+            self._poller.register(listener.fileno(), select.POLLIN)
         try:
             while not self._stopping:
-                try:
-                    events = self._poller.poll()
-                except zmq.ZMQError as exc:
-                    if exc.errno == errno.EINTR:
-                        continue
-                    raise
+                events = self._poller.poll()  # EINTR is retried by Python (PEP 475)
                 for fd, event in events:
                     if fd == self.mailbox.read_fd:
                         self._take_mail()
@@ -284,6 +280,7 @@ class InferenceWorker(threading.Thread):
                 self._reply(item, reply)
             elif kind == "reply":  # another worker ran an inference that came in on this endpoint
                 self._send(item, frames)
+                self._resume(item[0])
             elif kind == "stop":
                 self._stopping = True
 
@@ -313,12 +310,21 @@ class InferenceWorker(threading.Thread):
             sock.setblocking(False)
             conn = Connection(sock, _peer(sock), self._front.max_message_bytes, self._front.max_frames)
             self._connections[conn.fd] = conn
-            self._poller.register(conn.fd, zmq.POLLIN)
+            self._poller.register(conn.fd, select.POLLIN)
 
     def _on_event(self, conn: Connection, event: int) -> None:
-        if event & zmq.POLLOUT:
+        if event & select.POLLOUT:
             self._flush(conn)
-        if event & (zmq.POLLIN | zmq.POLLERR) and conn.open and not conn.out and not conn.waiting:
+            self._resume(conn)
+        if event & select.POLLHUP:  # both directions closed: no reply can reach the client any more
+            self._drop(conn)
+        elif event & (select.POLLIN | select.POLLERR) and conn.open and not conn.out and not conn.waiting:
+            self._read(conn)
+
+    def _resume(self, conn: Any) -> None:
+        """Serve a request that is already read (it came with the previous one) once the reply to
+        that one is out: the socket will not poll readable for it."""
+        if isinstance(conn, Connection) and conn.open and not conn.out and not conn.waiting and conn.reader.buffered():
             self._read(conn)
 
     def _read(self, conn: Connection) -> None:
@@ -340,8 +346,11 @@ class InferenceWorker(threading.Thread):
             reply = self._front.respond([conn], frames, self._dispatch_direct, conn.caller)
             if reply is None:
                 conn.waiting = True
-            else:
-                self._send([conn], reply)
+                self._poller.modify(conn.fd, 0)  # nothing to do for it until the reply: no wake-ups meanwhile
+                return
+            self._send([conn], reply)
+            if not conn.reader.buffered():
+                return  # the next request wakes the poll (no read that would only find the socket empty)
 
     def _dispatch_direct(self, request: Request, envelope: list[Any], caller: Caller) -> list[Any] | None:
         assert self._front is not None
@@ -375,7 +384,7 @@ class InferenceWorker(threading.Thread):
             while conn.out:
                 conn.out = direct.advance(conn.out, conn.sock.sendmsg(conn.out))
         except (BlockingIOError, InterruptedError):
-            self._poller.modify(conn.fd, zmq.POLLOUT)  # the rest when the client reads
+            self._poller.modify(conn.fd, select.POLLOUT)  # the rest when the client reads
             return
         except OSError:  # the client left
             self._drop(conn)
@@ -383,14 +392,14 @@ class InferenceWorker(threading.Thread):
         if conn.closing:
             self._drop(conn)
             return
-        self._poller.modify(conn.fd, zmq.POLLIN)  # a request that came meanwhile is read at the next poll
+        self._poller.modify(conn.fd, select.POLLIN)  # a request that came meanwhile is read at the next poll
 
     def _drop(self, conn: Connection) -> None:
         if not conn.open:
             return
         conn.open = False
         self._connections.pop(conn.fd, None)
-        with contextlib.suppress(KeyError, zmq.ZMQError):
+        with contextlib.suppress(KeyError):
             self._poller.unregister(conn.fd)
         conn.sock.close()
 

@@ -254,3 +254,35 @@ def test_a_stalled_or_vanished_client_does_not_hold_up_the_others(daemon: Daemon
         stalled.close()
         unread.close()
         owner.unregister("direct-stall")
+
+
+def test_requests_written_at_once_are_each_answered_in_order(daemon: Daemon, local: Any) -> None:  # noqa: F811
+    """A client may pipeline: requests that arrive in one read are served one after the other, each
+    reply its own subnet's output for its own input (the socket does not poll readable for the later ones)."""
+    owner = daemon.client()
+    owner.register("direct-pipe")
+    sock = _raw(daemon)
+    try:
+        asked = []
+        wire = b""
+        for k in range(6):
+            sid = local.catalog.ids[k % len(local.catalog.ids)]
+            x = image(32, seed=70 + k)
+            fields = {"op": "infer", "app": "direct-pipe", "dtype": "float32", "shape": list(x.shape), "subnet": sid}
+            header = _header(id=100 + k, **fields)
+            wire += b"".join(bytes(b) for b in direct.pack([header, x.tobytes()]))
+            asked.append((100 + k, sid, x))
+        sock.sendall(wire)
+        reader = direct.Reader(1 << 30)  # one reader: replies may arrive together too
+        for request_id, sid, x in asked:
+            frames = None
+            while frames is None:
+                frames = reader.feed(sock)
+            head = json.loads(frames[0])
+            assert head["ok"] and head["id"] == request_id and head["subnet"] == sid
+            output = np.frombuffer(bytes(frames[1]), dtype=np.float32).reshape(head["output"]["shape"])
+            np.testing.assert_allclose(output, local(x, sid), rtol=0, atol=ATOL)
+        assert owner.ping()["ok"]
+    finally:
+        sock.close()
+        owner.unregister("direct-pipe")
