@@ -14,6 +14,7 @@ uses the standard library and numpy, so apps that import :mod:`dynofa.client` st
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -290,6 +291,11 @@ class OpSpec:
     doc: str = ""
 
     def fields(self) -> dict[str, Checker]:
+        """The optional fields, with the owner's token and override on ops on an app."""
+        return self._fields
+
+    @functools.cached_property
+    def _fields(self) -> dict[str, Checker]:  # read on every request: built once
         extra: dict[str, Checker] = {"token": token, "override": flag} if self.owned else {}
         return {**self.optional, **extra}
 
@@ -517,6 +523,8 @@ def decode_json(frame: Any) -> Any:
 
 def _refuse_out_of_range(header: dict[str, Any]) -> None:
     """Refuse a header nested too deep or holding an :class:`Unreadable` value anywhere, naming where."""
+    if _readable(header.values(), 1):
+        return  # the usual case, checked without building a path for every field
     stack: list[tuple[str, str, Any, int]] = [(k, k, v, 1) for k, v in header.items()]
     while stack:
         top, where, value, depth = stack.pop()
@@ -529,6 +537,18 @@ def _refuse_out_of_range(header: dict[str, Any]) -> None:
             stack.extend((top, f"{where}.{k}", v, depth + 1) for k, v in value.items())
         elif isinstance(value, list):
             stack.extend((top, f"{where}[{i}]", v, depth + 1) for i, v in enumerate(value))
+
+
+def _readable(values: Any, depth: int) -> bool:
+    """Whether ``values`` (at nesting ``depth``) hold no :class:`Unreadable` and nest no deeper than allowed."""
+    for value in values:
+        kind = type(value)
+        if kind is dict or kind is list:
+            if depth >= MAX_DEPTH or not _readable(value.values() if kind is dict else value, depth + 1):
+                return False
+        elif kind is Unreadable:
+            return False
+    return True
 
 
 def _json_type(value: Any) -> str:
@@ -559,11 +579,20 @@ def encode_tensor(array: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
     out = np.ascontiguousarray(array)
     if out.dtype.byteorder == ">":
         out = out.astype(out.dtype.newbyteorder("<"))
-    return {"dtype": str(out.dtype), "shape": list(out.shape)}, out
+    return {"dtype": dtype_name(out.dtype), "shape": list(out.shape)}, out
+
+
+#: numpy computes a dtype's name in Python (microseconds, on every request and reply): the usual ones looked up
+_DTYPE_NAMES = {np.dtype(name): name for name in ("float32", "float16", "float64", "int64", "int32", "uint8", "bool")}
+
+
+def dtype_name(dtype: np.dtype[Any]) -> str:
+    """``str(dtype)`` ("float32"), without numpy's Python-level formatting for the common dtypes."""
+    return _DTYPE_NAMES.get(dtype) or str(dtype)
 
 
 def encode(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":"), allow_nan=False, default=_jsonable).encode()
+    return _ENCODER.encode(message).encode()
 
 
 def _jsonable(value: Any) -> Any:
@@ -574,6 +603,10 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (set, tuple)):
         return list(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+#: built once: json.dumps with arguments other than its defaults builds a new encoder on every call
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_jsonable)
 
 
 def request(op: str, id: Any = None, **args: Any) -> dict[str, Any]:

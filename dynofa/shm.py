@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from dynofa import protocol
+
 SHM_DIR = Path("/dev/shm")
 DAEMON_GROUP = "dynofa"
 ALIGN = 64  # the output slice starts on a cache line
@@ -58,7 +60,7 @@ class ClientRegion:
         """Copy ``array`` (little-endian, C-contiguous) to offset 0; the request's ``input`` fields."""
         view = np.ndarray(array.shape, dtype=array.dtype, buffer=self._map, offset=0)
         np.copyto(view, array)
-        return {"offset": 0, "dtype": str(array.dtype), "shape": list(array.shape)}
+        return {"offset": 0, "dtype": protocol.dtype_name(array.dtype), "shape": list(array.shape)}
 
     def output_slice(self) -> dict[str, int]:
         return {"offset": self.out_offset, "bytes": OUTPUT_ROOM_BYTES}

@@ -17,6 +17,7 @@ gone (:meth:`RegionTable.sweep`), so a vanished client leaks no file descriptor.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import stat
 import threading
@@ -66,7 +67,7 @@ class Transfer:
 
     @property
     def in_bytes(self) -> int:
-        return int(np.prod(self.in_shape)) * np.dtype(self.in_dtype).itemsize
+        return math.prod(self.in_shape) * np.dtype(self.in_dtype).itemsize
 
     def buffer(self) -> np.ndarray:
         """The daemon's own (writable) array the input is read into."""
@@ -205,7 +206,7 @@ class RegionTable:
         """Check one ``infer_shm`` against the region as it is now; the region stays open until released."""
         in_shape = tuple(source["shape"])
         itemsize = np.dtype(source["dtype"]).itemsize
-        in_bytes = int(np.prod(in_shape)) * itemsize
+        in_bytes = math.prod(in_shape) * itemsize  # Python ints: no wrap-around, and no numpy call per request
         with self._lock:
             region = self._owned(app, region_id)
             size = region.size()
