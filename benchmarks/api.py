@@ -13,6 +13,9 @@ alternating with the daemon calls (the order rotated each round) so that machine
   trips with tensor frames / through shared memory against the in-process call (the client's
   default path: after the first, on the inference endpoint, extension ``direct``);
   ``infer_frames_control_...``: frames through the control endpoint (``Client(direct=False)``);
+* ``infer_floor_shm_vs_in_process_median`` / ``infer_floor_frames_vs_in_process_median``: the in-process
+  time plus the cheapest round trip between two Python processes here (``Floor``: the same framing,
+  a canned reply, no daemon), the best any out-of-process path can reach on this machine;
 * the same for a 1x3x32x32 input as ``*_small``;
 * ``embedded_vs_in_process_median(_small)`` and ``decision_to_embedded_app_inferences_max``: an
   embedded app (``subnets.embedded``) against in-process, and its lag behind decisions
@@ -165,6 +168,67 @@ class _Reference:
         return {"in_process_ms": (time.perf_counter() - t) * 1e3, "in_process_forward_ms": result.latency_ms}
 
 
+_FLOOR = """
+import socket, sys
+from dynofa import direct
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+srv.bind(sys.argv[1])
+srv.listen(1)
+head = (b'{"v":1,"ok":true,"id":1,"app":"bench-infer","subnet":"mbv3-r224-000000","pe":"cpu","latency_ms":1.0,'
+        b'"queue_ms":0.01,"output":{"dtype":"float32","shape":[1,1000],"offset":602112,"bytes":4000}}')
+out = bytes(int(sys.argv[2]))
+print("ready", flush=True)
+conn, _ = srv.accept()
+reader = direct.Reader(1 << 31)
+while True:
+    frames = reader.feed(conn)
+    reply = direct.pack([head] if len(frames) == 1 else [head, out])
+    while reply:
+        reply = direct.advance(reply, conn.sendmsg(reply))
+"""
+
+
+class Floor:
+    """The cheapest out-of-process round trip on this machine: another Python process answering the
+    inference endpoints' framing with a canned reply at once (no parsing, no forward). Added to the
+    in-process time, it is what no daemon on this machine can beat: ``infer_floor_*`` keys."""
+
+    def __init__(self, output_bytes: int) -> None:
+        import subprocess
+
+        from dynofa import direct
+
+        path = Path(tempfile.mkdtemp(prefix="dynfloor-")) / "floor.sock"
+        self.proc = subprocess.Popen([sys.executable, "-c", _FLOOR, str(path), str(output_bytes)],
+                                     stdout=subprocess.PIPE, text=True)  # fmt: skip
+        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
+        self.path = path
+        self.conn = direct.Connection(str(path), timeout_s=60)
+        self.header = protocol.encode(protocol.request(
+            "infer_shm", id=1, app="bench-infer", region="r1", subnet="mbv3-r224-000000",
+            input={"offset": 0, "dtype": "float32", "shape": [1, 3, 224, 224]},
+            output={"offset": 602112, "bytes": 1 << 20},
+        ))  # fmt: skip
+
+    def shm(self, x: np.ndarray) -> dict[str, float]:
+        """A header each way (what ``infer_shm`` sends)."""
+        t = time.perf_counter()
+        self.conn.exchange([self.header])
+        return {"floor_shm_rtt_ms": (time.perf_counter() - t) * 1e3}
+
+    def frames(self, x: np.ndarray) -> dict[str, float]:
+        """The tensor there, the output back (what ``infer`` sends)."""
+        t = time.perf_counter()
+        self.conn.exchange([self.header, x.data.cast("B")])
+        return {"floor_frames_rtt_ms": (time.perf_counter() - t) * 1e3}
+
+    def close(self) -> None:
+        self.conn.close()
+        self.proc.kill()
+        self.proc.wait()
+        shutil.rmtree(self.path.parent, ignore_errors=True)
+
+
 def _remote(client: Any, app: str, sid: str, label: str, key: str | None = None) -> Any:
     def call(x: np.ndarray) -> dict[str, float]:
         reply = client.infer(app, x, subnet=sid)
@@ -295,8 +359,14 @@ def _inference_figures(daemon: Any, catalog_path: Path, n: int) -> dict[str, Any
         def eager_call(x: np.ndarray, eager: _Reference = eager) -> dict[str, float]:
             return {"eager_forward_ms": eager(x)["in_process_forward_ms"]}
 
-        got = _alternating([*calls, eager_call], x, n)
+        floor = Floor(frames.infer("bench-infer", x, subnet=sid).output.nbytes)
+        try:
+            got = _alternating([*calls, eager_call, floor.shm, floor.frames], x, n)  # each in its own slot: a
+            # round trip right after another to the same process finds it awake, one in turn waits for its wake-up
+        finally:
+            floor.close()
         local, forward = _med(got["in_process_ms"]), _med(got["in_process_forward_ms"])
+        floor_shm, floor_frames = _med(got["floor_shm_rtt_ms"]), _med(got["floor_frames_rtt_ms"])
         out.update({
             f"infer_input{suffix}": list(x.shape),
             f"infer_subnet{suffix}": sid,
@@ -312,6 +382,10 @@ def _inference_figures(daemon: Any, catalog_path: Path, n: int) -> dict[str, Any
             f"infer_frames_control_ms_median{suffix}": round(_med(got["control_ms"]), 4),
             f"infer_frames_control_vs_in_process_median{suffix}": round(_med(got["control_ms"]) / local, 4),
             f"infer_shm_minus_in_process_ms_median{suffix}": round(_med(got["shm_ms"]) - local, 4),
+            f"floor_shm_rtt_ms_median{suffix}": round(floor_shm, 4),
+            f"floor_frames_rtt_ms_median{suffix}": round(floor_frames, 4),
+            f"infer_floor_shm_vs_in_process_median{suffix}": round((local + floor_shm) / local, 4),
+            f"infer_floor_frames_vs_in_process_median{suffix}": round((local + floor_frames) / local, 4),
         })  # fmt: skip
         if suffix == "":
             out.update(_busy(daemon, calls[:2], x, max(20, n // 2)))
