@@ -361,8 +361,9 @@ def _inference_figures(daemon: Any, catalog_path: Path, n: int) -> dict[str, Any
 
         floor = Floor(frames.infer("bench-infer", x, subnet=sid).output.nbytes)
         try:
-            got = _alternating([*calls, eager_call, floor.shm, floor.frames], x, n)  # each in its own slot: a
-            # round trip right after another to the same process finds it awake, one in turn waits for its wake-up
+            # each floor call after one to the daemon, never right after the other floor call: a round trip
+            # right after another to the same process finds it awake, while each daemon call waits for a wake-up
+            got = _alternating([calls[0], calls[1], floor.shm, calls[2], floor.frames, calls[3], eager_call], x, n)
         finally:
             floor.close()
         local, forward = _med(got["in_process_ms"]), _med(got["in_process_forward_ms"])
