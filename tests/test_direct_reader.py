@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dynofa import direct
 
@@ -144,3 +146,64 @@ def test_a_connection_exchanges_one_message_and_times_out_in_the_kernel(tmp_path
     finally:
         conn.close()
         server.close()
+
+
+class Script:
+    """A non-blocking socket stand-in that delivers ``data`` in the given pieces, then runs dry."""
+
+    def __init__(self, data: bytes, cuts: list[int]) -> None:
+        bounds = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
+        self.pieces = [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+        self.closed = False
+
+    def recv_into(self, buffer: Any) -> int:
+        if not self.pieces:
+            if self.closed:
+                return 0
+            raise BlockingIOError
+        piece = self.pieces[0]
+        n = min(len(piece), len(buffer))
+        buffer[:n] = piece[:n]
+        self.pieces[0] = piece[n:]
+        if not self.pieces[0]:
+            self.pieces.pop(0)
+        return n
+
+
+def _drain(reader: direct.Reader, sock: Script) -> list[list[bytes]]:
+    got = []
+    while True:
+        frames = reader.feed(sock)
+        if frames is None:
+            return got
+        got.append([bytes(f) for f in frames])
+
+
+_frame = st.binary(max_size=300) | st.integers(min_value=0, max_value=3 * direct.CHUNK).map(lambda n: b"\x5a" * n)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    messages=st.lists(st.lists(_frame, min_size=1, max_size=4), min_size=1, max_size=4),
+    cuts=st.lists(st.integers(min_value=0, max_value=1 << 20), max_size=12),
+)
+def test_any_messages_split_anywhere_read_back_as_sent(messages: list[list[bytes]], cuts: list[int]) -> None:
+    sock = Script(b"".join(_wire(*m) for m in messages), cuts)
+    reader = direct.Reader(1 << 24)
+    assert _drain(reader, sock) == messages  # it stops when the socket runs dry: every piece was read
+    assert not reader.buffered()
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=600), cuts=st.lists(st.integers(min_value=0, max_value=600), max_size=6))
+def test_any_bytes_read_as_messages_or_a_framing_error_never_anything_else(data: bytes, cuts: list[int]) -> None:
+    sock = Script(data, cuts)
+    sock.closed = True  # then the peer leaves: the end of the bytes is an EOF
+    reader = direct.Reader(1 << 16, too_large="too_large")
+    try:
+        while True:
+            _drain(reader, sock)
+    except direct.FramingError as exc:
+        assert exc.code in ("bad_request", "too_large") and exc.message
+    except EOFError:
+        pass
