@@ -366,7 +366,9 @@ def _run(args: argparse.Namespace, work: Workload) -> dict[str, Any]:
                         policy.observe(req.name, ms, point)
                         done += ms
                         records.append(_record(tick, phase, idx, name, point.subnet, done, entries, t_start, policy,
-                                               app=req.name, forward_ms=ms))
+                                               app=req.name, forward_ms=ms,
+                                               predicted_ms=decision.outcomes[req.name].predicted_ms
+                                               if req.name in decision.outcomes else None))
                 for _ in range(2):
                     # a subnet that missed twice cannot reach a 0.99 hit rate within a phase (200 samples):
                     # the oracle's verdict on it is in, so the probe's time goes to the others
@@ -417,7 +419,7 @@ def _run(args: argparse.Namespace, work: Workload) -> dict[str, Any]:
 
 def _record(tick: int, phase: PhasePlan, idx: int, policy: str, subnet: str, ms: float,
             entries: Sequence[CatalogEntry], t0: float, obj: Policy | None, app: str = "app",
-            forward_ms: float | None = None) -> dict[str, Any]:
+            forward_ms: float | None = None, predicted_ms: float | None = None) -> dict[str, Any]:
     entry = next(e for e in entries if e.id == subnet)
     rec: dict[str, Any] = {
         "t": round(time.time() - t0, 4), "tick": tick, "phase": phase.name, "phase_index": idx, "policy": policy,
@@ -428,9 +430,13 @@ def _record(tick: int, phase: PhasePlan, idx: int, policy: str, subnet: str, ms:
     }
     if forward_ms is not None and forward_ms != ms:
         rec["forward_ms"] = round(forward_ms, 4)
+    if predicted_ms is not None:
+        rec["predicted_ms"] = round(predicted_ms, 4)  # the policy's own-forward prediction (no wait, no margin)
     if obj is not None and policy == "model-based":
-        est = obj.state().get("contention", {}).get("cpu", {})
-        rec["slowdown"] = est.get("slowdown")
+        state = obj.state()
+        rec["slowdown"] = state.get("contention", {}).get("cpu", {}).get("slowdown")
+        # the margin the prediction was planned with: with predicted_ms, what the planner assumed of this frame
+        rec["margin"] = state.get("margins", {}).get(app)
     return rec
 
 

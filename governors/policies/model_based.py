@@ -91,6 +91,7 @@ class ModelBasedPolicy(Policy):
         self._onset = False
         self._decisions = 0
         self._last_upgrade: tuple[object, int] | None = None  # (plan key, decision index)
+        self._last_margins: dict[str, float] = {}  # the safety margin per app the last decision planned with
         self._failures: dict[object, int] = {}  # step ups that failed within probation, per target
 
     def needs_decision(self) -> bool:
@@ -153,6 +154,7 @@ class ModelBasedPolicy(Policy):
         power = self._power(inp)
         predict = self._predictor(inp)
         margins = self._margins(inp)
+        self._last_margins = dict(margins)
         onset = self._onset_clocks(inp)
         best = plan(onset, predict, margins, power)
         if best is None:
@@ -329,6 +331,7 @@ class ModelBasedPolicy(Policy):
             "power_model": self.power_model.to_dict() if self.power_model is not None else None,
             "switches": self._switches,
             "pending_upgrade": None if self._pending is None else self._pending[1],
+            "margins": {a: round(m, 4) for a, m in self._last_margins.items()},
         }
 
 
