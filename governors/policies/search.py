@@ -5,12 +5,14 @@ truth for the oracle), a safety margin per app and a power model, it chooses for
 app a subnet and a PE, and for every PE that hosts an app a frequency:
 
 1. every mapping of apps to PEs is tried (apps x PEs is small on an SoC);
-2. on each PE, at each ladder frequency, apps are served in priority order; a subnet
-   *fits* when its predicted latency x margin meets the app's deadline and, when the PE
-   is shared (the GPU, or a CPU cluster with more threads than cores), fits in the PE
-   time the higher-priority apps left (:func:`fits`, the one utilisation test used by the
-   planner and by :func:`evaluate`, the hysteresis re-check). Each app chooses by its
-   budget's objective:
+2. on each PE, at each ladder frequency, apps are served in priority order, as the
+   daemon's one inference worker per device serves them: one forward after the other,
+   never two at once, whatever the PE's core count. A frame that reaches several apps
+   completes, for each, after the forwards of the apps served before it (:class:`Queue`).
+   A subnet *fits* when those forwards plus its own, each predicted latency x its app's
+   margin, meet the app's deadline, and the worker is not busy more than all of its time
+   (:func:`fits`, the one budget test used by the planner and by :func:`evaluate`, the
+   hysteresis re-check). Each app chooses by its budget's objective:
 
    * ``accuracy``: the most accurate fitting subnet that meets ``min_accuracy`` (else the
      most accurate fitting one: **the floor yields**); none fits: the fastest (best effort);
@@ -59,6 +61,7 @@ class Choice:
     meets_latency: bool
     meets_accuracy: bool
     margin: float = 1.0  # the safety margin the app was planned with
+    wait_ms: float = 0.0  # the forwards (x their margins) served before this app's on its PE
 
     @property
     def status(self) -> int:
@@ -83,24 +86,31 @@ class Plan:
         return self.assignment() == other.assignment() and self.freqs == other.freqs
 
 
-def _threads(app: AppRequest, pe: PeInfo) -> int:
-    """Threads the app runs on ``pe``: the catalog's figure (the most of its subnets there)."""
-    return max((e.latency[pe.name].threads for e in app.entries if pe.name in e.latency), default=1)
+@dataclass(frozen=True)
+class Queue:
+    """What the apps served before one on its PE leave it (module doc, step 2).
+
+    ``wait_ms``: their forwards, each predicted x its app's margin, which run before this
+    app's (a frame reaches them all at once); ``busy``: the fraction of the worker's time
+    they take (forward / period, summed). Not a share of the PE's time: the worker serves
+    one forward at a time, so an app waits for the whole forward before it even on a
+    cluster with cores to spare, and a tight budget before it does not take a loose
+    budget's time away.
+    """
+
+    wait_ms: float = 0.0
+    busy: float = 0.0
+
+    def then(self, app: AppRequest, predicted_ms: float, margin: float) -> Queue:
+        """The queue the next app meets once ``app``'s forward (``predicted_ms`` x ``margin``) is served."""
+        t = predicted_ms * margin
+        return Queue(self.wait_ms + t, self.busy + t / app.period)
 
 
-def _shared(pe: PeInfo, apps: Sequence[AppRequest]) -> bool:
-    """Whether the apps placed on ``pe`` compete for it: the GPU with several, or more threads than cores."""
-    if len(apps) <= 1:
-        return False
-    if pe.kind == "gpu":
-        return True
-    return sum(_threads(a, pe) for a in apps) > pe.cpus
-
-
-def fits(app: AppRequest, predicted_ms: float, margin: float, shared: bool, left: float) -> bool:
-    """The budget-and-utilisation test: deadline met with the margin, and (shared PE) within the time left."""
-    return predicted_ms * margin <= app.budget.latency_ms and (
-        not shared or predicted_ms * margin / app.period <= left + 1e-12)
+def fits(app: AppRequest, predicted_ms: float, margin: float, queue: Queue) -> bool:
+    """The budget test: the forwards before it and its own (x margin) within the deadline, the worker not overbooked."""
+    t = predicted_ms * margin
+    return queue.wait_ms + t <= app.budget.latency_ms and queue.busy + t / app.period <= 1.0 + 1e-12
 
 
 def power_cap(apps: Sequence[AppRequest]) -> float | None:
@@ -115,8 +125,7 @@ def _by_priority(apps: Sequence[AppRequest]) -> list[AppRequest]:
 def _serve_pe(pe: PeInfo, apps: Sequence[AppRequest], freq: int | None, predict: Predictor,
               margin: Mapping[str, float], fixed: Mapping[str, CatalogEntry] | None = None) -> list[Choice]:
     """Step 2 for one PE at one frequency; with ``fixed``, each app's subnet is given (the re-check)."""
-    shared = _shared(pe, apps)
-    left = 1.0
+    queue = Queue()
     out: list[Choice] = []
     for app in _by_priority(apps):
         m = margin.get(app.name, 1.0)
@@ -127,11 +136,10 @@ def _serve_pe(pe: PeInfo, apps: Sequence[AppRequest], freq: int | None, predict:
                 options.append((entry, t))
         if not options:
             continue
-        entry, t = _pick(app, options, lambda t: fits(app, t, m, shared, left))  # noqa: B023 - used at once
-        meets_latency = fits(app, t, m, shared, left)
-        if shared:
-            left -= t * m / app.period
-        out.append(Choice(app, entry, pe, freq, t, meets_latency, accuracy_of(entry) >= app.budget.min_accuracy, m))
+        entry, t = _pick(app, options, lambda t: fits(app, t, m, queue))  # noqa: B023 - used at once
+        out.append(Choice(app, entry, pe, freq, t, fits(app, t, m, queue),
+                          accuracy_of(entry) >= app.budget.min_accuracy, m, queue.wait_ms))
+        queue = queue.then(app, t, m)
     return out
 
 
@@ -176,7 +184,7 @@ def overshoot(choices: Sequence[Choice]) -> float:
     With the margin, a point predicted just under the deadline but without the margin's room
     does not tie with the fastest one (and then win on power, to miss on the jitter).
     """
-    return round(sum(max(0.0, c.predicted_ms * c.margin - c.app.budget.latency_ms) for c in choices
+    return round(sum(max(0.0, c.wait_ms + c.predicted_ms * c.margin - c.app.budget.latency_ms) for c in choices
                      if not c.meets_latency), 9)
 
 
@@ -354,8 +362,9 @@ def _reasons(c: Choice, cap_ok: bool) -> list[str]:
                        f"yields: no subnet meeting it fits {app.budget.latency_ms:g} ms (fastest such predicted "
                        f"{c.predicted_ms:.1f} ms)")
     elif not c.meets_latency:
+        after = f" after {c.wait_ms:.1f} ms of the forwards served before it on {c.pe.name}" if c.wait_ms else ""
         reasons.append(f"no subnet meets {app.budget.latency_ms:g} ms on any PE given the other apps; "
-                       f"best effort: fastest subnet, predicted {c.predicted_ms:.1f} ms")
+                       f"best effort: fastest subnet, predicted {c.predicted_ms:.1f} ms{after}")
     elif not c.meets_accuracy:
         reasons.append(f"objective {app.objective}: the latency holds and the accuracy minimum yields: "
                        f"accuracy {accuracy_of(c.entry):.4f} below the minimum {app.budget.min_accuracy:.4f} "
