@@ -458,12 +458,45 @@ def phase_oracles(records: Sequence[dict[str, Any]], acc: dict[str, float]) -> d
         pick_a = _oracle_pick(samples, budget, acc, objective, floor)
         out[(phase, "app")] = pick_a
         if any(r.get("app") == "app-b" for r in records if r["phase"] == phase):
-            before = samples[pick_a[0]]
-            # app-b's frame waits for app's forward: pair the samples (a subnet with itself: the next sample)
-            waited = {sid: [a + b for a, b in zip(before, v[1:] if sid == pick_a[0] else v, strict=False)]
-                      for sid, v in samples.items()}
-            out[(phase, "app-b")] = _oracle_pick({k: v for k, v in waited.items() if v}, budget, acc, objective,
-                                                 floor)
+            out[(phase, "app-b")] = _pick_after(samples, pick_a[0], budget, acc, objective, floor)
+    return out
+
+
+def _pick_after(samples: dict[str, list[float]], first: str, budget: float, acc: dict[str, float], objective: str,
+                min_accuracy: float) -> tuple[str, float]:
+    """The oracle's choice for an app whose frame waits for one forward of ``first`` (app-b after app)."""
+    before = samples[first]
+    # pair the samples (a subnet with itself: the next sample)
+    waited = {sid: [a + b for a, b in zip(before, v[1:] if sid == first else v, strict=False)]
+              for sid, v in samples.items()}
+    return _oracle_pick({k: v for k, v in waited.items() if v}, budget, acc, objective, min_accuracy)
+
+
+def oracle_given_first_app(records: Sequence[dict[str, Any]], acc: dict[str, float], policy: str,
+                           app: str = "app-b") -> dict[int, str]:
+    """Per tick of ``policy``'s ``app`` (which waits for ``"app"``): the oracle's choice after the subnet the first
+    app really ran then, not after the oracle's own choice for it.
+
+    ``phase_oracles`` judges app-b after the first app's oracle choice, so app-b's gap there also counts what the
+    first app ran: a first app below its oracle leaves app-b more time (a gap below 0 is possible), one at it
+    leaves the oracle's. This one isolates how app-b was planned for the time it was actually left.
+    """
+    probes: dict[str, dict[str, list[float]]] = {}
+    for r in records:
+        if r["policy"] == "probe":
+            probes.setdefault(r["phase"], {}).setdefault(r["subnet"], []).append(r["latency_ms"])
+    first = {r["tick"]: r["subnet"] for r in records if r["policy"] == policy and r.get("app", "app") == "app"}
+    out: dict[int, str] = {}
+    cache: dict[tuple[str, str], str] = {}
+    for r in records:
+        if r["policy"] != policy or r.get("app") != app or r["tick"] not in first or r["phase"] not in probes:
+            continue
+        key = (r["phase"], first[r["tick"]])
+        if key not in cache and key[1] in probes[key[0]]:
+            cache[key] = _pick_after(probes[key[0]], key[1], r["budget_ms"], acc, r.get("objective", "accuracy"),
+                                     r.get("min_accuracy", 0.0))[0]
+        if key in cache:
+            out[r["tick"]] = cache[key]
     return out
 
 
@@ -518,6 +551,15 @@ def summarise(records: Sequence[dict[str, Any]], phases: Sequence[PhasePlan], en
         counts = {p.name: sum(1 for r in rs if r["phase"] == p.name) for p in phases}
         oracle_acc = sum(acc[oracles[(p, app)][0]] * c for p, c in counts.items() if c and (p, app) in oracles) / n
         mean_acc = sum(r["accuracy"] for r in rs) / n
+        extra: dict[str, Any] = {}
+        if app != "app" and rs and "tick" in rs[0]:
+            given = oracle_given_first_app(records, acc, name, app)
+            judged = [r for r in rs if r["tick"] in given]
+            if judged:
+                oracle_given = sum(acc[given[r["tick"]]] for r in judged) / len(judged)
+                mean_judged = sum(r["accuracy"] for r in judged) / len(judged)
+                extra = {"oracle_accuracy_given_first_app": round(oracle_given, 5),
+                         "accuracy_gap_given_first_app_pp": round((oracle_given - mean_judged) * 100, 3)}
         return {
             "inferences": len(rs),
             "hit_rate": round(sum(r["hit"] for r in outside) / len(outside), 5) if outside else None,
@@ -529,6 +571,7 @@ def summarise(records: Sequence[dict[str, Any]], phases: Sequence[PhasePlan], en
             "per_phase_hit_rate": {p: round(sum(r["hit"] for r in rs if r["phase"] == p) / c, 4)
                                    for p, c in counts.items() if c},
             "switches": sum(1 for a, b in zip(rs, rs[1:], strict=False) if a["subnet"] != b["subnet"]),
+            **extra,
         }
 
     names = list(dict.fromkeys(r["policy"] for r in records if r["policy"] != "probe"))

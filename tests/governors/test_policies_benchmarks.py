@@ -182,3 +182,27 @@ def test_levels_skip_front_subnets_too_close_to_separate() -> None:
     low, mid, top, separated = contention.levels(contention.pareto_front(entries, quiet), quiet,
                                                  {k: 1.05 * v for k, v in quiet.items()})
     assert (low.id, mid.id, top.id, separated) == ("b", "d", "e", True)
+
+
+def test_app_b_is_also_judged_after_what_the_first_app_really_ran() -> None:
+    """The per-phase oracle judges app-b after the first app's oracle choice; the given-first-app figure after the
+    subnet the first app ran in the same tick, so a first app below its oracle does not hide app-b's shortfall."""
+    entries = _fake_workload({"x": 1.0}).entries  # s 2 ms 0.6, m 4 ms 0.7, l 8 ms 0.8
+    phase = contention.PhasePlan("two-apps", 1, 10.0, False, True, two_apps=True)
+    recs: list[dict[str, object]] = []
+    for sid, ms in (("s", 2.0), ("m", 4.0), ("l", 8.0)):
+        recs += [{"phase": "two-apps", "phase_index": 0, "policy": "probe", "subnet": sid, "accuracy": 0.0,
+                  "latency_ms": ms, "hit": True, "budget_ms": 10.0} for _ in range(5)]
+    for tick in range(10):  # the first app runs m, below its oracle's l (8 ms); app-b then runs s, though
+        # after m (4 ms) it could run m (8 ms <= 10); after the oracle's l only s fits (10 ms)
+        recs.append({"tick": tick, "phase": "two-apps", "phase_index": 0, "policy": "model-based", "app": "app",
+                     "subnet": "m", "accuracy": 0.7, "latency_ms": 4.0, "hit": True, "budget_ms": 10.0})
+        recs.append({"tick": tick, "phase": "two-apps", "phase_index": 0, "policy": "model-based", "app": "app-b",
+                     "subnet": "s", "accuracy": 0.6, "latency_ms": 6.0, "hit": True, "budget_ms": 10.0})
+    out = contention.summarise(recs, [phase], entries, window=0)
+    assert out["oracle_per_phase"] == {"two-apps": "l"} and out["oracle_per_phase_app_b"] == {"two-apps": "s"}
+    b = out["apps"]["app-b"]
+    assert b["accuracy_gap_vs_oracle_pp"] == pytest.approx(0.0)  # s after the oracle's l: no gap seen there
+    assert b["oracle_accuracy_given_first_app"] == pytest.approx(0.7)  # m after the m app really ran
+    assert b["accuracy_gap_given_first_app_pp"] == pytest.approx(10.0)
+    assert "oracle_accuracy_given_first_app" not in out["apps"]["app"]  # the first app waits for nobody
