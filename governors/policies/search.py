@@ -12,7 +12,9 @@ app a subnet and a PE, and for every PE that hosts an app a frequency:
    A subnet *fits* when those forwards plus its own, each predicted latency x its app's
    margin, meet the app's deadline, and the worker is not busy more than all of its time
    (:func:`fits`, the one budget test used by the planner and by :func:`evaluate`, the
-   hysteresis re-check). Each app chooses by its budget's objective:
+   hysteresis re-check). An app's choice must leave the apps after it the budgets its
+   fastest subnet would leave them (:func:`_room`; step 4 ranks every level's budgets
+   before any accuracy). Within that, each app chooses by its budget's objective:
 
    * ``accuracy``: the most accurate fitting subnet that meets ``min_accuracy`` (else the
      most accurate fitting one: **the floor yields**); none fits: the fastest (best effort);
@@ -65,10 +67,14 @@ class Choice:
 
     @property
     def status(self) -> int:
-        """Budget constraints met, the one the app's objective keeps (see the module doc) weighing most."""
-        if self.app.objective == "energy":
-            return 2 * int(self.meets_accuracy) + int(self.meets_latency)
-        return 2 * int(self.meets_latency) + int(self.meets_accuracy)
+        return _status(self.app, self.meets_latency, self.meets_accuracy)
+
+
+def _status(app: AppRequest, meets_latency: bool, meets_accuracy: bool) -> int:
+    """Budget constraints met, the one the app's objective keeps (see the module doc) weighing most."""
+    if app.objective == "energy":
+        return 2 * int(meets_accuracy) + int(meets_latency)
+    return 2 * int(meets_latency) + int(meets_accuracy)
 
 
 @dataclass(frozen=True)
@@ -122,25 +128,59 @@ def _by_priority(apps: Sequence[AppRequest]) -> list[AppRequest]:
     return sorted(apps, key=lambda a: (-a.budget.priority, a.name))
 
 
+#: an app on a PE with its margin and its (entry, predicted ms) options there
+_Served = tuple[AppRequest, float, list[tuple[CatalogEntry, float]]]
+
+
 def _serve_pe(pe: PeInfo, apps: Sequence[AppRequest], freq: int | None, predict: Predictor,
               margin: Mapping[str, float], fixed: Mapping[str, CatalogEntry] | None = None) -> list[Choice]:
-    """Step 2 for one PE at one frequency; with ``fixed``, each app's subnet is given (the re-check)."""
-    queue = Queue()
-    out: list[Choice] = []
+    """Step 2 for one PE at one frequency; with ``fixed``, each app's subnet is given (the re-check).
+
+    An app's choice must leave the apps after it what its fastest subnet would leave them
+    (:func:`_room`): the plans are ranked on every level's budgets before any accuracy, so a
+    higher-priority app does not take the most accurate subnet that fits alone when that
+    makes a lower-priority app miss a budget a smaller one lets it meet.
+    """
+    served: list[_Served] = []
     for app in _by_priority(apps):
-        m = margin.get(app.name, 1.0)
         options: list[tuple[CatalogEntry, float]] = []
         for entry in ((fixed[app.name],) if fixed is not None else app.entries):
             t = predict(app, entry, pe, freq)
             if t is not None:
                 options.append((entry, t))
-        if not options:
-            continue
-        entry, t = _pick(app, options, lambda t: fits(app, t, m, queue))  # noqa: B023 - used at once
+        if options:
+            served.append((app, margin.get(app.name, 1.0), options))
+    queue = Queue()
+    out: list[Choice] = []
+    for i, (app, m, options) in enumerate(served):
+        rest = served[i + 1:] if fixed is None else []
+        least = _room(rest, queue.then(app, min(t for _, t in options), m))
+
+        def fit(t: float, app: AppRequest = app, m: float = m, queue: Queue = queue,
+                rest: Sequence[_Served] = rest, least: tuple[int, ...] = least) -> bool:
+            return fits(app, t, m, queue) and (not rest or _room(rest, queue.then(app, t, m)) >= least)
+
+        entry, t = _pick(app, options, fit)
         out.append(Choice(app, entry, pe, freq, t, fits(app, t, m, queue),
                           accuracy_of(entry) >= app.budget.min_accuracy, m, queue.wait_ms))
         queue = queue.then(app, t, m)
     return out
+
+
+def _room(rest: Sequence[_Served], queue: Queue) -> tuple[int, ...]:
+    """The statuses the apps in ``rest`` can still reach after ``queue``, summed per priority level (highest first).
+
+    Each takes, in turn, the fastest of its subnets that reaches its best status, so that it
+    leaves the most time to the ones after it.
+    """
+    levels: dict[int, int] = {}
+    for app, m, options in rest:
+        floor = app.budget.min_accuracy
+        status, t = max(((_status(app, fits(app, t, m, queue), accuracy_of(e) >= floor), t) for e, t in options),
+                        key=lambda st: (st[0], -st[1]))
+        levels[app.budget.priority] = levels.get(app.budget.priority, 0) + status
+        queue = queue.then(app, t, m)
+    return tuple(levels[p] for p in sorted(levels, reverse=True))
 
 
 def _pick(app: AppRequest, options: Sequence[tuple[CatalogEntry, float]],

@@ -62,9 +62,9 @@ def test_lower_priority_app_gets_the_most_accurate_subnet_that_fits_after_the_hi
 
 
 def test_an_app_that_cannot_fit_after_the_forward_before_it_is_reported_best_effort() -> None:
-    # app runs xl (14 ms): even s completes at (14 + 2) x 1.05 = 16.8 ms > 12 ms
-    decision = ModelBasedPolicy().decide(two_apps(1, 40.0, 12.0))
-    assert most_accurate_within(12.0, wait_ms=MS["xl"]) is None
+    # s alone meets 4 ms, but not after any forward of app (after its s: 4.2 ms), so app keeps xl
+    decision = ModelBasedPolicy().decide(two_apps(1, 40.0, 4.0))
+    assert most_accurate_within(4.0) is not None and most_accurate_within(4.0, wait_ms=MS["s"]) is None
     assert decision.points["app"].subnet == "xl"
     outcome = decision.outcomes["app-b"]
     assert not outcome.meets_latency and outcome.subnet == "s"  # best effort: the fastest
@@ -112,3 +112,32 @@ def test_served_in_turn_the_lower_priority_app_meets_its_budget_at_the_planned_p
                 seen.append((point.subnet, done <= 20.0))
     assert all(hit for _, hit in seen), seen
     assert {subnet for subnet, _ in seen} == {"m"}  # the most accurate that completes after app's xl
+
+
+def test_the_higher_priority_app_yields_accuracy_before_the_lower_one_yields_its_budget() -> None:
+    """Budgets of every level rank before accuracy: app takes l (not xl, which fits alone) so that app-b meets 16 ms.
+
+    Alone app fits xl (14 x 1.05 = 14.7 ms of 16), but after xl even s misses (16.8 ms); after l, m completes
+    at (9 + 5) x 1.05 = 14.7 ms.
+    """
+    decision = ModelBasedPolicy().decide(two_apps(1, 16.0, 16.0))
+    assert most_accurate_within(16.0) == FRONT[3] and most_accurate_within(16.0, wait_ms=MS["xl"]) is None
+    assert (decision.points["app"].subnet, decision.points["app-b"].subnet) == ("l", "m")
+    assert decision.feasible
+
+
+def test_after_a_step_down_both_apps_step_back_up_to_the_point_where_both_fit() -> None:
+    """A slow frame makes the policy step down; once the forwards are back to their catalog figures it returns to
+    (l, m) - not held below by a best plan (xl, app-b missing) that ranks under the point it runs."""
+    policy = ModelBasedPolicy(hold=3)
+    inp = two_apps(1, 16.0, 16.0)
+    ran = []
+    for k in range(80):
+        decision = policy.decide(inp)
+        for name in ("app", "app-b"):
+            point = decision.points[name]
+            slow = 2.0 if k == 5 else 1.0  # one slow frame: a miss, a step down
+            policy.observe(name, MS[point.subnet] * slow * (1.0 + 0.01 * (k % 3)), point)
+        ran.append((decision.points["app"].subnet, decision.points["app-b"].subnet))
+    assert ran[6] != ("l", "m")  # it did step down
+    assert ran[-1] == ("l", "m"), ran[-20:]
