@@ -430,13 +430,17 @@ def main(argv: list[str] | None = None) -> int:
             echo.close()
         budgets, ping, raw = rtts["budgets"], rtts["ping"], rtts["raw"]
         state = _rtts(client.state, max(200, args.requests // 10))
-        set_budget = _rtts(lambda: client.set_budget("bench", latency_ms=1000.0), max(200, args.requests // 10))
+        flip = iter(range(1 << 30))  # every call a change (1000 ms, 1001 ms, ...): saved, published, decided
+        set_budget = _rtts(lambda: client.set_budget("bench", latency_ms=1000.0 + next(flip) % 2),
+                           max(200, args.requests // 10))  # fmt: skip
+        same_budget = _rtts(lambda: client.set_budget("bench", latency_ms=1000.0), max(200, args.requests // 10))
         result.update({
             "control_rtt_ms_p99": round(_p(budgets, 99), 4),
             "control_rtt_ms_median": round(statistics.median(budgets), 4),
             "ping_rtt_ms_p99": round(_p(ping, 99), 4),
             "state_rtt_ms_p99": round(_p(state, 99), 4),
             "set_budget_rtt_ms_p99": round(_p(set_budget, 99), 4),
+            "set_budget_unchanged_rtt_ms_p99": round(_p(same_budget, 99), 4),
             "baseline_raw_zmq_rtt_ms_p99": round(_p(raw, 99), 4),
             "control_rtt_p99_vs_raw_zmq": round(_p(budgets, 99) / _p(raw, 99), 2),
         })  # fmt: skip

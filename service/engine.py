@@ -283,9 +283,14 @@ class Engine:
             if app not in self._apps:  # setting a budget registers the app on the default model
                 self.register(app, caller=caller, token=token)
             record = self._apps[app]
-            record.budget = parsed
-            self._save()
-        self._budget_changed(app)
+            unchanged = record.budget == parsed
+            if not unchanged:
+                record.budget = parsed
+                self._save()
+        # an app that repeats its budget (say, once per frame) changes nothing: its point is already
+        # decided for it, so no write to the state dir, no telemetry and no control step hold the reply
+        if not unchanged:
+            self._budget_changed(app)
         return {"app": app, "budget": parsed.to_dict()}
 
     def clear_budget(self, app: str) -> dict[str, Any]:

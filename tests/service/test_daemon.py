@@ -328,6 +328,30 @@ def test_telemetry_publishes_budgets_points_and_state(daemon: Daemon) -> None:
     c.unregister("tele-app")
 
 
+def test_a_repeated_budget_is_acknowledged_without_a_new_decision(daemon: Daemon) -> None:
+    """The same budget again changes nothing: no budget message on the telemetry (nor a save or a
+    control step); a different one is published, and is the next budget message after the first."""
+    with Telemetry(daemon.telemetry) as sub:
+        time.sleep(0.3)  # PUB/SUB slow joiner
+        c = daemon.client()
+        c.register("same-budget")
+        try:
+            c.set_budget("same-budget", latency_ms=40.0, min_accuracy=0.0)
+            for _ in range(3):  # the same budget, the defaults spelt out or not
+                assert c.set_budget("same-budget", latency_ms=40.0)["budget"]["latency_ms"] == 40.0
+            c.set_budget("same-budget", latency_ms=41.0)
+            budgets: list[float | None] = []
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and 41.0 not in budgets:
+                item = sub.receive(1.0)
+                if item is not None and item[0] == "budget" and item[1].get("app") == "same-budget":
+                    budgets.append((item[1]["budget"] or {}).get("latency_ms"))
+            assert budgets == [40.0, 41.0]  # PUB keeps order: nothing was published for the repeats
+            assert c.budgets()["same-budget"]["budget"]["latency_ms"] == 41.0
+        finally:
+            c.unregister("same-budget")
+
+
 def test_cli_status_top_budget_and_plot(
     daemon: Daemon, capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_catalog: Path
 ) -> None:
@@ -536,3 +560,4 @@ def test_graceful_stop_answers_in_flight_requests(daemon: Daemon, notify: Notify
     notify.wait_for("STOPPING", "1")
     assert not (daemon.runtime / "control.sock").exists()
     assert not (daemon.runtime / "dynofa.lock").exists()
+
