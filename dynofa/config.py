@@ -116,6 +116,8 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     control_interval_s: float = 0.5
     threads: int | None = None  # torch intra-op threads at start; None = leave torch's default
+    # while apps are registered, keep CPU wake-ups within this many us (PM QoS); None = idle states untouched
+    cpu_wakeup_latency_us: int | None = None
     endpoints: EndpointsConfig = field(default_factory=EndpointsConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -240,6 +242,10 @@ def config_from_dict(data: Any, where: str = "config") -> Config:
             top.get("control_interval_s", Config.control_interval_s), "control_interval_s", low=0.01, high=60
         ),
         threads=v.optional(top.get("threads"), "threads", lambda x, at: v.integer(x, at, low=1, high=1024)),
+        cpu_wakeup_latency_us=v.optional(
+            top.get("cpu_wakeup_latency_us"), "cpu_wakeup_latency_us",
+            lambda x, at: v.integer(x, at, low=0, high=2_000_000_000),
+        ),  # fmt: skip
         endpoints=_endpoints(v, top.get("endpoints", {})),
         paths=_paths(v, top.get("paths", {})),
         limits=limits,

@@ -26,6 +26,7 @@ from dynofa.budget import DEFAULT_OBJECTIVE
 from dynofa.errors import DynofaError
 from dynofa.operating_point import OperatingPoint
 from dynofa.paths import append_private
+from governors.platform.pm_qos import WakeupLatency
 from service.apps import AppRecord
 from service.inbox import AppTable, Change, ControlInbox, Publish
 from service.sdnotify import Notifier
@@ -93,6 +94,7 @@ class Controller:
         trace: TraceWriter,
         default_objective: str = DEFAULT_OBJECTIVE,
         priority: InferenceFirst | None = None,
+        wakeup: WakeupLatency | None = None,
     ) -> None:
         from governors.policies.base import pes_from_platform
 
@@ -108,6 +110,7 @@ class Controller:
         self.trace = trace
         self.default_objective = default_objective  # for budgets that name no objective
         self.priority = priority or InferenceFirst()  # steps wait for running forwards
+        self.wakeup = wakeup or WakeupLatency(platform.root, None)  # the PM QoS bound, held while apps are served
         self.pes = tuple(pe for pe in pes_from_platform(platform) if pe.name in served_pes)
         self._lock = threading.Lock()  # last-sample state (the inbox guards the policy)
         self._step_lock = threading.Lock()  # one control step at a time (the loop, the start-up step)
@@ -182,6 +185,7 @@ class Controller:
                 "last_error": self.last_step_error,
             },
             "capabilities": {k: v.to_dict() for k, v in sorted(self.platform.capabilities().items())},
+            "wakeup_latency": self.wakeup.to_dict(),
             "predictions": predictions,
         }
 
@@ -237,6 +241,7 @@ class Controller:
         snap = self.monitor.sample()
         self.apps.expire()
         apps = self.apps.snapshot_apps()
+        self.wakeup.want(bool(apps))
         decision = self._decide(apps, snap)
         points = dict(decision.points) if decision is not None else {}
         for app in apps:
@@ -373,6 +378,7 @@ class Controller:
         self.monitor.register_threads(tids)
 
     def close(self) -> None:
+        self.wakeup.release()
         self.trace.close()
 
 

@@ -146,6 +146,7 @@ def _start_metrics(config: Config, engine: Any, state: Callable[[], dict[str, An
 def _serve(config: Config, notifier: Notifier, actuator: Any, state_dir: Path) -> int:
     import subnets.ofa_compat
     from governors.monitors import Monitor
+    from governors.platform.pm_qos import WakeupLatency
     from service.check import build_policy
     from service.control import Controller, TraceWriter
     from service.engine import Engine
@@ -200,6 +201,7 @@ def _serve(config: Config, notifier: Notifier, actuator: Any, state_dir: Path) -
         trace=trace,
         default_objective=config.policy.objective,
         priority=priority,
+        wakeup=WakeupLatency(platform.root, config.cpu_wakeup_latency_us),
     )  # fmt: skip
     devices = sorted({m.device(pe) for m in models.values() for pe in m.pes})
     workers = {

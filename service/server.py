@@ -739,6 +739,7 @@ class Server:
         # extension direct: where local clients' inferences go, per device (None: this worker has none)
         state["daemon"]["inference_endpoints"] = {d: w.endpoint for d, w in self.workers.items()}
         state["daemon"]["inference_first"] = self.priority.to_dict()
+        state["daemon"]["wakeup_latency"] = control.get("wakeup_latency")
         for key, default in (("pes", {}), ("monitor", None), ("policy", None), ("capabilities", {})):
             state[key] = control.get(key, default)
         for name, app in state["apps"].items():

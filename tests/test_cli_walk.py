@@ -113,6 +113,12 @@ def test_status_views_show_their_part_only() -> None:
     assert "power <= 5 W, priority 2" in everything and "1000 MHz" in everything and "/c.json" in everything
     assert "cam" in render_status(state, "apps") and "1000 MHz" not in render_status(state, "apps")
     assert "1000 MHz" in render_status(state, "pes") and "priority 2" not in render_status(state, "pes")
+    assert "wake-up" not in everything  # not configured: not shown
+    for wakeup, shown in (({"limit_us": 20, "held": True, "status": "available"}, "<= 20 us: held"),
+                          ({"limit_us": 0, "held": False, "status": "available"}, "<= 0 us: released (no apps)"),
+                          ({"limit_us": 5, "held": False, "status": "read-only", "reason": "needs root"},
+                           "<= 5 us: not applied: needs root")):  # fmt: skip
+        assert shown in render_status({**state, "daemon": {"wakeup_latency": wakeup}})
 
 
 def test_bash_completion_completes_commands_options_and_choices(tmp_path: Path,

@@ -109,6 +109,17 @@ def _embedded_lines(apps: dict[str, Any]) -> list[str]:
 VIEWS = ("all", "apps", "pes")  # what `top` cycles through with v
 
 
+def _wakeup_line(wakeup: dict[str, Any]) -> list[str]:
+    """The PM QoS bound, when configured: held, waiting for apps, or why it cannot be applied."""
+    if wakeup.get("limit_us") is None:
+        return []
+    if wakeup.get("status") not in (None, "available"):
+        how = f"not applied: {wakeup.get('reason') or wakeup['status']}"
+    else:
+        how = "held" if wakeup.get("held") else "released (no apps)"
+    return [f"cpu wake-up latency <= {wakeup['limit_us']} us: {how}\n"]
+
+
 def render_status(state: dict[str, Any], view: str = "all") -> str:
     daemon = state.get("daemon") or {}
     platform = state.get("platform") or {}
@@ -125,6 +136,7 @@ def render_status(state: dict[str, Any], view: str = "all") -> str:
     direct = {d: e for d, e in (daemon.get("inference_endpoints") or {}).items() if e}
     if direct:
         out.append("inference endpoints " + ", ".join(f"{d} {e}" for d, e in sorted(direct.items())) + "\n")
+    out.extend(_wakeup_line(daemon.get("wakeup_latency") or {}))
     out.append("\n")
     apps = state.get("apps") or {}
     if view == "pes":
