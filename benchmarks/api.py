@@ -403,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=3000, help="control round trips timed")
     parser.add_argument("--infer", type=int, default=100, help="paired inferences timed")
     parser.add_argument("--idle-seconds", type=float, default=6.0)
+    parser.add_argument("--wakeup-latency-us", type=int, default=None,
+                        help="run the daemon with cpu_wakeup_latency_us (PM QoS; needs root; default: off)")
     parser.add_argument("--eager-daemon", action="store_true",
                         help="also flood a daemon without graphs (the GIL stall the graphs remove)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -414,15 +416,17 @@ def main(argv: list[str] | None = None) -> int:
     catalog_path = make_catalog(work, resolutions=(32, 224), n=2)  # one 32-px and one 224-px subnet
     # defaults for the loop and telemetry periods, so that the idle figure is the shipped one
     config = write_config(work, catalog_path, control_interval_s=0.5, telemetry={"period_s": 1.0},
-                          logging={"level": "warning"})  # fmt: skip
+                          logging={"level": "warning"}, cpu_wakeup_latency_us=args.wakeup_latency_us)  # fmt: skip
     daemon = start_daemon(config)
-    result: dict[str, Any] = {"machine_cpus": os.cpu_count()}
+    result: dict[str, Any] = {"machine_cpus": os.cpu_count(), "cpu_wakeup_latency_us": args.wakeup_latency_us}
     try:
         time.sleep(1.0)
         result["idle_cpu_percent"] = round(_idle_cpu_percent(daemon.proc.pid, args.idle_seconds), 3)
 
         client = daemon.client(timeout_s=30)
         client.set_budget("bench", latency_ms=1000.0)
+        time.sleep(0.6)  # a control step: the PM QoS bound, when asked for, is held from now on
+        result["cpu_wakeup_latency_held"] = client.state()["daemon"]["wakeup_latency"]["held"]
         echo = RawEcho()
         try:
             rtts = _interleaved({"budgets": client.budgets, "ping": client.ping, "raw": echo.call}, args.requests)
