@@ -108,24 +108,18 @@ class Reader:
             kept = self._end - self._start
             self._chunk[:kept] = self._chunk[self._start : self._end]
             self._start, self._end = 0, kept
-        try:
-            got = sock.recv_into(self._view[self._end :])
-        except BlockingIOError:
+        got = _receive(sock, self._view[self._end :])
+        if got is None:
             return False
-        if got == 0:
-            raise EOFError("the peer closed the connection")
         self._end += got
         return True
 
     def _receive_large(self, sock: Any) -> bool:
         assert self._large is not None
         while self._large_pos < len(self._large):
-            try:
-                got = sock.recv_into(self._large[self._large_pos :])
-            except BlockingIOError:
+            got = _receive(sock, self._large[self._large_pos :])
+            if got is None:
                 return False
-            if got == 0:
-                raise EOFError("the peer closed the connection")
             self._large_pos += got
         self._large = None
         return True
@@ -166,6 +160,17 @@ class Reader:
             return None
         frames, self._lengths, self._frames = self._frames, None, []
         return frames
+
+
+def _receive(sock: Any, into: memoryview) -> int | None:
+    """Bytes received into ``into``; None when a non-blocking socket has none. EOFError: the peer left."""
+    try:
+        got = sock.recv_into(into)
+    except BlockingIOError:
+        return None
+    if got == 0:
+        raise EOFError("the peer closed the connection")
+    return int(got)
 
 
 class Connection:
