@@ -486,6 +486,12 @@ class Engine:
         # register/set_budget comes after it, and the app's next inference already runs at it
         self.control.changed(app)
 
+    def priority(self, app: str) -> int:
+        """``app``'s budget priority (0 without a budget or for an unknown app)."""
+        with self._lock:
+            record = self._apps.get(app)
+            return record.budget.priority if record is not None and record.budget is not None else 0
+
     def _app(self, app: str) -> AppRecord:
         record = self._apps.get(app)
         if record is None:

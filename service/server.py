@@ -176,6 +176,7 @@ class Connection:
         self.closing = False  # close once ``out`` is sent (the framing broke: nothing more can be read)
         self.waiting = False  # its request runs on another device's worker: read on once the reply is sent
         self.open = True
+        self.priority = 0  # the budget priority of the app its last request was for: who is served first
 
 
 def _peer(sock: socket.socket) -> Caller:
@@ -261,6 +262,8 @@ class InferenceWorker(threading.Thread):
         try:
             while not self._stopping:
                 events = self._poller.poll()  # EINTR is retried by Python (PEP 475)
+                if len(events) > 1:
+                    events.sort(key=self._order)
                 for fd, event in events:
                     if fd == self.mailbox.read_fd:
                         self._take_mail()
@@ -270,6 +273,13 @@ class InferenceWorker(threading.Thread):
                         self._on_event(self._connections[fd], event)
         finally:
             self._close_endpoint()
+
+    def _order(self, fd_event: tuple[int, int]) -> tuple[int, int]:
+        """Serving order when several are ready after a forward: the mailbox, new connections, then
+        the connections by their apps' budget priority, higher first (as the planner assumes of
+        apps that share this worker); poll's order among equals."""
+        conn = self._connections.get(fd_event[0])
+        return (2, -conn.priority) if conn is not None else (0 if fd_event[0] == self.mailbox.read_fd else 1, 0)
 
     def _take_mail(self) -> None:
         for kind, item, frames in self.mailbox.drain():
@@ -364,6 +374,7 @@ class InferenceWorker(threading.Thread):
             )
         if request.op == "ping":
             return [protocol.encode(protocol.ok(request.id))]
+        envelope[0].priority = self.engine.priority(request.args["app"])
         pending = self._front.pending(request, envelope, self.mailbox)
         device = self.engine.models[pending.job.model].device(pending.job.pe)
         if device == self.device:

@@ -10,6 +10,7 @@ import os
 import socket
 import stat
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -286,3 +287,48 @@ def test_requests_written_at_once_are_each_answered_in_order(daemon: Daemon, loc
     finally:
         sock.close()
         owner.unregister("direct-pipe")
+
+
+def test_requests_waiting_behind_a_forward_are_served_higher_priority_first(daemon: Daemon) -> None:
+    """Two apps' requests that arrive while the worker runs a forward: the app whose budget has the
+    higher priority is served first (what the planner assumes of apps sharing a worker), even on the
+    connection the daemon accepted later."""
+    import select
+
+    owner = daemon.client()
+    apps = {"prio-low": 0, "prio-high": 5, "prio-slow": 0}
+    for app, priority in apps.items():
+        owner.set_budget(app, latency_ms=60_000.0, priority=priority)
+    low, high, slow = _raw(daemon), _raw(daemon), _raw(daemon)  # accepted in this order: low polls first
+    try:
+        def infer(sock: socket.socket, app: str, x: np.ndarray, request_id: int) -> None:
+            fields = {"op": "infer", "app": app, "dtype": "float32", "shape": list(x.shape)}
+            _write(sock, _header(id=request_id, **fields), x.tobytes())
+
+        for k, (sock, app) in enumerate(((low, "prio-low"), (high, "prio-high"), (slow, "prio-slow"))):
+            infer(sock, app, image(32, seed=90 + k), k)  # each connection learns whose app it serves
+            assert json.loads(_read(sock)[0])["ok"]
+        batch = np.concatenate([image(48, seed=95 + k) for k in range(32)])
+        for _ in range(3):  # the two must arrive while the batch runs: tried again if it ended first
+            started = time.monotonic()
+            infer(slow, "prio-slow", batch, 10)
+            time.sleep(0.003)  # the worker reads the batch and starts its forward
+            infer(low, "prio-low", image(32, seed=97), 11)
+            infer(high, "prio-high", image(32, seed=98), 12)
+            sent_ms = (time.monotonic() - started) * 1e3
+            ready, _, _ = select.select([low, high], [], [], 30)  # returns at the first reply
+            slow_reply = json.loads(_read(slow)[0])
+            heads = {s: json.loads(_read(s)[0]) for s in (low, high)}
+            assert all(h["ok"] for h in heads.values()) and slow_reply["ok"]
+            # the batch's forward began after it was sent and lasted latency_ms: both were sent before it
+            # ended, so neither could be served before the other was there
+            if sent_ms < slow_reply["latency_ms"] and len(ready) == 1:
+                assert ready[0] is high, f"the lower priority app was served first: {heads}"
+                break
+        else:
+            pytest.skip("the batch never ran long enough to queue the two requests behind it")
+    finally:
+        for sock in (low, high, slow):
+            sock.close()
+        for app in apps:
+            owner.unregister(app)
