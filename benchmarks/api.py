@@ -31,6 +31,7 @@ of an embedded app on the old point after a decision.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -401,6 +402,16 @@ def _inference_figures(daemon: Any, catalog_path: Path, n: int) -> dict[str, Any
     return out
 
 
+def _wakeup_held(client: Any, asked: bool, timeout_s: float = 10.0) -> bool:
+    """Whether the daemon holds the PM QoS bound; when asked for, waits (a control step) until it does."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        held = bool(client.state()["daemon"]["wakeup_latency"]["held"])
+        if held or not asked or time.monotonic() > deadline:
+            return held
+        time.sleep(0.05)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000, help="control round trips timed")
@@ -428,8 +439,7 @@ def main(argv: list[str] | None = None) -> int:
 
         client = daemon.client(timeout_s=30)
         client.set_budget("bench", latency_ms=1000.0)
-        time.sleep(0.6)  # a control step: the PM QoS bound, when asked for, is held from now on
-        result["cpu_wakeup_latency_held"] = client.state()["daemon"]["wakeup_latency"]["held"]
+        result["cpu_wakeup_latency_held"] = _wakeup_held(client, args.wakeup_latency_us is not None)
         echo = RawEcho()
         try:
             rtts = _interleaved({"budgets": client.budgets, "ping": client.ping, "raw": echo.call}, args.requests)
@@ -437,8 +447,8 @@ def main(argv: list[str] | None = None) -> int:
             echo.close()
         budgets, ping, raw = rtts["budgets"], rtts["ping"], rtts["raw"]
         state = _rtts(client.state, max(200, args.requests // 10))
-        flip = iter(range(1 << 30))  # every call a change (1000 ms, 1001 ms, ...): saved, published, decided
-        set_budget = _rtts(lambda: client.set_budget("bench", latency_ms=1000.0 + next(flip) % 2),
+        flip = itertools.cycle((1001.0, 1000.0))  # every call a change: saved, published, decided
+        set_budget = _rtts(lambda: client.set_budget("bench", latency_ms=next(flip)),
                            max(200, args.requests // 10))  # fmt: skip
         same_budget = _rtts(lambda: client.set_budget("bench", latency_ms=1000.0), max(200, args.requests // 10))
         result.update({

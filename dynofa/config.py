@@ -244,7 +244,7 @@ def config_from_dict(data: Any, where: str = "config") -> Config:
         threads=v.optional(top.get("threads"), "threads", lambda x, at: v.integer(x, at, low=1, high=1024)),
         cpu_wakeup_latency_us=v.optional(
             top.get("cpu_wakeup_latency_us"), "cpu_wakeup_latency_us",
-            lambda x, at: v.integer(x, at, low=0, high=2_000_000_000),
+            lambda x, at: v.integer(x, at, low=0, high=2_000_000_000),  # the kernel's value is an s32
         ),  # fmt: skip
         endpoints=_endpoints(v, top.get("endpoints", {})),
         paths=_paths(v, top.get("paths", {})),

@@ -46,6 +46,7 @@ class InferenceJob:
     x: np.ndarray
     threads: int
     received: float  # time.monotonic() when the request arrived
+    priority: int = 0  # the app's budget priority when the request was read: who a worker serves first
 
 
 @dataclass
@@ -355,6 +356,7 @@ class Engine:
             record.last_seen = time.monotonic()
             runtime = self.models[record.model]
             point = record.point or OperatingPoint(subnet=runtime.most_accurate(), pe=runtime.pes[0])
+            priority = record.budget.priority if record.budget is not None else 0
         problem = runtime.check_input(x.shape)
         if problem is not None:
             raise RequestError(protocol.BAD_TENSOR, problem)
@@ -370,6 +372,7 @@ class Engine:
             x=x,
             threads=point.threads,
             received=received,
+            priority=priority,
         )
 
     def run_inference(self, job: InferenceJob) -> InferenceDone:
@@ -485,12 +488,6 @@ class Engine:
         # returns once the control loop has decided and applied the new point: the reply to
         # register/set_budget comes after it, and the app's next inference already runs at it
         self.control.changed(app)
-
-    def priority(self, app: str) -> int:
-        """``app``'s budget priority (0 without a budget or for an unknown app)."""
-        with self._lock:
-            record = self._apps.get(app)
-            return record.budget.priority if record is not None and record.budget is not None else 0
 
     def _app(self, app: str) -> AppRecord:
         record = self._apps.get(app)

@@ -374,8 +374,8 @@ class InferenceWorker(threading.Thread):
             )
         if request.op == "ping":
             return [protocol.encode(protocol.ok(request.id))]
-        envelope[0].priority = self.engine.priority(request.args["app"])
         pending = self._front.pending(request, envelope, self.mailbox)
+        envelope[0].priority = pending.job.priority  # read with the app's point: no second lookup per request
         device = self.engine.models[pending.job.model].device(pending.job.pe)
         if device == self.device:
             return self._serve(pending)  # here, on this thread: no hand-off

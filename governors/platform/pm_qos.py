@@ -26,8 +26,6 @@ from governors.platform.model import AVAILABLE, DEGRADED, MISSING, READ_ONLY, Ca
 log = logging.getLogger(__name__)
 
 DEVICE = "/dev/cpu_dma_latency"
-#: the kernel takes any s32; beyond a few seconds no idle state is excluded, so larger is a typo
-MAX_US = 2_000_000_000
 
 
 class WakeupLatency:
