@@ -129,6 +129,8 @@ class ScalarKalman:
 class _PeState:
     kalman: ScalarKalman
     spread: float = 0.0  # EWMA of the squared relative innovation
+    noise: float = 0.0  # the same over every ratio that was not a regime change (clipped at 1): the PE's jitter
+    outliers: list[float] = field(default_factory=list)  # innovations of the current run beyond the band
     observations: int = 0
     below_run: int = 0
     last_prior: float | None = None
@@ -154,8 +156,9 @@ class ContentionEstimator:
 
     def __init__(self, q: float = 1e-4, r: float = 1e-2, jump: float = 0.25, drop_run: int = 3,
                  prior_jump: float = 0.2, spread_alpha: float = 0.03, stale_after: int = 200,
-                 jump_run: int = 2) -> None:
+                 jump_run: int = 2, noise_k: float = 2.5) -> None:
         self.q, self.r = q, r
+        self.noise_k = noise_k
         self.jump_run = jump_run
         self.stale_after = stale_after
         self._step = 0
@@ -183,6 +186,7 @@ class ContentionEstimator:
         if state.observations and self._step - state.last_step > self.stale_after:
             state.observations = 0  # what we knew about this PE is too old to trust
         state.last_step = self._step
+        jitter = max(-1.0, min(1.0, (z - k.x) / k.x))  # this ratio's distance from the estimate
         if state.provisional == "rise":
             # did the inference see the load the monitors saw? If not (monitor noise), trust
             # their rises less: the next one must be twice as large (see slowdown)
@@ -193,34 +197,48 @@ class ContentionEstimator:
             self._reset(state, z)
         elif missed and z > k.x:
             self._reset(state, z)  # react within the next inference: no filtering on a miss
-        elif z > k.x * (1.0 + self.jump):
+        elif z > k.x * (1.0 + self._band(state)):
             state.above_run += 1  # one fast-enough spike may be noise; two in a row is new load
             state.below_run = 0
             if state.above_run >= self.jump_run:
                 self._reset(state, z)
             else:
                 state.recent.append(z)
-        elif z < k.x * (1.0 - self.jump):
+                state.outliers.append(jitter)
+        elif z < k.x * (1.0 - min(0.5, self._band(state))):
             state.above_run = 0
             state.below_run += 1
             if state.below_run >= self.drop_run:
                 self._reset(state, z)
-            # else: hold the estimate; one or two fast frames may be outliers
+            else:  # hold the estimate; one or two fast frames may be outliers
+                state.outliers.append(jitter)
         else:
             state.below_run = 0
             state.above_run = 0
             state.recent.append(z)
             innovation = (z - k.x) / k.x
             state.spread = (1 - self.spread_alpha) * state.spread + self.spread_alpha * innovation * innovation
+            # the run beyond the band ended without a change: those ratios were the PE's jitter
+            for j in (*state.outliers, jitter):
+                state.noise = (1 - self.spread_alpha) * state.noise + self.spread_alpha * j * j
+            state.outliers.clear()
             k.update(z)
         state.observations += 1
         return k.x
+
+    def _band(self, state: _PeState) -> float:
+        """How far a ratio must be from the estimate to count as a change, not noise: ``jump``, or
+        ``noise_k`` standard deviations of the PE's own jitter where that is wider (a VM's host, a
+        board's idle states: at batch 1 one forward's ratio spreads +-30 % there, and a threshold
+        inside that made the estimate jump to single outliers)."""
+        return max(self.jump, self.noise_k * math.sqrt(state.noise))
 
     @staticmethod
     def _reset(state: _PeState, z: float) -> None:
         state.kalman.reset(z)
         state.provisional = None
         state.below_run = state.above_run = 0
+        state.outliers.clear()
         state.recent.clear()
         state.recent.append(z)
 
