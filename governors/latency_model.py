@@ -13,12 +13,18 @@ reference frequency ``f_ref`` this is one number per PE, the non-scaling fractio
 per PE is enough because it describes the PE's memory system more than the subnet;
 the fit reports its error on the points it was fitted on and leave-one-out, so a user
 can see when it is not.
+
+What an app's forwards take against those figures on a quiet PE (its idle gaps between
+requests, its batch size, the machine since the figures were taken) is learnt per app online:
+:class:`AppCorrection`, kept apart from the contention estimate (docs/policies.md).
 """
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from statistics import median
 from typing import Any
 
@@ -210,3 +216,82 @@ class LatencyModel:
                 if 0.0 <= m <= 1.0:
                     scalings[str(pe)] = FrequencyScaling(nonscaling=m, fitted=bool(model.get("fitted", True)))
         return cls(scalings=scalings)
+
+
+# -- what an app's forwards really take: a per-app correction learnt online ------------------------
+
+
+def scaled(entry: CatalogEntry, pe: str, factor: float) -> CatalogEntry:
+    """``entry`` with its latency on ``pe`` (batch 1 and every batch figure) multiplied by ``factor``."""
+    lat = entry.latency.get(pe)
+    if lat is None or factor == 1.0:
+        return entry
+    batch = {b: replace(fig, ms=fig.ms * factor) for b, fig in lat.batch.items()}
+    return replace(entry, latency={**entry.latency, pe: replace(lat, ms=lat.ms * factor, batch=batch)})
+
+
+@dataclass
+class _Ratios:
+    recent: deque[float]
+    held: int = 0  # observations not learnt from: the monitors saw other load on the PE
+
+
+class AppCorrection:
+    """Per app, PE and batch size: how much longer the app's forwards take than the catalog says, on a quiet PE.
+
+    A catalog figure (re-profiled at start-up) is one machine state and one way of calling the
+    forward; an app's forwards run in another: after its own idle gap between requests (CPU idle
+    states and DVFS governors slow the first milliseconds after a wait, caches are refilled), at its
+    own batch size, with the machine's speed some seconds later (a VM's host, a board's thermals).
+    None of that is other processes' load, so the contention estimate must not carry it: with two
+    apps on one PE it cannot be right for both, and on a quiet machine it would read as contention.
+
+    The estimate is the median of the last ``window`` ratios ``measured / catalog`` (catalog: the
+    contention-free prediction, frequency scaling and batch size included) observed while the
+    monitors saw no other load that slows the PE (``quiet``); each ratio is clamped to ``bounds``
+    first and the estimate stays within them, so neither one wild forward nor a broken figure can
+    move it far. It applies once ``min_samples`` quiet ratios were seen (1.0 before). Under other
+    load it holds (the contention estimate measures the slowdown against it); it is per batch size
+    because the idle penalty is a larger share of a small forward than of a 32-image one.
+    """
+
+    def __init__(self, window: int = 256, min_samples: int = 16, bounds: tuple[float, float] = (1 / 3, 3.0)) -> None:
+        if window < 1 or not 1 <= min_samples <= window:
+            raise LatencyModelError(f"need window >= 1 and 1 <= min_samples <= window, got {window}, {min_samples}")
+        if not 0 < bounds[0] <= 1.0 <= bounds[1]:
+            raise LatencyModelError(f"bounds must bracket 1, got {bounds}")
+        self.window = window
+        self.min_samples = min_samples
+        self.bounds = bounds
+        self._keys: dict[tuple[str, str, int], _Ratios] = {}
+
+    def observe(self, app: str, pe: str, batch: int, measured_ms: float, catalog_ms: float, quiet: bool) -> None:
+        """One forward of ``batch`` images of ``app`` on ``pe`` took ``measured_ms`` against ``catalog_ms``."""
+        if not (measured_ms > 0 and catalog_ms > 0 and math.isfinite(measured_ms / catalog_ms)):
+            return
+        ratios = self._keys.setdefault((app, pe, batch), _Ratios(deque(maxlen=self.window)))
+        if not quiet:
+            ratios.held += 1
+            return
+        low, high = self.bounds
+        ratios.recent.append(min(high, max(low, measured_ms / catalog_ms)))
+
+    def factor(self, app: str, pe: str, batch: int) -> float:
+        """The catalog figure's multiplier for ``app`` on ``pe`` at ``batch`` (1.0 until it is known)."""
+        ratios = self._keys.get((app, pe, batch))
+        if ratios is None or len(ratios.recent) < self.min_samples:
+            return 1.0
+        return float(median(ratios.recent))
+
+    def forget(self, app: str) -> None:
+        for key in [k for k in self._keys if k[0] == app]:
+            del self._keys[key]
+
+    def to_dict(self, app: str) -> dict[str, Any]:
+        """``{pe: {batch: {"factor", "samples", "held"}}}`` for ``app`` (what ``state`` shows)."""
+        out: dict[str, Any] = {}
+        for (name, pe, batch), ratios in sorted(self._keys.items()):
+            if name == app:
+                out.setdefault(pe, {})[str(batch)] = {
+                    "factor": round(self.factor(app, pe, batch), 4), "samples": len(ratios.recent), "held": ratios.held}
+        return out

@@ -20,9 +20,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, Protocol
 
 from dynofa.operating_point import OperatingPoint
+from governors.contention import prior_slowdown
+from governors.latency_model import AppCorrection, scaled
 from service.apps import AppRecord, RatioWindow
 
 log = logging.getLogger(__name__)
@@ -103,7 +106,8 @@ class ControlInbox:
     (:meth:`step_begins` / :meth:`step_done`), while the loop runs.
     """
 
-    def __init__(self, policy: PolicyLike, record: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(self, policy: PolicyLike, record: Callable[[dict[str, Any]], None] | None = None,
+                 correction: AppCorrection | None = None) -> None:
         self.policy = policy
         self._record = record  # where feedback is kept with its detail (the daemon's trace)
         self.wake = threading.Event()
@@ -115,6 +119,10 @@ class ControlInbox:
         self._decision: Any = None  # the last decision, to judge observations against its predictions
         # per app: measured / predicted, and measured / the contention-free (catalog) prediction
         self._predictions: dict[str, tuple[RatioWindow, RatioWindow]] = {}
+        # what each app's forwards take against the catalog on a quiet PE (applied to its entries)
+        self.correction = correction or AppCorrection()
+        self._applied: dict[str, tuple[int, dict[str, float]]] = {}  # app -> (batch, {pe: factor}) decided with
+        self._quiet: dict[str, bool] = {}  # PE -> the last decision's monitors saw no load that slows it
 
     @property
     def policy_name(self) -> str:
@@ -167,7 +175,12 @@ class ControlInbox:
             self._steps.notify_all()
 
     def _record_prediction(self, app: str, point: OperatingPoint, latency_ms: float) -> None:
-        """Measured / predicted for an inference that ran at the decided point (caller holds the lock)."""
+        """Measured / predicted for an inference that ran at the decided point (caller holds the lock).
+
+        The policy predicted with the app's correction applied (:meth:`decide`): measured / the
+        decision's ``predicted_ms`` is the daemon's error, measured / the catalog figure (its
+        ``nominal_ms`` without the correction) the start-up figure's, which the correction learns from.
+        """
         decision = self._decision
         outcome = decision.outcomes.get(app) if decision is not None else None
         decided = decision.points.get(app) if decision is not None else None
@@ -177,12 +190,17 @@ class ControlInbox:
         if outcome.predicted_ms > 0:
             windows[0].add(latency_ms / outcome.predicted_ms)
         if outcome.nominal_ms:
-            windows[1].add(latency_ms / outcome.nominal_ms)
+            batch, factors = self._applied.get(app, (1, {}))
+            catalog_ms = outcome.nominal_ms / factors.get(point.pe, 1.0)
+            windows[1].add(latency_ms / catalog_ms)
+            self.correction.observe(app, point.pe, batch, latency_ms, catalog_ms, self._quiet.get(point.pe, False))
 
     def forget(self, app: str) -> None:
         """``app`` is gone: the policy drops its state, and the loop re-decides for the apps left."""
         with self._lock:
             self._predictions.pop(app, None)
+            self._applied.pop(app, None)
+            self.correction.forget(app)
             try:
                 self.policy.forget(app)
             except Exception as exc:  # noqa: BLE001 - a policy bug must not fail the unregister reply
@@ -195,12 +213,32 @@ class ControlInbox:
 
     def predictions(self) -> dict[str, Any]:
         with self._lock:
-            return {app: {"measured_over_predicted": w[0].to_dict(), "measured_over_catalog": w[1].to_dict()}
+            return {app: {"measured_over_predicted": w[0].to_dict(), "measured_over_catalog": w[1].to_dict(),
+                          "correction": self.correction.to_dict(app)}
                     for app, w in self._predictions.items()}  # fmt: skip
 
     def decide(self, inp: Any) -> Any:
         with self._lock:
-            return self.policy.decide(inp)
+            return self.policy.decide(self._corrected(inp))
+
+    def _corrected(self, inp: Any) -> Any:
+        """``inp`` (a ``DecisionInput``) with each app's entries scaled by its correction at its batch size;
+        notes which PEs the monitors show quiet (caller holds the lock)."""
+        apps = []
+        for app in inp.apps:
+            factors = {pe.name: self.correction.factor(app.name, pe.name, app.batch) for pe in inp.pes}
+            self._applied[app.name] = (app.batch, factors)
+            entries = app.entries
+            for pe, factor in factors.items():
+                if factor != 1.0:
+                    entries = tuple(scaled(e, pe, factor) for e in entries)
+            apps.append(replace(app, entries=entries) if entries is not app.entries else app)
+        for pe in inp.pes:
+            # the contention model's own test: other load that leaves our threads a core each is no slowdown
+            threads = max((e.latency[pe.name].threads for a in inp.apps for e in a.entries if pe.name in e.latency),
+                          default=1)
+            self._quiet[pe.name] = prior_slowdown(pe.name, pe.kind, pe.cpus, threads, inp.load) <= 1.0
+        return replace(inp, apps=tuple(apps))
 
     def policy_state(self) -> Any:
         with self._lock:
