@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,10 @@ def _with_batch_figures(catalog: Path, out: Path, batch: int = 32) -> Path:
     return out
 
 
+#: how long the app sends inferences at each batch size
+SERVE_S = 2.5
+
+
 def test_prediction_error_at_batch_1_and_32_on_a_quiet_machine(tmp_path: Path, tiny_catalog: Path) -> None:
     catalog = _with_batch_figures(tiny_catalog, tmp_path / "catalog-batch.json")
     daemon = start_daemon(write_config(tmp_path, catalog), log_name="prediction.log")
@@ -39,18 +44,23 @@ def test_prediction_error_at_batch_1_and_32_on_a_quiet_machine(tmp_path: Path, t
             app = f"pred-{batch}"
             c.register(app, budget={"latency_ms": 10_000.0})
             x = np.random.default_rng(batch).random((batch, 3, res, res), dtype=np.float32)
-            for _ in range(30):
+            # long enough for the daemon to learn what this app's forwards take (its correction) and for
+            # the 64-inference window to hold inferences predicted with it
+            start, n = time.monotonic(), 0
+            while n < 30 or time.monotonic() - start < SERVE_S:
                 c.infer(app, x)
+                n += 1
             state = c.state()
             assert state["apps"][app]["batch"] == batch
             prediction = state["apps"][app]["prediction"]
             assert prediction is not None, state["apps"][app]
-            vs_catalog = prediction["measured_over_catalog"]
-            assert vs_catalog["samples"] >= 20
-            medians[batch] = vs_catalog["median"]
-            if quiet:  # measured / predicted within 10 % of 1, against the catalog and against the decision
-                assert 0.9 <= vs_catalog["median"] <= 1.1, (batch, prediction)
-                assert 0.9 <= prediction["measured_over_predicted"]["median"] <= 1.1, (batch, prediction)
+            print(f"batch {batch} ({n} inferences): {json.dumps(prediction)}")  # shown with -s
+            assert str(batch) in prediction["correction"]["cpu"], prediction  # learnt per batch size, shown
+            vs_predicted = prediction["measured_over_predicted"]
+            assert vs_predicted["samples"] >= 20
+            medians[batch] = vs_predicted["median"]
+            if quiet:  # measured / predicted within 10 % of 1
+                assert 0.9 <= vs_predicted["median"] <= 1.1, (batch, prediction)
             c.unregister(app)
         # The figure is opt-in: it once failed at 1.22 at batch 1 on a quiet 2-core box, when the start-up
         # re-timing timed an eager copy of each subnet 5 times while the daemon served its traced graph. It
@@ -58,8 +68,13 @@ def test_prediction_error_at_batch_1_and_32_on_a_quiet_machine(tmp_path: Path, t
         # policy side is checked in tests/governors/test_batch_prediction.py. Re-timing back to back, while
         # requests arrive after an idle wait, read 1.13-1.48 at batch 1 on the 2-core VM (4 runs); timed as
         # served (one timer, an idle wait before each run) 0.98-1.47, median 1.1 (7 runs): the rest is how
-        # much that machine's speed drifts between the start-up re-timing and the app's inferences.
-        print(f"measured / catalog latency, median per batch size: {medians} (asserted: {quiet})")  # shown with -s
+        # much that machine's speed drifts between the start-up re-timing and the app's inferences (6 more
+        # runs of 30 inferences: 0.47-1.57 at batch 1). No start-up figure holds 10 % there, so the daemon learns
+        # each app's own latency while it serves (governors.latency_model.AppCorrection), and the claim is its
+        # prediction's: over 2.5 s per batch size, measured / predicted read 0.91-1.07 at batch 1 and 0.97-1.01
+        # at batch 32 (4 quiet runs) where the catalog figure alone read 0.79-1.04 and 0.68-1.00; without the
+        # correction and the contention estimate's jitter band, 0.68-1.01 at batch 1 (3 runs).
+        print(f"measured / predicted latency, median per batch size: {medians} (asserted: {quiet})")  # shown with -s
         assert set(medians) == {1, 32}
     finally:
         daemon.stop()
