@@ -12,6 +12,8 @@ alternating with the daemon calls (the order rotated each round) so that machine
 * ``infer_frames_vs_in_process_median`` / ``infer_shm_vs_in_process_median``: end-to-end round
   trips with tensor frames / through shared memory against the in-process call (the client's
   default path: after the first, on the inference endpoint, extension ``direct``);
+  ``infer_shm_zero_copy_...``: shared memory with the input written in place (``Client.input_array``),
+  so that no copy is left on the client either;
   ``infer_frames_control_...``: frames through the control endpoint (``Client(direct=False)``);
 * ``infer_floor_shm_vs_in_process_median`` / ``infer_floor_frames_vs_in_process_median``: the in-process
   time plus the cheapest round trip between two Python processes here (``Floor``: the same framing,
@@ -243,6 +245,18 @@ def _remote(client: Any, app: str, sid: str, label: str, key: str | None = None)
     return call
 
 
+def _zero_copy(client: Any, app: str, sid: str, x: np.ndarray) -> Any:
+    """shm with the input already in the region (``Client.input_array``): what the app's frame source fills."""
+    view = client.input_array(app, x.shape, x.dtype)
+    view[...] = x
+    timed = _remote(client, app, sid, "shm", "shm_zero_copy")
+
+    def call(_: np.ndarray) -> dict[str, float]:
+        return timed(view)
+
+    return call
+
+
 def _alternating(calls: list[Any], x: np.ndarray, n: int, warmup: int = 5) -> dict[str, list[float]]:
     """Each call once per round, the order rotated every round so that load drifts hit all alike."""
     out: dict[str, list[float]] = {}
@@ -363,11 +377,14 @@ def _inference_figures(daemon: Any, catalog_path: Path, n: int) -> dict[str, Any
         def eager_call(x: np.ndarray, eager: _Reference = eager) -> dict[str, float]:
             return {"eager_forward_ms": eager(x)["in_process_forward_ms"]}
 
+        zero_copy = _zero_copy(shm, "bench-infer", sid, x)
+
         floor = Floor(frames.infer("bench-infer", x, subnet=sid).output.nbytes)
         try:
             # each floor call after one to the daemon, never right after the other floor call: a round trip
             # right after another to the same process finds it awake, while each daemon call waits for a wake-up
-            got = _alternating([calls[0], calls[1], floor.shm, calls[2], floor.frames, calls[3], eager_call], x, n)
+            got = _alternating([calls[0], calls[1], floor.shm, calls[2], floor.frames, calls[3], zero_copy, eager_call],
+                               x, n)  # fmt: skip
         finally:
             floor.close()
         local, forward = _med(got["in_process_ms"]), _med(got["in_process_forward_ms"])
@@ -384,6 +401,8 @@ def _inference_figures(daemon: Any, catalog_path: Path, n: int) -> dict[str, Any
             f"daemon_forward_vs_in_process_median{suffix}": round(_med(got["frames_forward_ms"]) / forward, 4),
             f"infer_frames_vs_in_process_median{suffix}": round(_med(got["frames_ms"]) / local, 4),
             f"infer_shm_vs_in_process_median{suffix}": round(_med(got["shm_ms"]) / local, 4),
+            f"infer_shm_zero_copy_ms_median{suffix}": round(_med(got["shm_zero_copy_ms"]), 4),
+            f"infer_shm_zero_copy_vs_in_process_median{suffix}": round(_med(got["shm_zero_copy_ms"]) / local, 4),
             f"infer_frames_control_ms_median{suffix}": round(_med(got["control_ms"]), 4),
             f"infer_frames_control_vs_in_process_median{suffix}": round(_med(got["control_ms"]) / local, 4),
             f"infer_shm_minus_in_process_ms_median{suffix}": round(_med(got["shm_ms"]) - local, 4),
@@ -472,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
             "daemon_forward_vs_in_process_median": result["daemon_forward_vs_in_process_median"] <= 1.05,
             "infer_frames_vs_in_process_median": result["infer_frames_vs_in_process_median"] <= 1.2,
             "infer_shm_vs_in_process_median": result["infer_shm_vs_in_process_median"] <= 1.05,
+            "infer_shm_zero_copy_vs_in_process_median": result["infer_shm_zero_copy_vs_in_process_median"] <= 1.05,
             "daemon_forward_busy_vs_in_process_median": result["daemon_forward_busy_vs_in_process_median"] <= 1.05,
             "embedded_vs_in_process_median": result["embedded_vs_in_process_median"] <= 1.02,
             "decision_to_embedded_app_inferences_max": (result["decision_to_embedded_app_inferences_max"] or 0) <= 1,

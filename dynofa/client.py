@@ -18,7 +18,9 @@ binds the app to a secret as well; the client then sends it with every request o
 On the same machine (an ``ipc://`` endpoint) ``infer`` passes tensors through shared memory
 (docs/protocol.md, "Shared memory"): no tensor bytes on the socket. ``InferenceReply.transport``
 and ``Client.transport`` say which transport served; ``Client(shm=False)`` (or
-``$DYNOFA_SHM=0``) keeps frames, ``shm=True`` refuses to fall back to them.
+``$DYNOFA_SHM=0``) keeps frames, ``shm=True`` refuses to fall back to them. An app that fills
+``x = dyn.input_array("camera", (1, 3, 224, 224))`` in place and sends ``dyn.infer("camera", x)``
+saves the one copy left: its frame already lies where the daemon reads it.
 
 On the same machine an app's inferences go, after its first one, straight to the inference
 endpoint the daemon's reply names (extension ``direct``): a Unix socket of the thread that runs
@@ -32,11 +34,12 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import math
 import os
 import secrets
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -400,9 +403,7 @@ class Client:
             try:
                 return self._infer_shm(app, array, subnet)
             except RemoteError as exc:
-                if self.shm or exc.code not in (protocol.BAD_REGION, protocol.UNKNOWN_OP):
-                    raise
-                self._shm_refused(f"the daemon refused the shared-memory region: {exc.message}")
+                self._region_refused(exc)
         via = self._via(app)
         started = time.perf_counter()
         reply, frames = self.request("infer", tensor=array, via=via, app=app, subnet=subnet, **fields)
@@ -416,7 +417,35 @@ class Client:
         self.transport = "frames"
         return _reply(reply, output, rtt, "frames", self.answered_via)
 
+    def input_array(self, app: str, shape: Sequence[int], dtype: Any = np.float32) -> np.ndarray:
+        """A writable array for ``app``'s next input (NCHW): fill it in place, then pass it to :meth:`infer`.
+
+        With shared memory it lies in the region the daemon reads, so :meth:`infer` copies nothing
+        (the zero-copy path); with tensor frames it is an ordinary array. It is reused by every
+        inference: write the next frame into it after :meth:`infer` returns, not while it runs.
+        Ask again when the shape changes (or after the daemon restarted): an older array still
+        works, through one copy.
+        """
+        kind = np.dtype(dtype)
+        if kind.name not in protocol.INPUT_DTYPES:
+            raise ValueError(f"input dtype {kind.name!r} is not one of {sorted(protocol.INPUT_DTYPES)}")
+        dims = tuple(int(d) for d in shape)
+        if not dims or min(dims) < 1:
+            raise ValueError(f"an input shape needs positive dimensions, got {list(shape)}")
+        if self._use_shm():
+            try:
+                return self._region(app, math.prod(dims) * kind.itemsize).input_view(dims, kind)
+            except RemoteError as exc:
+                self._region_refused(exc)
+        return np.empty(dims, dtype=kind)
+
     # shared memory -----------------------------------------------------------------------
+    def _region_refused(self, exc: RemoteError) -> None:
+        """Fall back to frames when the daemon refuses the region itself (unless shm=True asked for it)."""
+        if self.shm or exc.code not in (protocol.BAD_REGION, protocol.UNKNOWN_OP):
+            raise exc
+        self._shm_refused(f"the daemon refused the shared-memory region: {exc.message}")
+
     def _use_shm(self) -> bool:
         if self.shm is False:
             return False

@@ -271,3 +271,59 @@ def test_client_can_turn_shared_memory_off(daemon: Daemon, monkeypatch: pytest.M
     region = ClientRegion(64)
     region.close()
     assert not region.path.exists()
+
+
+def test_input_array_is_read_in_place_and_answers_like_frames(
+    daemon: Daemon, local: Any, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    import dynofa.shm
+
+    copies: list[tuple[int, ...]] = []
+    real_copyto = np.copyto
+
+    def counting_copyto(dst: np.ndarray, src: Any, *args: Any, **kwargs: Any) -> None:
+        copies.append(tuple(dst.shape))
+        real_copyto(dst, src, *args, **kwargs)
+
+    monkeypatch.setattr(dynofa.shm.np, "copyto", counting_copyto)
+    zc, frames = daemon.client(), daemon.client()
+    frames.shm = False
+    zc.register("shm-zero-copy")
+    try:
+        for k, sid in enumerate(local.catalog.ids):
+            r = local.catalog.get(sid).resolution
+            x = zc.input_array("shm-zero-copy", (1, 3, r, r))
+            for seed in (40 + k, 60 + k):  # a second frame written over the first: the daemon reads the new one
+                x[...] = image(r, seed)
+                copies.clear()
+                reply = zc.infer("shm-zero-copy", x if seed % 2 else x[0], subnet=sid)  # NCHW or CHW
+                assert reply.transport == "shm" and reply.subnet == sid, zc.shm_problem
+                assert not copies, f"infer copied an input the app wrote into the region: {copies}"
+                assert reply.output.tobytes() == frames.infer("shm-zero-copy", x.copy(), subnet=sid).output.tobytes()
+                np.testing.assert_allclose(reply.output, local(x.copy(), sid), rtol=0, atol=ATOL)
+        # an array of another shape (or an old one) still works, through one copy
+        big = zc.input_array("shm-zero-copy", (1, 3, 64, 64))
+        big[...] = image(64, seed=7)
+        old = np.ascontiguousarray(image(40, seed=8))
+        copies.clear()
+        assert zc.infer("shm-zero-copy", old).output.tobytes() == frames.infer("shm-zero-copy", old).output.tobytes()
+        assert copies == [(1, 3, 40, 40)]
+    finally:
+        zc.unregister("shm-zero-copy")
+
+
+def test_input_array_without_shared_memory_is_a_plain_array(daemon: Daemon) -> None:
+    c = daemon.client()
+    c.shm = False
+    c.register("shm-no-zero-copy")
+    try:
+        x = c.input_array("shm-no-zero-copy", (1, 3, 32, 32))
+        assert isinstance(x, np.ndarray) and x.flags.owndata and x.dtype == np.float32
+        x[...] = image(32, seed=3)
+        assert c.infer("shm-no-zero-copy", x).transport == "frames"
+        with pytest.raises(ValueError, match="dtype"):
+            c.input_array("shm-no-zero-copy", (1, 3, 32, 32), dtype="complex64")
+        with pytest.raises(ValueError, match="positive"):
+            c.input_array("shm-no-zero-copy", (1, 0, 32, 32))
+    finally:
+        c.unregister("shm-no-zero-copy")
