@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import grp
+import math
 import mmap
 import os
 import secrets
@@ -58,8 +59,13 @@ class ClientRegion:
         return nbytes <= self.input_bytes
 
     def input_view(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
-        """A writable array over the input bytes at offset 0: what the app fills is what the daemon reads."""
-        return np.ndarray(shape, dtype=dtype, buffer=self._map, offset=0)
+        """A writable array over the input bytes at offset 0: what the app fills is what the daemon reads.
+
+        Made through a memoryview (``np.frombuffer``), which holds a buffer export of the mapping as long as
+        the array or any view of it lives: :meth:`close` then cannot unmap memory the app still uses
+        (``np.ndarray(buffer=mmap)`` holds none, and its array would point at unmapped pages)."""
+        count = math.prod(shape)
+        return np.frombuffer(self._map, dtype=dtype, count=count, offset=0).reshape(shape)
 
     def holds_input(self, array: np.ndarray) -> bool:
         """Whether ``array`` already is the input bytes at offset 0 (a view from :meth:`input_view`)."""
@@ -95,7 +101,7 @@ class ClientRegion:
             with contextlib.suppress(Exception):  # best effort: the daemon also frees it when this process ends
                 unregister(self.region)
         self.unlink()
-        with contextlib.suppress(BufferError, ValueError):
+        with contextlib.suppress(BufferError, ValueError):  # BufferError: an input_view lives; unmapped with it
             self._map.close()
 
 

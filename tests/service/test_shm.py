@@ -21,7 +21,7 @@ from dynofa.client import Client
 from dynofa.protocol import RemoteError
 from dynofa.shm import SHM_DIR, ClientRegion
 from service.shm import RegionTable
-from tests.service.harness import REPO, Daemon
+from tests.service.harness import REPO, Daemon, start_daemon, write_config
 from tests.service.test_outputs import ATOL, image, local  # noqa: F401  (the in-process reference fixture)
 
 pytestmark = pytest.mark.skipif(not SHM_DIR.is_dir(), reason="no /dev/shm on this system")
@@ -327,3 +327,50 @@ def test_input_array_without_shared_memory_is_a_plain_array(daemon: Daemon) -> N
             c.input_array("shm-no-zero-copy", (1, 0, 32, 32))
     finally:
         c.unregister("shm-no-zero-copy")
+
+
+def test_a_client_keeps_serving_through_shared_memory_across_a_daemon_restart(
+    tmp_path: Path, tiny_catalog: Path, local: Any, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    import dynofa.shm
+
+    copies: list[tuple[int, ...]] = []
+    real_copyto = np.copyto
+
+    def counting_copyto(dst: np.ndarray, src: Any, *args: Any, **kwargs: Any) -> None:
+        copies.append(tuple(dst.shape))
+        real_copyto(dst, src, *args, **kwargs)
+
+    monkeypatch.setattr(dynofa.shm.np, "copyto", counting_copyto)
+    config = write_config(tmp_path, tiny_catalog)
+    sid = local.catalog.ids[0]
+    r = local.catalog.get(sid).resolution
+    first = start_daemon(config, log_name="first.log")
+    second = None
+    try:
+        c = first.client()
+        c.register("shm-restart")
+        x = c.input_array("shm-restart", (1, 3, r, r))
+        x[...] = image(r, seed=11)
+        before = c.infer("shm-restart", x, subnet=sid)
+        assert before.transport == "shm" and not copies, c.shm_problem
+        assert first.stop(signal.SIGTERM) == 0  # which also closes the client, and with it its region
+        x[0, 0, 0, 0] += 0.0  # the array outlives its region's close: still mapped (else this crashes the test)
+        second = start_daemon(config, log_name="second.log")
+        # the region died with the first daemon: the client registers a new one by itself, and the
+        # array it handed out (a view of the old region) still serves, through one copy
+        after = c.infer("shm-restart", x, subnet=sid)
+        assert after.transport == "shm" and copies == [(1, 3, r, r)], c.shm_problem
+        assert after.output.tobytes() == before.output.tobytes()
+        copies.clear()
+        y = c.input_array("shm-restart", (1, 3, r, r))  # asked again: in the new region, no copy
+        y[...] = image(r, seed=12)
+        again = c.infer("shm-restart", y, subnet=sid)
+        assert again.transport == "shm" and not copies
+        np.testing.assert_allclose(again.output, local(image(r, seed=12), sid), rtol=0, atol=ATOL)
+        assert not np.allclose(again.output, before.output, atol=1e-3)  # the new frame was read, not the old
+        c.close()
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
