@@ -64,6 +64,7 @@ class Choice:
     meets_accuracy: bool
     margin: float = 1.0  # the safety margin the app was planned with
     wait_ms: float = 0.0  # the forwards (x their margins) served before this app's on its PE
+    busy: float = 0.0  # the fraction of the worker's time those forwards take
 
     @property
     def status(self) -> int:
@@ -124,7 +125,8 @@ def power_cap(apps: Sequence[AppRequest]) -> float | None:
     return min((a.budget.power_cap_w for a in apps if a.budget.power_cap_w is not None), default=None)
 
 
-def _by_priority(apps: Sequence[AppRequest]) -> list[AppRequest]:
+def serving_order(apps: Sequence[AppRequest]) -> list[AppRequest]:
+    """The order in which one PE's worker serves the apps a frame reaches: priority, then name."""
     return sorted(apps, key=lambda a: (-a.budget.priority, a.name))
 
 
@@ -142,7 +144,7 @@ def _serve_pe(pe: PeInfo, apps: Sequence[AppRequest], freq: int | None, predict:
     makes a lower-priority app miss a budget a smaller one lets it meet.
     """
     served: list[_Served] = []
-    for app in _by_priority(apps):
+    for app in serving_order(apps):
         options: list[tuple[CatalogEntry, float]] = []
         for entry in ((fixed[app.name],) if fixed is not None else app.entries):
             t = predict(app, entry, pe, freq)
@@ -162,7 +164,7 @@ def _serve_pe(pe: PeInfo, apps: Sequence[AppRequest], freq: int | None, predict:
 
         entry, t = _pick(app, options, fit)
         out.append(Choice(app, entry, pe, freq, t, fits(app, t, m, queue),
-                          accuracy_of(entry) >= app.budget.min_accuracy, m, queue.wait_ms))
+                          accuracy_of(entry) >= app.budget.min_accuracy, m, queue.wait_ms, queue.busy))
         queue = queue.then(app, t, m)
     return out
 
@@ -222,10 +224,19 @@ def overshoot(choices: Sequence[Choice]) -> float:
     """How far best-effort apps miss their deadlines (ms, summed), margin included: smaller is a better best effort.
 
     With the margin, a point predicted just under the deadline but without the margin's room
-    does not tie with the fastest one (and then win on power, to miss on the jitter).
+    does not tie with the fastest one (and then win on power, to miss on the jitter). An app
+    that the worker cannot keep up with (the forwards up to its own take more than all of the
+    worker's time: its queue grows without bound) overshoots by that excess work per period,
+    though its first frame may fit the deadline.
     """
-    return round(sum(max(0.0, c.wait_ms + c.predicted_ms * c.margin - c.app.budget.latency_ms) for c in choices
-                     if not c.meets_latency), 9)
+    return round(sum(_overshoot(c) for c in choices if not c.meets_latency), 9)
+
+
+def _overshoot(c: Choice) -> float:
+    t = c.predicted_ms * c.margin
+    late = c.wait_ms + t - c.app.budget.latency_ms
+    overbooked = (c.busy + t / c.app.period - 1.0) * c.app.period
+    return max(0.0, late, overbooked)
 
 
 def _best_on_pe(pe: PeInfo, apps: Sequence[AppRequest], predict: Predictor, margin: Mapping[str, float],

@@ -141,3 +141,19 @@ def test_after_a_step_down_both_apps_step_back_up_to_the_point_where_both_fit() 
         ran.append((decision.points["app"].subnet, decision.points["app-b"].subnet))
     assert ran[6] != ("l", "m")  # it did step down
     assert ran[-1] == ("l", "m"), ran[-20:]
+
+
+def test_a_best_effort_that_overbooks_the_worker_overshoots_by_the_excess_work() -> None:
+    """app-b cannot meet 40 ms on the slow PE b (42 x 1.05 = 44.1 ms: 4.1 ms late) and its first frame fits after
+    app's forward on a (9 + 9 ms x 1.05 = 18.9 ms), but there both forwards take 9.45/10 + 9.45/40 = 118 % of the
+    worker's time: app-b's queue grows without bound. That best effort overshoots by the 18 % excess per 40 ms period
+    (7.3 ms), more than b's 4.1 ms, so app-b runs on b (a plan that missed only the busy test scored 0 ms before)."""
+    fast = make_entry("s", 0.7, {"a": 9.0})
+    both = make_entry("s", 0.7, {"a": 9.0, "b": 42.0})
+    inp = DecisionInput(apps=(AppRequest("app", Budget(10.0, priority=2), (fast,)),
+                              AppRequest("app-b", Budget(40.0, priority=1), (both,))),
+                        pes=(PeInfo("a", "cpu", (), cpus=1), PeInfo("b", "cpu", (), cpus=1)))
+    decision = ModelBasedPolicy().decide(inp)
+    assert decision.points["app"].pe == "a" and decision.points["app-b"].pe == "b"
+    assert not decision.outcomes["app-b"].meets_latency and "best effort" in decision.outcomes["app-b"].reason
+
