@@ -8,15 +8,18 @@ lowest-energy frequencies that still meet it (:mod:`governors.policies.search`).
 
 * **Safety margin**: the ``quantile`` (0.999) of the recent observed/predicted ratios on
   the app's PE relative to the estimate, never below its normal approximation
-  ``1 + z * sd`` (a few dozen ratios cannot show a 99.9th percentile), clamped to
-  ``[min_margin, max_margin]``: sized for about one inference in a thousand to miss.
+  ``1 + z * sd`` (a few dozen ratios cannot show a 99.9th percentile) with ``sd`` the
+  widest of the PEs the app may run on (a move to another PE is planned with that PE's
+  jitter covered), clamped to ``[min_margin, max_margin]``: sized for about one inference
+  in a thousand to miss.
 * **Reaction**: a deadline miss resets the PE's slowdown to the observed ratio (no
   filtering), and the next ``decide`` drops to what fits: one inference.
 * **Onset**: when the monitors see other processes' load rise on a PE, the estimate is
   raised to their prior before any inference slowed down, and is provisional: the first
   inference there is planned with ``max_margin`` at the PE's top clock (the prior is a
   guess), the next one on its measured ratio, adopted at once. Load that leaves makes the
-  estimate provisional as well: one inference's ratio replaces it. A rise the next
+  estimate provisional as well: one inference's ratio replaces it (on a PE none of the
+  apps runs on, the monitors' prior stands for it meanwhile). A rise the next
   inference does not confirm makes the monitors' next rise count only when twice as large
   (:class:`~governors.contention.ContentionEstimator`), so noisy readings do not make it flap.
 * ``dvfs=False`` keeps every clock at the top of its ladder (subnet and mapping choice
@@ -107,12 +110,18 @@ class ModelBasedPolicy(Policy):
 
     def _predictor(self, inp: DecisionInput) -> Predictor:
         slow = {}
+        in_use = {point.pe for point in self._points.values()}
         for pe in inp.pes:
             # our runnable threads on this PE: what the app would run there (the catalog's figure)
             threads = max((e.latency[pe.name].threads for a in inp.apps for e in a.entries if pe.name in e.latency),
                           default=1)
             prior = prior_slowdown(pe.name, pe.kind, pe.cpus, threads, inp.load) if self.use_monitors else 1.0
             slow[pe.name] = self.estimator.slowdown(pe.name, prior)
+            if pe.name not in in_use and self.estimator.provisional(pe.name) == "fall":
+                # the load left a PE none of our apps runs on: no inference will measure it there, so the
+                # estimate from before would stay (until stale) and keep apps away; plan with the monitors'
+                # prior (the first inference of an app moved there measures it)
+                slow[pe.name] = prior
 
         def predict(app: AppRequest, entry: CatalogEntry, pe: PeInfo, freq: int | None) -> float | None:
             t = self.nominal_ms(entry, pe, freq, app.batch)
@@ -135,7 +144,8 @@ class ModelBasedPolicy(Policy):
             # percentile, so the normal approximation of it is a floor under the empirical one
             # (a 98th-percentile margin missed 4-7 frames in 2100 where top clocks missed 1).
             q = self.estimator.ratio_quantile(point.pe, self.quantile)
-            m = max(q or 0.0, 1.0 + self._z * self.estimator.relative_sd(point.pe))
+            pes = {pe for e in app.entries for pe in e.latency} | {point.pe}
+            m = max(q or 0.0, 1.0 + self._z * max(self.estimator.relative_sd(pe) for pe in pes))
             out[app.name] = min(self.max_margin, max(self.min_margin, m))
         return out
 

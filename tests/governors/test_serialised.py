@@ -9,11 +9,14 @@ whatever the two budgets are - not on a share of the PE's time.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from benchmarks.sim.soc import make_entry
 from dynofa.budget import Budget
 from dynofa.catalog import CatalogEntry
+from governors.contention import LoadView
 from governors.policies import AppRequest, DecisionInput, ModelBasedPolicy, PeInfo
 from governors.policies.search import evaluate, plan
 from governors.power_model import PowerModel
@@ -157,3 +160,44 @@ def test_a_best_effort_that_overbooks_the_worker_overshoots_by_the_excess_work()
     assert decision.points["app"].pe == "a" and decision.points["app-b"].pe == "b"
     assert not decision.outcomes["app-b"].meets_latency and "best effort" in decision.outcomes["app-b"].reason
 
+
+def test_an_app_that_can_move_is_planned_with_the_widest_spread_of_its_pes() -> None:
+    """app-b's forwards jitter on PE a (+-1 %) but 10 % on PE b, where it ran before: the margin covers b's spread
+    too, so a move to b (a step down, taken at once) is not planned with a's narrow margin."""
+    entry = make_entry("s", 0.7, {"a": 10.0, "b": 10.0})
+    inp = DecisionInput(apps=(AppRequest("app-b", Budget(100.0), (entry,)),),
+                        pes=(PeInfo("a", "cpu", (), cpus=1), PeInfo("b", "cpu", (), cpus=1)))
+    policy = ModelBasedPolicy(min_margin=1.0, max_margin=3.0)
+    policy.decide(inp)
+    for k in range(40):  # wide jitter on b, then narrow on a
+        pe = "b" if k < 20 else "a"
+        spread = 0.1 if pe == "b" else 0.01
+        policy.observe("app-b", 10.0 * (1.0 + spread * (-1) ** k), replace(policy._points["app-b"], pe=pe))
+    margins = policy._margins(inp)
+    sd_b = policy.estimator.relative_sd("b")
+    assert sd_b > 5 * policy.estimator.relative_sd("a")
+    assert margins["app-b"] >= 1.0 + policy._z * sd_b - 1e-9
+
+
+def test_when_the_load_leaves_a_pe_no_app_runs_on_it_is_planned_at_the_monitors_prior() -> None:
+    """b was measured 2x slower under other load, then the app moved to a. When the monitors see that load leave b,
+    no inference there will measure it: b is predicted at the prior (no slowdown), so the app may move back; on
+    a PE an app runs on, the estimate stays until its next inference measures it."""
+    entry = make_entry("s", 0.7, {"a": 10.0, "b": 10.0})
+    pes = (PeInfo("a", "cpu", (), cpus=1), PeInfo("b", "cpu", (), cpus=1))
+    app = AppRequest("app", Budget(100.0), (entry,))
+
+    def inp(load_b: float) -> DecisionInput:
+        return DecisionInput(apps=(app,), pes=pes, load=LoadView(other_util={"b": load_b}))
+
+    for on in ("a", "b"):
+        policy = ModelBasedPolicy()
+        policy.decide(inp(1.0))
+        point = policy._points["app"]
+        for _ in range(30):
+            policy.observe("app", 20.0, replace(point, pe="b"))  # measured 2x on b under the load
+        policy._points["app"] = replace(point, pe=on)
+        busy = policy._predictor(inp(1.0))(app, entry, pes[1], None)
+        assert busy == pytest.approx(20.0, rel=0.05)
+        left = policy._predictor(inp(0.0))(app, entry, pes[1], None)
+        assert left == (pytest.approx(10.0) if on == "a" else pytest.approx(busy))
