@@ -16,7 +16,13 @@ Ground truth per board (:func:`sim_board`):
 * jitter: log-normal per inference (``noise_sd``);
 * power: the board's :mod:`governors.power_model` constants perturbed (static +30 %,
   C_eff +10 %) so that the policies' model is not the truth; the simulated power rail
-  reports the true power, which the policies may use for calibration.
+  reports the true power, which the policies may use for calibration;
+* time sharing: apps mapped to one PE run one after the other each frame in serving
+  order (priority, then name: :func:`~governors.policies.search.serving_order`, as the
+  daemon's one inference worker per device serves them), at the PE's one clock for the
+  frame; an app's latency is the forwards served before it plus its own
+  (:func:`pe_frame_energy_j` prices the PE's frame); an app whose forwards and those
+  before it need more than the PE's time is :func:`starved` (its frames are late).
 """
 
 from __future__ import annotations
@@ -27,12 +33,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from dynofa.budget import Budget
 from dynofa.catalog import Accuracy, CatalogEntry, Latency
 from dynofa.operating_point import OperatingPoint
 from governors.contention import LoadView
 from governors.latency_model import FrequencyScaling, LatencyModel, ScalingPoint, fit_frequency_scaling
 from governors.policies.base import AppRequest, Decision, DecisionInput, PeInfo, Policy
+from governors.policies.search import serving_order
 from governors.power_model import BOARD_MODELS, PePower, PowerModel
 
 
@@ -130,9 +139,14 @@ def _odroid_xu3() -> SimBoard:
 
 
 def one_app_per_pe(board: SimBoard, pes: Sequence[str]) -> list[SimApp]:
-    """Apps named after PEs, each with the board's catalog restricted to its PE (one app per PE)."""
-    return [SimApp(f"{pe}-app", tuple(replace(e, latency={pe: e.latency[pe]}) for e in board.entries))
+    """Apps named after PEs, each with the board's catalog restricted to its PE (pinned: no task mapping)."""
+    return [SimApp(f"{pe}-app", tuple(replace(e, latency={pe: e.latency[pe]}) for e in board.entries), home=pe)
             for pe in pes]
+
+
+def board_apps(board: SimBoard, homes: Sequence[str]) -> list[SimApp]:
+    """Apps named after their home PEs, each with the board's whole catalog (every PE: task mapping is free)."""
+    return [SimApp(f"{pe}-app", board.entries, home=pe) for pe in homes]
 
 
 BOARDS: dict[str, Callable[[], SimBoard]] = {"xavier-nx": _xavier_nx, "odroid-xu3": _odroid_xu3}
@@ -170,10 +184,55 @@ class Phase:
 
 @dataclass(frozen=True)
 class SimApp:
-    """An app of a simulated trace: its name and the catalog entries it may run (and so its PEs)."""
+    """An app of a simulated trace: its name, the catalog entries it may run (and so its PEs), and
+    ``home``: the PE a developer without dynofa pins its model to (the fixed-mapping baselines')."""
 
     name: str
     entries: tuple[CatalogEntry, ...]
+    home: str = ""
+
+    def home_pe(self) -> str:
+        """``home``, else the PE of its first entry."""
+        return self.home or next(iter(self.entries[0].latency))
+
+
+def pe_frame_energy_j(active_w: Any, idle_w: Any, forwards_ms: Sequence[Any], periods_ms: Sequence[Any],
+                      frame_ms: Any) -> list[Any]:
+    """Each app's share (J) of one PE's energy over a frame of ``frame_ms``, its apps' forwards taking ``forwards_ms``.
+
+    Each app runs one forward per its period; the PE is busy for the forwards (each at most
+    its period) and idle the rest of its time, so its average power is
+    ``active * u + idle * (1 - u)`` with ``u`` the busy fraction summed over its apps (at
+    most 1), and its energy over the frame is that power x ``frame_ms`` (what a power meter
+    on the board reads; the frame is the longest period of the trace's apps). Each app is
+    charged in proportion to its share of the busy time. For one app whose period is the
+    frame this is :meth:`~governors.power_model.PowerModel.frame_energy`:
+    ``active * t + idle * (T - t)``. Floats or numpy arrays (broadcast), so the simulator
+    and the oracle price alike.
+    """
+    shares = [np.minimum(t, p) / p for t, p in zip(forwards_ms, periods_ms, strict=True)]
+    util = busy_fraction(forwards_ms, periods_ms)
+    joules = (active_w * util + idle_w * (1.0 - util)) * frame_ms / 1e3
+    total = sum(shares)
+    return [joules * s / total for s in shares]
+
+
+def busy_fraction(forwards_ms: Sequence[Any], periods_ms: Sequence[Any]) -> Any:
+    """The fraction of its time a PE is busy with forwards of ``forwards_ms`` each per its app's period (<= 1)."""
+    return np.minimum(1.0, _demand(forwards_ms, periods_ms))
+
+
+def starved(forwards_ms: Sequence[Any], periods_ms: Sequence[Any]) -> list[Any]:
+    """Per app of a PE, in serving order: whether the forwards up to and including its own need more than all
+    of the PE's time. The worker serves by priority, so such an app's queue grows without bound while those
+    served before it keep up: the simulator counts its frames late (latency infinite), as the planner's busy
+    test (:func:`governors.policies.search.fits`) does. One app alone never is: its busy time is at most its
+    period (a forward longer than its period is late already)."""
+    return [_demand(forwards_ms[:k + 1], periods_ms[:k + 1]) > 1.0 + 1e-12 for k in range(len(forwards_ms))]
+
+
+def _demand(forwards_ms: Sequence[Any], periods_ms: Sequence[Any]) -> Any:
+    return sum(np.minimum(t, p) / p for t, p in zip(forwards_ms, periods_ms, strict=True))
 
 
 def retarget(phases: Sequence[Phase], per_app: Mapping[str, Mapping[str, Any]] | None = None,
@@ -232,8 +291,13 @@ class SimulatedSoC:
         sd = self.board.noise_sd[pe]
         return math.exp(2.33 * sd)
 
-    def frame_energy_j(self, pe: PeInfo, freq: int | None, latency_ms: float, period_ms: float) -> float:
-        return self.truth_power.frame_energy(pe.name, pe.khz(freq), latency_ms, period_ms).joules
+    def unused_idle_w(self, pes: Sequence[str]) -> float:
+        """The true idle power of PEs no app runs on: each at its lowest clock (the kernel's governor, unloaded)."""
+        total = 0.0
+        for name in pes:
+            pe = self.board.pe(name)
+            total += self.truth_power.idle_w(name, pe.khz(pe.freqs[0] if pe.freqs else None))
+        return total
 
     def measure_scaling(self, entries: Sequence[CatalogEntry], pe: PeInfo, n_freqs: int = 4,
                         repeats: int = 5) -> FrequencyScaling:
@@ -263,12 +327,22 @@ class FrameRecord:
     accuracy: float
     app: str = "app"
     min_accuracy: float = 0.0
+    forward_ms: float = 0.0  # its own forward (latency_ms adds the forwards served before it on its PE)
 
 
 @dataclass
 class RunResult:
+    """A run's records (one per app per frame) and ``unused_j``: per frame, the idle energy of the
+    ``counted_pes`` that no app ran on (they count whether a policy uses them or not)."""
+
     policy: str
     records: list[FrameRecord] = field(default_factory=list)
+    counted_pes: tuple[str, ...] = ()
+    unused_j: dict[int, float] = field(default_factory=dict)
+
+    def frame_energy_j(self, frame: int) -> float:
+        """Every app's energy in ``frame`` plus that of the counted PEs left idle."""
+        return sum(r.energy_j for r in self.records if r.frame == frame) + self.unused_j.get(frame, 0.0)
 
     @property
     def frames(self) -> int:
@@ -284,7 +358,7 @@ class RunResult:
 
     @property
     def energy_j(self) -> float:
-        return sum(r.energy_j for r in self.records)
+        return sum(r.energy_j for r in self.records) + sum(self.unused_j.values())
 
     @property
     def mean_accuracy(self) -> float:
@@ -383,15 +457,19 @@ class PerAppPolicy(Policy):
 
 
 def run_trace(soc: SimulatedSoC, policy: Policy, phases: Sequence[Phase], apps: Sequence[SimApp] | None = None,
-              on_phase: Callable[[Phase], None] | None = None) -> RunResult:
+              on_phase: Callable[[Phase], None] | None = None, counted_pes: Sequence[str] = ()) -> RunResult:
     """Drive ``policy`` through ``phases``: decide, run one simulated inference per app, observe; every frame.
 
-    ``apps`` default to one app ("app") with the board's catalog. The simulator models one
-    app per PE (no time sharing between apps): a decision that puts two apps on one PE is
-    an error. The simulated power rail reports the previous frame's true average power.
+    ``apps`` default to one app ("app") with the board's catalog. Apps that the decision maps
+    to one PE share it (module doc): one clock for the frame (a decision giving that PE two
+    clocks is an error), forwards in serving order, each app's latency the forwards before
+    it plus its own; the policy observes each forward's own time (what the daemon's worker
+    measures), the deadline is judged on the latency. ``counted_pes``: PEs whose energy
+    counts every frame; one that no app runs on idles at its lowest clock for the frame's
+    longest period. The simulated power rail reports the previous frame's true average power.
     """
     apps = list(apps) if apps is not None else [SimApp("app", soc.board.entries)]
-    result = RunResult(policy=getattr(policy, "name", "policy"))
+    result = RunResult(policy=getattr(policy, "name", "policy"), counted_pes=tuple(counted_pes))
     frame = 0
     power_w: float | None = None
     for phase in phases:
@@ -403,29 +481,61 @@ def run_trace(soc: SimulatedSoC, policy: Policy, phases: Sequence[Phase], apps: 
                             throttled=phase.load.throttled, power_w=power_w)
             decision = policy.decide(DecisionInput(apps=requests, pes=soc.board.pes, board=soc.board.name,
                                                    load=load))
-            used = [decision.points[r.name].pe for r in requests]
-            if len(set(used)) != len(used):
-                raise ValueError(f"{result.policy} put two apps on one PE ({used}); the simulator models one per PE")
-            watts = 0.0
-            for k, (app, request) in enumerate(zip(apps, requests, strict=True)):
-                point = decision.points[app.name]
-                pe = soc.board.pe(point.pe)
-                entry = next(e for e in app.entries if e.id == point.subnet)
-                freq = _freq_of(point, pe)
-                expected = soc.expected_ms(entry, pe, freq, phase)
-                if expected is None:
-                    raise ValueError(f"subnet {entry.id} cannot run on {pe.name}")
-                ms = expected * soc.jitter(frame, k, pe.name)
-                energy = soc.frame_energy_j(pe, freq, ms, request.period)
-                watts += energy / (max(ms, request.period) / 1e3)
-                policy.observe(app.name, ms, point)
-                result.records.append(FrameRecord(frame, phase.name, entry.id, pe.name, freq, ms,
-                                                  request.budget.latency_ms, energy,
-                                                  entry.accuracy.top1 if entry.accuracy else 0.0,
-                                                  app=app.name, min_accuracy=request.budget.min_accuracy))
-            power_w = watts
+            records, power_w = _run_frame(soc, apps, requests, decision, phase, frame)
+            order = [a.name for a in apps]
+            records.sort(key=lambda r: order.index(r.app))
+            for record in records:
+                policy.observe(record.app, record.forward_ms, decision.points[record.app])
+            result.records.extend(records)
+            idle = [pe for pe in counted_pes if pe not in {r.pe for r in records}]
+            if idle:
+                idle_w = soc.unused_idle_w(idle)
+                result.unused_j[frame] = idle_w * max(r.period for r in requests) / 1e3
+                power_w += idle_w
             frame += 1
     return result
+
+
+def _run_frame(soc: SimulatedSoC, apps: Sequence[SimApp], requests: Sequence[AppRequest], decision: Decision,
+               phase: Phase, frame: int) -> tuple[list[FrameRecord], float]:
+    """One frame of every app: per PE, its apps in serving order at its one clock; the records and the true power."""
+    index = {a.name: k for k, a in enumerate(apps)}
+    by_pe: dict[str, list[AppRequest]] = {}
+    for request in requests:
+        by_pe.setdefault(decision.points[request.name].pe, []).append(request)
+    records: list[FrameRecord] = []
+    watts = 0.0
+    for pe_name, group in by_pe.items():
+        pe = soc.board.pe(pe_name)
+        clocks = {_freq_of(decision.points[r.name], pe) for r in group}
+        if len(clocks) != 1:
+            raise ValueError(f"{pe_name} got {len(clocks)} clocks for one frame ({sorted(map(str, clocks))})")
+        freq = clocks.pop()
+        wait = 0.0
+        served: list[tuple[AppRequest, CatalogEntry, float, float]] = []  # request, entry, forward, latency
+        for request in serving_order(group):
+            app = apps[index[request.name]]
+            entry = next(e for e in app.entries if e.id == decision.points[request.name].subnet)
+            expected = soc.expected_ms(entry, pe, freq, phase)
+            if expected is None:
+                raise ValueError(f"subnet {entry.id} cannot run on {pe.name}")
+            forward = expected * soc.jitter(frame, index[request.name], pe.name)
+            wait += forward
+            served.append((request, entry, forward, wait))
+        late = starved([f for _, _, f, _ in served], [r.period for r, _, _, _ in served])
+        served = [(r, e, f, math.inf if over else t) for (r, e, f, t), over in zip(served, late, strict=True)]
+        khz = pe.khz(freq)
+        energies = pe_frame_energy_j(soc.truth_power.active_w(pe.name, khz), soc.truth_power.idle_w(pe.name, khz),
+                                     [f for _, _, f, _ in served], [r.period for r, _, _, _ in served],
+                                     max(r.period for r in requests))
+        for (request, entry, forward, latency), energy in zip(served, energies, strict=True):
+            records.append(FrameRecord(frame, phase.name, entry.id, pe.name, freq, latency, request.budget.latency_ms,
+                                       float(energy), entry.accuracy.top1 if entry.accuracy else 0.0,
+                                       app=request.name, min_accuracy=request.budget.min_accuracy,
+                                       forward_ms=forward))
+        util = float(busy_fraction([f for _, _, f, _ in served], [r.period for r, _, _, _ in served]))
+        watts += soc.truth_power.active_w(pe.name, khz) * util + soc.truth_power.idle_w(pe.name, khz) * (1 - util)
+    return records, watts
 
 
 def fitted_latency_model(soc: SimulatedSoC) -> LatencyModel:
