@@ -206,3 +206,28 @@ def test_app_b_is_also_judged_after_what_the_first_app_really_ran() -> None:
     assert b["oracle_accuracy_given_first_app"] == pytest.approx(0.7)  # m after the m app really ran
     assert b["accuracy_gap_given_first_app_pp"] == pytest.approx(10.0)
     assert "oracle_accuracy_given_first_app" not in out["apps"]["app"]  # the first app waits for nobody
+
+
+def test_two_apps_task_mapping_beats_every_policy_that_keeps_each_app_home() -> None:
+    """Both apps may run on every PE: model-based (energy objective, each app at its fixed subnet's accuracy) moves
+    the 300 ms app onto the GPU beside the 100 ms one where that fits, and there spends less than the clairvoyant
+    oracle of any policy that keeps each app on its home PE can. Fails when the apps are pinned home again (or
+    the simulator stops sharing a PE)."""
+    lm = simulated_soc.fitted_latency_model(simulated_soc.SimulatedSoC(simulated_soc.sim_board("xavier-nx"),
+                                                                        seed=1000))
+    out = simulated_soc.two_apps("xavier-nx", scale=0.15, seed=0, latency_model=lm)
+    per_phase = out["energy_vs_schedutil_per_phase"]
+    for phase in ("quiet", "cpu-contention"):
+        mapping = out["mapping_per_phase"]["model-based-energy"][phase]
+        assert mapping["cpu-app"]["pe"] == "gpu" and mapping["cpu-app"]["shared_pe_share"] > 0.9
+        assert per_phase["model-based-energy"][phase] < per_phase["pinned-oracle-energy"][phase]
+    assert out["energy_vs_schedutil"] < 0.9 * out["pinned_energy_vs_schedutil"]
+    assert out["oracle_energy_vs_schedutil"] <= out["energy_vs_schedutil"]
+    # at equal accuracy, without more misses than top clocks with the same choices, and the oracle a lower bound
+    for app, fixed in out["apps"].items():
+        soc = simulated_soc.SimulatedSoC(simulated_soc.sim_board("xavier-nx"))
+        acc = simulated_soc._accuracy(soc, fixed["fixed_subnet"])
+        assert out["mean_accuracy_per_app"]["model-based-energy"][app] >= acc - 1e-9
+    assert out["misses"]["model-based-energy"] <= out["misses"]["performance"]
+    assert out["policies"]["model-based-energy"]["miss_rate"] <= 0.01
+    assert all(v >= 1.0 for v in out["energy_vs_oracle"].values())
