@@ -400,6 +400,65 @@ def parse_request(frames: Sequence[Any], max_bytes: int, max_frames: int = 4) ->
         raise
 
 
+#: how a header whose id is written last ends: ``,"id":N}``
+ID_LAST = b',"id":'
+
+
+class RepeatMemo:
+    """``parse_request`` for one connection's stream of requests, remembering the last that parsed.
+
+    A client that sends the same request again (the same app, region, slices and subnet) with only
+    its id changed, the id written last (``...,"id":42}``), is served the checked request it sent
+    before under the new id: no JSON decoding and none of the field checks, which cost 80-110 us
+    after a forward has evicted the caches and 12 us when they are warm (2-core VM, 224 px). The
+    result is the same as :func:`parse_request` by construction: a header is only remembered after
+    it parsed in full, and a later one is taken from the memo only when its bytes equal that one's
+    up to the id and the id is a plain JSON integer. Anything else (a tensor frame, another layout,
+    an id that is not a small non-negative integer) is parsed in full.
+    """
+
+    __slots__ = ("_prefix", "_request")
+
+    def __init__(self) -> None:
+        self._prefix: bytes | None = None
+        self._request: Request | None = None
+
+    def parse(self, frames: Sequence[Any], max_bytes: int, max_frames: int = 4) -> Request:
+        if len(frames) == 1 and self._prefix is not None:
+            raw = _as_bytes(frames[0])
+            cut = trailing_id_start(raw)
+            if cut > 0 and len(raw) <= max_bytes and raw[:cut] == self._prefix:
+                known = self._request
+                assert known is not None
+                return Request(known.op, dict(known.args), int(raw[cut + len(ID_LAST) : -1]), None,
+                               known.token, known.override)  # fmt: skip
+        request = parse_request(frames, max_bytes, max_frames)
+        self._remember(frames, request)
+        return request
+
+    def _remember(self, frames: Sequence[Any], request: Request) -> None:
+        if len(frames) != 1 or request.tensor is not None or type(request.id) is not int:
+            return
+        raw = _as_bytes(frames[0])
+        cut = trailing_id_start(raw)
+        if cut > 0 and int(raw[cut + len(ID_LAST) : -1]) == request.id:  # the trailing id is the request's id
+            self._prefix, self._request = bytes(raw[:cut]), request
+
+
+def trailing_id_start(raw: bytes | bytearray | memoryview) -> int:
+    """Where ``,"id":N}`` starts in a header that ends with it (N: digits, no leading zero, at most 18
+    of them: an integer JSON and Python read alike); -1 for any other header."""
+    if not isinstance(raw, (bytes, bytearray)) or raw[-1:] != b"}":
+        return -1
+    cut = raw.rfind(ID_LAST, max(0, len(raw) - 26))
+    if cut < 0:
+        return -1
+    digits = raw[cut + len(ID_LAST) : -1]
+    if not digits.isdigit() or (len(digits) > 1 and digits[:1] == b"0"):
+        return -1
+    return cut
+
+
 def _id_of_small_header(frame: Any) -> Any:
     """The id of a message refused as too large, when its header alone is small enough to read."""
     if frame_len(frame) > MAX_HEADER_PEEK:
@@ -611,9 +670,9 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_jso
 
 def request(op: str, id: Any = None, **args: Any) -> dict[str, Any]:
     message: dict[str, Any] = {"v": PROTOCOL_VERSION, "op": op}
-    if id is not None:
-        message["id"] = id
     message.update({k: v for k, v in args.items() if v is not None})
+    if id is not None:
+        message["id"] = id  # last: a repeated request then differs only in its last bytes (RepeatMemo)
     return message
 
 

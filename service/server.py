@@ -129,12 +129,15 @@ class Front:
         body: list[Any],
         dispatch: Callable[[Request, list[Any], Caller], list[Any] | None],
         caller: Caller | None = None,
+        memo: protocol.RepeatMemo | None = None,
     ) -> list[Any] | None:
         """The reply frames to a request's ``body`` (``caller``: who the transport says sent it, else
-        read from the frames' properties); None when the reply comes later."""
+        read from the frames' properties; ``memo``: the connection's last request); None when the
+        reply comes later."""
         request_id = None
         try:
-            request = protocol.parse_request(body, self.max_message_bytes, self.max_frames)
+            parse = protocol.parse_request if memo is None else memo.parse
+            request = parse(body, self.max_message_bytes, self.max_frames)
             request_id = request.id
             if caller is None:
                 caller = caller_of(body[0], ipc=self.ipc)
@@ -172,6 +175,7 @@ class Connection:
         self.fd = sock.fileno()
         self.caller = caller
         self.reader = direct.Reader(max_bytes, max_frames)
+        self.memo = protocol.RepeatMemo()  # an app's repeated infer_shm is not parsed again
         self.out: list[memoryview] = []  # a reply the socket did not take at once
         self.closing = False  # close once ``out`` is sent (the framing broke: nothing more can be read)
         self.waiting = False  # its request runs on another device's worker: read on once the reply is sent
@@ -353,7 +357,7 @@ class InferenceWorker(threading.Thread):
                 return
             if frames is None:
                 return
-            reply = self._front.respond([conn], frames, self._dispatch_direct, conn.caller)
+            reply = self._front.respond([conn], frames, self._dispatch_direct, conn.caller, conn.memo)
             if reply is None:
                 conn.waiting = True
                 self._poller.modify(conn.fd, 0)  # nothing to do for it until the reply: no wake-ups meanwhile
