@@ -182,6 +182,7 @@ class Client:
         self.answered_via: str | None = None  # the inference endpoint that answered the last request, if any
         self._next_id = 0
         self._last_header: tuple[str, dict[str, Any], bytes] | None = None  # (op, fields, bytes up to the id)
+        self._replies = protocol.ReplyMemo()  # a repeated inference reply is not decoded again
         self.tokens: dict[str, str] = {}  # app -> the token it was registered with (sent on every request on it)
         # shared memory: None = when the daemon offers it on this machine; False = frames; True = required
         self.shm = shm if shm is not None else (False if os.environ.get(SHM_ENV) == "0" else None)
@@ -279,7 +280,7 @@ class Client:
         if reply_frames is None:
             self._check_socket_file()
             reply_frames = self._exchange(frames, op)
-        reply = self._decode(reply_frames[0])
+        reply = self._replies.decode(_raw(reply_frames[0]), self._decode)
         if reply.get("id") not in (None, self._next_id):
             raise ProtocolError(f"reply id {reply.get('id')!r} does not match request id {self._next_id}")
         return protocol.check_reply(reply, op), list(reply_frames[1:])
@@ -521,6 +522,13 @@ class Client:
             self.transport = "shm"
             return _reply(reply, region.read_output(reply.get("output") or {}), rtt, "shm", self.answered_via)
         raise AssertionError("unreachable")
+
+
+def _raw(frame: Any) -> bytes | bytearray:
+    """A reply frame's bytes: a direct connection's as they are, a ZeroMQ frame's copied (it is small)."""
+    if isinstance(frame, (bytes, bytearray)):
+        return frame
+    return bytes(frame.buffer if hasattr(frame, "buffer") else frame)
 
 
 def _reply(reply: dict[str, Any], output: np.ndarray, rtt: float, transport: str, via: str | None) -> InferenceReply:

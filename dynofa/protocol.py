@@ -678,10 +678,96 @@ def request(op: str, id: Any = None, **args: Any) -> dict[str, Any]:
 
 def ok(request_id: Any = None, **fields: Any) -> dict[str, Any]:
     reply: dict[str, Any] = {"v": PROTOCOL_VERSION, "ok": True}
-    if request_id is not None:
-        reply["id"] = request_id
     reply.update(fields)
+    if request_id is not None:
+        reply["id"] = request_id  # last, as in a request: see InferenceReplies
     return reply
+
+
+#: how an inference reply ends: the numbers that change with every inference, then the id
+_REPLY_TAIL = re.compile(
+    rb',"latency_ms":(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)'
+    rb',"queue_ms":(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?),"id":(0|[1-9][0-9]{0,17})\}\Z'
+)
+_LATENCY_AT = b',"latency_ms":'
+_TAIL_KEYS = ["latency_ms", "queue_ms", "id"]
+
+
+class InferenceReplies:
+    """Encodes a worker's inference replies (daemon side): what repeats from one inference of an
+    app to the next (its subnet, PE, output slice, endpoint) is encoded once, and ``latency_ms``,
+    ``queue_ms`` and the id are written after it (~30 us of JSON encoding saved per reply after a
+    forward has evicted the caches). The bytes are those ``encode(ok(...))`` writes."""
+
+    __slots__ = ("_known",)
+
+    def __init__(self) -> None:
+        self._known: dict[Any, tuple[dict[str, Any], bytes]] = {}  # app -> (its last fields, their encoding)
+
+    def encode(self, request_id: Any, latency_ms: float, queue_ms: float, **fields: Any) -> bytes:
+        if not (type(request_id) is int and request_id >= 0 and _plain_float(latency_ms) and _plain_float(queue_ms)):
+            return encode(ok(request_id, **fields, latency_ms=latency_ms, queue_ms=queue_ms))
+        app = fields.get("app")
+        known = self._known.get(app)
+        if known is None or known[0] != fields:
+            if len(self._known) >= 256:
+                self._known.clear()
+            known = self._known[app] = (fields, encode(ok(None, **fields))[:-1])
+        return b"%s,\"latency_ms\":%r,\"queue_ms\":%r,\"id\":%d}" % (known[1], latency_ms, queue_ms, request_id)
+
+
+class ReplyMemo:
+    """JSON decoding of a connection's replies (client side), remembering the last inference reply:
+    one that repeats it up to its ``latency_ms``, ``queue_ms`` and id (written last, as
+    :class:`InferenceReplies` does) is read from the memo and those three numbers (~65 us of JSON
+    decoding saved per reply after a forward). The result is what ``json.loads`` gives: a reply is
+    remembered only after it decoded in full and its ending read the same numbers, and a later one is
+    taken from the memo only when its bytes equal that one's up to the numbers and they match the
+    JSON number grammar; values are fresh copies, never shared between replies."""
+
+    __slots__ = ("_prefix", "_fields")
+
+    def __init__(self) -> None:
+        self._prefix: bytes | None = None
+        self._fields: dict[str, Any] = {}
+
+    def decode(self, raw: bytes | bytearray, full: Callable[[bytes | bytearray], dict[str, Any]]) -> dict[str, Any]:
+        """``raw`` as a JSON object; ``full`` decodes one the memo does not know (and raises what it raises)."""
+        cut = raw.rfind(_LATENCY_AT, max(0, len(raw) - 128))
+        tail = _REPLY_TAIL.match(raw, cut) if cut > 0 else None
+        if tail is not None and self._prefix is not None and raw[:cut] == self._prefix:
+            reply = {k: _fresh(v) for k, v in self._fields.items()}
+        else:
+            reply = full(raw)
+            self._prefix = None
+            if tail is None or [reply.get("latency_ms"), reply.get("queue_ms"), reply.get("id")] != _numbers(tail):
+                return reply
+            if list(reply)[-3:] != _TAIL_KEYS:
+                return reply  # one of them given twice too (JSON keeps the last value, the first place)
+            self._prefix = bytes(raw[:cut])
+            self._fields = {k: _fresh(v) for k, v in reply.items() if k not in _TAIL_KEYS}
+        reply["latency_ms"], reply["queue_ms"], reply["id"] = _numbers(tail)
+        return reply
+
+
+def _plain_float(value: Any) -> bool:
+    return type(value) is float and math.isfinite(value)  # %r writes it as JSON does
+
+
+def _numbers(tail: re.Match[bytes]) -> list[Any]:
+    return [_number(tail[1]), _number(tail[2]), int(tail[3])]
+
+
+def _number(text: bytes) -> int | float:
+    return float(text) if b"." in text or b"e" in text or b"E" in text else int(text)
+
+
+def _fresh(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _fresh(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fresh(v) for v in value]
+    return value
 
 
 def error(code: str, message: str, request_id: Any = None) -> dict[str, Any]:

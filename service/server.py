@@ -228,6 +228,7 @@ class InferenceWorker(threading.Thread):
         self._poller = select.poll()  # plain file descriptors only: lighter than zmq.Poller per wake-up
         self._front: Front | None = None
         self._peers: dict[str, InferenceWorker] = {}
+        self._replies = protocol.InferenceReplies()  # the repeated part of each app's reply, encoded once
         self._stopping = False
 
     def attach(self, listener: socket.socket, endpoint: str, front: Front, peers: dict[str, InferenceWorker]) -> None:
@@ -461,18 +462,19 @@ class InferenceWorker(threading.Thread):
                 out = None
             else:
                 fields, out = protocol.encode_tensor(done.output)
-            header = protocol.ok(
+            # endpoint: where this app's next inference goes without a hand-off
+            endpoint = self.endpoint if pending.local else None
+            header = self._replies.encode(
                 pending.request_id,
+                round(done.latency_ms, 4),
+                round(done.queue_ms, 4),
                 app=job.app,
                 subnet=done.subnet,
                 pe=done.pe,
-                latency_ms=round(done.latency_ms, 4),
-                queue_ms=round(done.queue_ms, 4),
                 output=fields,
+                **({} if endpoint is None else {"endpoint": endpoint}),
             )
-            if pending.local and self.endpoint is not None:
-                header["endpoint"] = self.endpoint  # where this app's next inference goes without a hand-off
-            return [protocol.encode(header)] if out is None else [protocol.encode(header), out]
+            return [header] if out is None else [header, out]
         except RequestError as exc:
             return [_encode_error(exc, pending.request_id)]
         except Exception as exc:  # noqa: BLE001 - one bad inference must not kill the worker
