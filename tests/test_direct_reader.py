@@ -71,7 +71,7 @@ def test_a_tensor_frame_larger_than_the_buffer_goes_into_its_own_buffer(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     a, b = pair
-    tensor = os.urandom(3 * direct.CHUNK + 17)
+    tensor = os.urandom(16 * direct.CHUNK + 17)  # 4 times what a Unix socket buffers: the kernel hands it in pieces
     wire = _wire(b'{"op":"infer"}', tensor) + _wire(b"next")
     sender = threading.Thread(target=a.sendall, args=(wire,))  # more than the socket buffer holds
     sender.start()

@@ -165,9 +165,14 @@ def test_budget_objective_end_to_end(daemon: Daemon) -> None:
     c.set_budget("obj-app", latency_ms=10_000.0, objective="energy")
     assert c.budgets()["obj-app"]["budget"]["objective"] == "energy"
     lean = outcome("energy")
-    # the lowest energy per frame within a loose deadline: a faster, less accurate subnet
-    assert lean["accuracy"] < accurate["accuracy"] and lean["predicted_ms"] < accurate["predicted_ms"]
-    assert lean["feasible"] and lean["energy_j"] < accurate["energy_j"]
+    # the lowest energy per frame within a loose deadline: a faster, less accurate subnet (faster by the
+    # figures the daemon holds: predicted_ms also carries the contention estimate of the moment it was made)
+    assert lean["accuracy"] < accurate["accuracy"] and lean["nominal_ms"] < accurate["nominal_ms"]
+    # energy per frame, as the two decisions predicted it, without the contention factor each read then
+    def energy(outcome: dict) -> float:
+        return outcome["energy_j"] * outcome["nominal_ms"] / outcome["predicted_ms"]
+
+    assert lean["feasible"] and energy(lean) < energy(accurate)
     with pytest.raises(RemoteError, match="objective must be one of"):
         c.set_budget("obj-app", latency_ms=10.0, objective="speed")
     assert c.budgets()["obj-app"]["budget"]["objective"] == "energy"  # kept
