@@ -56,6 +56,7 @@ class InferenceDone:
     pe: str
     latency_ms: float
     queue_ms: float
+    job: InferenceJob | None = None  # set until Engine.book recorded it
 
 
 class Engine:
@@ -85,6 +86,10 @@ class Engine:
         self._pe_cpus = dict(pe_cpus or {})  # PE -> its CPUs, sent to embedded apps with their points
         self._apps: dict[str, AppRecord] = {}
         self._lock = threading.RLock()
+        # held from the end of a forward until it is recorded (Engine.book, after the reply left):
+        # a state read after an inference's reply waits for that inference's figures
+        self._unrecorded = 0
+        self._recorded = threading.Condition(threading.Lock())
         self.started = time.time()
         self.metrics_url: str | None = None  # set by the daemon when it serves /metrics
         self._restore_saved()
@@ -331,6 +336,7 @@ class Engine:
 
     def state(self) -> dict[str, Any]:
         """The apps and the daemon; the server adds the control loop's view (pes, monitor, policy)."""
+        self.recorded()
         with self._lock:
             apps = {name: a.to_dict(self._accuracy(a)) for name, a in sorted(self._apps.items())}
         return {
@@ -376,7 +382,9 @@ class Engine:
         )
 
     def run_inference(self, job: InferenceJob) -> InferenceDone:
-        """Run on the calling (worker) thread; records the latency for the app and the policy."""
+        """Run on the calling (worker) thread. The caller sends the reply, then calls :meth:`book`
+        with the result: recording the latency for the app and the policy (~40 us after a forward
+        has evicted the caches) is not on the app's path, and ``state`` waits for it meanwhile."""
         started = time.monotonic()
         try:
             outcome = self.models[job.model].infer(job.app, job.pe, job.x, job.subnet)
@@ -385,6 +393,31 @@ class Engine:
         except (RuntimeError, ValueError) as exc:  # torch reports shape/device problems this way
             log.warning("inference for %s on %s failed: %s", job.app, job.subnet, exc)
             raise RequestError(protocol.INFERENCE_FAILED, f"inference failed: {exc}") from None
+        with self._recorded:  # until book(), which the worker calls whatever happens next
+            self._unrecorded += 1
+        return InferenceDone(
+            output=outcome.output,
+            subnet=outcome.subnet,
+            pe=job.pe,
+            latency_ms=outcome.latency_ms,
+            queue_ms=(started - job.received) * 1000.0,
+            job=job,
+        )
+
+    def book(self, done: InferenceDone) -> None:
+        """Record a finished inference for its app and the policy (once; after its reply was sent)."""
+        job, done.job = done.job, None
+        if job is None:
+            return
+        try:
+            self._record(job, done)
+        finally:
+            with self._recorded:
+                self._unrecorded -= 1
+                if not self._unrecorded:
+                    self._recorded.notify_all()
+
+    def _record(self, job: InferenceJob, done: InferenceDone) -> None:
         point: OperatingPoint | None = None
         batch = int(job.x.shape[0]) if job.x.ndim else 1
         new_batch = False
@@ -392,26 +425,27 @@ class Engine:
             record = self._apps.get(job.app)
             if record is not None:
                 new_batch, record.batch = record.batch != batch, batch
-                record.latency.add(outcome.latency_ms, record.budget)
-                record.forward_s.observe(outcome.latency_ms / 1000.0)
+                record.latency.add(done.latency_ms, record.budget)
+                record.forward_s.observe(done.latency_ms / 1000.0)
                 record.end_to_end_s.observe(time.monotonic() - job.received)
                 # the point this inference really ran at (a forced subnet is not the decided one)
-                base = record.point or OperatingPoint(subnet=outcome.subnet, pe=job.pe)
-                point = replace(base, subnet=outcome.subnet, pe=job.pe, threads=job.threads)
+                base = record.point or OperatingPoint(subnet=done.subnet, pe=job.pe)
+                point = replace(base, subnet=done.subnet, pe=job.pe, threads=job.threads)
         if point is not None:
             if new_batch:  # predict for what the app now sends before judging this latency against it
                 self.control.changed(job.app)
-            self.control.observe(job.app, point, outcome.latency_ms)
-        return InferenceDone(
-            output=outcome.output,
-            subnet=outcome.subnet,
-            pe=job.pe,
-            latency_ms=outcome.latency_ms,
-            queue_ms=(started - job.received) * 1000.0,
-        )
+            self.control.observe(job.app, point, done.latency_ms)
+
+    def recorded(self) -> None:
+        """Wait (at most 1 s) until every inference whose reply has left is recorded."""
+        with self._recorded:
+            done = self._recorded.wait_for(lambda: not self._unrecorded, timeout=1.0)
+        if not done:
+            log.warning("an inference was not recorded within 1 s of its forward; state may lag it")
 
     def latency_histograms(self) -> dict[str, tuple[str, LatencyHistogram, LatencyHistogram]]:
         """Per app: (model, forward, end to end) histogram copies, for the metrics exporter."""
+        self.recorded()
         with self._lock:
             return {n: (a.model, a.forward_s.copy(), a.end_to_end_s.copy()) for n, a in sorted(self._apps.items())}
 

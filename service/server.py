@@ -44,7 +44,7 @@ import zmq
 from dynofa import direct, protocol
 from dynofa.config import Config, CurveConfig
 from dynofa.protocol import Request, RequestError
-from service.engine import Engine, InferenceJob
+from service.engine import Engine, InferenceDone, InferenceJob
 from service.shm import RegionTable, Transfer
 from service.tenancy import ANONYMOUS, Caller, caller_of
 from service.threads import INFERENCE_THREAD_PREFIX, InferenceFirst, name_os_thread
@@ -228,6 +228,7 @@ class InferenceWorker(threading.Thread):
         self._poller = select.poll()  # plain file descriptors only: lighter than zmq.Poller per wake-up
         self._front: Front | None = None
         self._peers: dict[str, InferenceWorker] = {}
+        self._unrecorded: InferenceDone | None = None  # the forward whose reply is being sent
         self._replies = protocol.InferenceReplies()  # the repeated part of each app's reply, encoded once
         self._stopping = False
 
@@ -291,8 +292,10 @@ class InferenceWorker(threading.Thread):
             if kind == "job":
                 with self._count:
                     self._queued -= 1
-                reply = self._serve(item)
-                self._reply(item, reply)
+                try:
+                    self._reply(item, self._serve(item))
+                finally:
+                    self._record()
             elif kind == "reply":  # another worker ran an inference that came in on this endpoint
                 self._send(item, frames)
                 self._resume(item[0])
@@ -358,12 +361,15 @@ class InferenceWorker(threading.Thread):
                 return
             if frames is None:
                 return
-            reply = self._front.respond([conn], frames, self._dispatch_direct, conn.caller, conn.memo)
-            if reply is None:
-                conn.waiting = True
-                self._poller.modify(conn.fd, 0)  # nothing to do for it until the reply: no wake-ups meanwhile
-                return
-            self._send([conn], reply)
+            try:
+                reply = self._front.respond([conn], frames, self._dispatch_direct, conn.caller, conn.memo)
+                if reply is None:
+                    conn.waiting = True
+                    self._poller.modify(conn.fd, 0)  # nothing to do for it until the reply: no wake-ups meanwhile
+                    return
+                self._send([conn], reply)
+            finally:
+                self._record()  # the inference it ran, now that its reply is out
             if not conn.reader.buffered():
                 return  # the next request wakes the poll (no read that would only find the socket empty)
 
@@ -442,7 +448,13 @@ class InferenceWorker(threading.Thread):
             if pending.transfer is not None:
                 pending.transfer.release()
 
+    def _record(self) -> None:
+        done, self._unrecorded = self._unrecorded, None
+        if done is not None:
+            self.engine.book(done)
+
     def _serve_one(self, pending: Pending) -> list[Any]:
+        self._record()  # (never left over: the callers record after each reply)
         job = pending.job
         waited = time.monotonic() - job.received
         if waited > self.timeout_s:
@@ -456,7 +468,7 @@ class InferenceWorker(threading.Thread):
                 self._map_task(job.pe, job.threads)
             if pending.transfer is not None:
                 pending.transfer.read_into(job.x)  # here, not at request time: the forward sees the latest bytes
-            done = self.engine.run_inference(job)
+            done = self._unrecorded = self.engine.run_inference(job)  # recorded once the reply is sent
             if pending.transfer is not None:
                 fields = pending.transfer.write_output(done.output)
                 out = None
