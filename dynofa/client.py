@@ -346,9 +346,9 @@ class Client:
         return reply
 
     @staticmethod
-    def _decode(frame: Any) -> dict[str, Any]:
+    def _decode(frame: bytes | bytearray) -> dict[str, Any]:
         try:
-            data = json.loads(bytes(frame.buffer if hasattr(frame, "buffer") else frame))
+            data = json.loads(frame)  # the bytes _raw took from the frame
         except (ValueError, UnicodeDecodeError) as exc:
             raise ProtocolError(f"the daemon sent a reply that is not JSON: {exc}") from None
         if not isinstance(data, dict):

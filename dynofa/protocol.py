@@ -685,9 +685,9 @@ def ok(request_id: Any = None, **fields: Any) -> dict[str, Any]:
 
 
 #: how an inference reply ends: the numbers that change with every inference, then the id
+_JSON_NUMBER = rb"(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)"
 _REPLY_TAIL = re.compile(
-    rb',"latency_ms":(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)'
-    rb',"queue_ms":(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?),"id":(0|[1-9][0-9]{0,17})\}\Z'
+    rb',"latency_ms":' + _JSON_NUMBER + rb',"queue_ms":' + _JSON_NUMBER + rb',"id":(0|[1-9][0-9]{0,17})\}\Z'
 )
 _LATENCY_AT = b',"latency_ms":'
 _TAIL_KEYS = ["latency_ms", "queue_ms", "id"]
@@ -737,16 +737,16 @@ class ReplyMemo:
         tail = _REPLY_TAIL.match(raw, cut) if cut > 0 else None
         if tail is not None and self._prefix is not None and raw[:cut] == self._prefix:
             reply = {k: _fresh(v) for k, v in self._fields.items()}
-        else:
-            reply = full(raw)
-            self._prefix = None
-            if tail is None or [reply.get("latency_ms"), reply.get("queue_ms"), reply.get("id")] != _numbers(tail):
-                return reply
-            if list(reply)[-3:] != _TAIL_KEYS:
-                return reply  # one of them given twice too (JSON keeps the last value, the first place)
-            self._prefix = bytes(raw[:cut])
-            self._fields = {k: _fresh(v) for k, v in reply.items() if k not in _TAIL_KEYS}
-        reply["latency_ms"], reply["queue_ms"], reply["id"] = _numbers(tail)
+            reply["latency_ms"], reply["queue_ms"], reply["id"] = _numbers(tail)
+            return reply
+        reply = full(raw)
+        self._prefix = None
+        if tail is None or [reply.get(k) for k in _TAIL_KEYS] != _numbers(tail):
+            return reply
+        if list(reply)[-3:] != _TAIL_KEYS:
+            return reply  # one of them given twice too (JSON keeps the last value, the first place)
+        self._prefix = bytes(raw[:cut])
+        self._fields = {k: _fresh(v) for k, v in reply.items() if k not in _TAIL_KEYS}
         return reply
 
 
